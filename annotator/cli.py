@@ -1,0 +1,69 @@
+"""The ``annotator`` command line. Each subcommand is a small function over the library."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from annotator.device import PRECISIONS
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The model flags every command that runs SAM shares."""
+    p.add_argument("--model", default=os.environ.get("ANNOTATOR_MODEL"),
+                   help="SAM variant: vit_h, vit_l or vit_b (default: vit_h on CUDA, vit_b on CPU)")
+    p.add_argument("--checkpoint", default=None,
+                   help="checkpoint file to load (default: $ANNOTATOR_CHECKPOINT, the cache, or a download)")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best available)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="image-encoder precision (default: bf16 on CUDA, fp32 elsewhere)")
+    p.add_argument("--no-download", action="store_true", help="never download a checkpoint")
+
+
+def load_backend(args):
+    from annotator.backends import load_segmenter
+
+    return load_segmenter(args.model, args.checkpoint, device=args.device,
+                          precision=args.precision, download=not args.no_download)
+
+
+def cmd_serve(args) -> int:
+    from annotator.checkpoints import CheckpointError
+
+    try:
+        segmenter, info = load_backend(args)
+    except (CheckpointError, ValueError) as e:
+        print(f"annotator: {e}", file=sys.stderr)
+        return 2
+    from annotator.ui import build_app
+
+    print(f"annotator: {info.status}", file=sys.stderr)
+    app = build_app(segmenter, info)
+    app.launch(server_name=args.host, server_port=args.port)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="annotator", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="start the annotation app in the browser")
+    add_model_args(serve)
+    serve.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    serve.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

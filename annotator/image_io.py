@@ -1,0 +1,81 @@
+"""Reading images the way the user sees them: RGB uint8, EXIF orientation applied."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+DEFAULT_MAX_PIXELS = 50_000_000
+
+
+class ImageError(ValueError):
+    """An image could not be read; the message is meant for the user."""
+
+
+def load_image(source, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """``source`` (a path, bytes, a file object or a PIL image) as an (H, W, 3) uint8 RGB array.
+
+    EXIF orientation is applied, so prompts and masks line up with what a viewer shows.
+    Grayscale, palette, CMYK, 16-bit and alpha images are converted (alpha is dropped).
+    """
+    name = str(source) if isinstance(source, (str, os.PathLike)) else "image"
+    if isinstance(source, Image.Image):
+        img = source
+    else:
+        if isinstance(source, (bytes, bytearray)):
+            if not source:
+                raise ImageError("the file is empty (0 bytes)")
+            source = io.BytesIO(source)
+        elif isinstance(source, (str, os.PathLike)):
+            if not Path(source).is_file():
+                raise ImageError(f"no such file: {name}")
+            if Path(source).stat().st_size == 0:
+                raise ImageError(f"{Path(name).name} is empty (0 bytes)")
+        try:
+            img = Image.open(source)
+        except UnidentifiedImageError:
+            raise ImageError(f"{Path(name).name} is not an image PIL can read") from None
+        except Image.DecompressionBombError as e:
+            raise ImageError(f"{Path(name).name} is too large: {e}") from None
+    w, h = img.size
+    if max_pixels and w * h > max_pixels:
+        raise ImageError(
+            f"{Path(name).name} is {w}x{h} = {w * h / 1e6:.0f} megapixels; the limit is "
+            f"{max_pixels / 1e6:.0f} megapixels"
+        )
+    try:
+        img = ImageOps.exif_transpose(img)
+        return to_rgb(img)
+    except (OSError, SyntaxError) as e:
+        raise ImageError(f"{Path(name).name} is damaged or truncated: {e}") from None
+
+
+def to_rgb(img: Image.Image) -> np.ndarray:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        hi = a.max() if a.size else 0
+        a = a * (255.0 / hi) if hi > 255 else a
+        return np.repeat(np.clip(a, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    if img.mode != "RGB":
+        img = img.convert("RGBA" if "A" in img.getbands() or img.mode == "P" else "RGB").convert("RGB")
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+
+
+def as_rgb_array(image: np.ndarray) -> np.ndarray:
+    """Validate an in-memory image: (H, W, 3) uint8, contiguous. Gray (H, W) is widened."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ImageError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
+    if image.shape[2] == 4:
+        image = image[..., :3]
+    if image.dtype != np.uint8:
+        raise ImageError(f"expected uint8 pixels, got {image.dtype}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ImageError("the image has no pixels")
+    return np.ascontiguousarray(image)
