@@ -407,7 +407,7 @@ class AnnotationDocument:
         with self._lock:
             s = self._state
             next_id = s.next_id
-            new_anns = []
+            parsed = []
             for k, item in enumerate(masks):
                 item_fields = dict(fields, source=source)
                 if isinstance(item, Mapping) and "segmentation" in item:
@@ -419,9 +419,16 @@ class AnnotationDocument:
                 else:
                     mask = item
                 try:
-                    rle = rle_utils.normalize(mask, self.size)
+                    rle = rle_utils.normalize(mask, self.size, check=False)
                 except rle_utils.RleError as e:
                     raise ValueError(f"mask {k}: {e}") from None
+                parsed.append((rle, item_fields))
+            try:  # compressed strings are read back once, all together
+                rle_utils.check_many([rle for rle, _ in parsed])
+            except rle_utils.RleError as e:
+                raise ValueError(str(e)) from None
+            new_anns = []
+            for rle, item_fields in parsed:
                 new_anns.append(make_annotation(next_id, rle, **item_fields))
                 next_id += 1
             if not new_anns:

@@ -86,6 +86,12 @@ def label_map_from_rles(rles: Sequence[dict], shape: tuple[int, int],
             if rle_utils.size_of(rles[k]) != (h, w):
                 raise ValueError(f"mask {k} is {rle_utils.size_of(rles[k])} but the image is {(h, w)}")
         values, offsets = rle_utils.run_lengths_many([rles[k]["counts"] for k in order])
+        owner = np.repeat(np.arange(len(order)), np.diff(offsets))
+        totals = np.bincount(owner, weights=values, minlength=len(order))
+        bad = np.flatnonzero((totals != h * w) | (np.bincount(owner, weights=values < 0,
+                                                              minlength=len(order)) > 0))
+        if bad.size:
+            raise ValueError(f"mask {order[int(bad[0])]}: RLE counts do not cover the {h}x{w} image")
         for j, k in enumerate(order):
             _paint_runs(flat, values[offsets[j]:offsets[j + 1]], k + 1)
     return _transpose(flat.reshape(w, h))
@@ -102,7 +108,7 @@ def label_map_from_dense(masks: np.ndarray, order: Sequence[int] | None = None) 
     masks = np.asarray(masks)
     n, h, w = masks.shape
     out = np.zeros((h, w), _label_dtype(n))
-    for k in (range(n) if order is None else order):
+    for k in (range(n) if order is None else [int(k) for k in order]):
         m = masks[k]
         rows = np.flatnonzero(m.any(axis=1))
         if rows.size == 0:
@@ -232,7 +238,8 @@ def overlay(
             raise ValueError(f"masks must be (N, {h}, {w}), got shape {masks.shape}")
         n = masks.shape[0]
     else:
-        masks = list(masks)
+        masks = [m if isinstance(m, dict) and isinstance(m.get("counts"), (bytes, str))
+                 else rle_utils.normalize(m, (h, w)) for m in masks]
         n = len(masks)
     if n == 0:
         return image.copy()

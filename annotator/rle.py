@@ -67,12 +67,13 @@ def check_runs(runs: np.ndarray, h: int, w: int) -> None:
         raise RleError(f"RLE counts sum to {total} pixels but the mask is {h}x{w} = {h * w}")
 
 
-def normalize(obj, size: Sequence[int] | None = None) -> dict:
+def normalize(obj, size: Sequence[int] | None = None, *, check: bool = True) -> dict:
     """Any mask a user may hand over, as a validated compressed RLE with ``bytes`` counts.
 
     Accepts a dense (H, W) array, a compressed RLE (counts ``bytes`` or ``str``) or an
     uncompressed RLE (counts a list or array of run lengths). ``size`` (h, w), when given,
-    must match.
+    must match. ``check=False`` skips reading compressed strings back (for callers that
+    check many at once with ``check_many``).
     """
     if isinstance(obj, dict):
         if "counts" not in obj or "size" not in obj:
@@ -91,7 +92,8 @@ def normalize(obj, size: Sequence[int] | None = None) -> dict:
                 raise RleError("compressed RLE counts must be ASCII") from None
         if isinstance(counts, (bytes, bytearray)):
             counts = bytes(counts)
-            check_runs(run_lengths(counts), h, w)
+            if check:
+                check_runs(run_lengths(counts), h, w)
             rle = {"size": [h, w], "counts": counts}
         elif isinstance(counts, (list, tuple, np.ndarray)):
             try:
@@ -112,6 +114,32 @@ def normalize(obj, size: Sequence[int] | None = None) -> dict:
         raise RleError(f"mask is {rle['size'][0]}x{rle['size'][1]} (h x w) but the image is "
                        f"{int(size[0])}x{int(size[1])}")
     return rle
+
+
+def check_many(rles: Sequence[dict]) -> None:
+    """Validate many compressed RLEs in one pass; the error names the first bad one."""
+    if not rles:
+        return
+    try:
+        values, offsets = run_lengths_many([r["counts"] for r in rles])
+    except RleError:
+        for k, r in enumerate(rles):  # find which one
+            try:
+                run_lengths(r["counts"])
+            except RleError as e:
+                raise RleError(f"mask {k}: {e}") from None
+        raise
+    sizes = np.array([size_of(r) for r in rles], dtype=np.int64).reshape(-1, 2)
+    owner = np.repeat(np.arange(len(rles)), np.diff(offsets))
+    totals = np.bincount(owner, weights=values, minlength=len(rles))
+    negative = np.bincount(owner, weights=values < 0, minlength=len(rles)) > 0
+    bad = np.flatnonzero(negative | (totals != sizes[:, 0] * sizes[:, 1]))
+    if bad.size:
+        k = int(bad[0])
+        try:
+            check_runs(values[offsets[k]:offsets[k + 1]], *size_of(rles[k]))
+        except RleError as e:
+            raise RleError(f"mask {k}: {e}") from None
 
 
 def to_json(rle: dict) -> dict:
@@ -144,7 +172,8 @@ def run_lengths_many(all_counts: Iterable[bytes | str]) -> tuple[np.ndarray, np.
         bad = int(np.flatnonzero((chars < 0) | (chars > 63))[0])
         owner = int(np.searchsorted(np.cumsum(lengths), bad, side="right"))
         raise RleError(f"compressed RLE counts contain a character outside '0'..'o' "
-                       f"(string {owner})")
+                       f"(string {owner})" if len(parts) > 1 else
+                       "compressed RLE counts contain a character outside '0'..'o'")
     more = (chars & 0x20) != 0
     ends = np.flatnonzero(~more)  # last character of each number
     string_ends = np.cumsum(lengths)
