@@ -37,11 +37,11 @@ def cmd_serve(args) -> int:
     except (CheckpointError, ValueError) as e:
         print(f"annotator: {e}", file=sys.stderr)
         return 2
-    from annotator.ui import build_app
+    from annotator.ui import build_app, launch_kwargs
 
     print(f"annotator: {info.status}", file=sys.stderr)
     app = build_app(segmenter, info)
-    app.launch(server_name=args.host, server_port=args.port)
+    app.launch(server_name=args.host, server_port=args.port, **launch_kwargs())
     return 0
 
 

@@ -46,6 +46,17 @@ class SessionStore(Generic[T]):
                     break
                 del self._items[key]
 
+    def peek(self, key: str) -> T | None:
+        """The session for ``key`` if it exists, without creating it or refreshing its age."""
+        with self._lock:
+            item = self._items.get(key)
+            return item[1] if item else None
+
+    def keys(self) -> list[str]:
+        """Session keys, least recently used first."""
+        with self._lock:
+            return list(self._items)
+
     def __contains__(self, key: str) -> bool:
         return key in self._items
 

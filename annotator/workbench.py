@@ -1,0 +1,743 @@
+"""The annotation app's logic: one ``Workbench`` per server, one ``Session`` per browser tab.
+
+Every user action is a ``Workbench`` method that takes a session id and plain arguments
+and returns a ``View`` (plain data: the canvas image, the status line, a message, SAM's
+candidates, the mask table). ``annotator.ui`` only maps Gradio components to those
+arguments and a View back to components, so all of this is tested without a browser.
+
+Per-session state lives in a bounded ``SessionStore`` keyed by Gradio's session hash:
+nothing in module globals, nothing deep-copied per event. Heavy things are shared, not
+copied: the model and its embedding cache belong to the workbench; a session holds a
+reference to its image's embedding and its ``AnnotationDocument`` (masks as RLE).
+
+Coordinates: clicks arrive in canvas pixels; a canvas larger than ``max_display_side`` is
+a downscaled copy, so clicks are mapped to original image pixels at once. Prompts, masks
+and exports are always in original pixels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+import tempfile
+import threading
+from dataclasses import astuple, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from annotator import canvas as cv
+from annotator import coco, render
+from annotator import figures as figs
+from annotator.backends import BackendInfo
+from annotator.image_io import ImageError, as_rgb_array, load_image
+from annotator.masks import AnnotationDocument, next_in_stack
+from annotator.prompting import SAME_PIXEL, Prompt, click as prompt_click, undo_last
+from annotator.sessions import SessionStore
+
+MODES = ("positive", "negative", "box", "select")
+SORT_KEYS = ("id", "predicted_iou", "stability_score", "area")
+REVIEW_FILTERS = ("all", "pending", "accepted", "rejected")
+PREVIEW_COLOR_BASE = 1 << 20  # palette keys for masks still being found, apart from real ids
+TABLE_HEADERS = ["", "id", "label", "source", "pred IoU", "stability", "area", "review", "visible"]
+
+
+class WorkbenchError(ValueError):
+    """A user action cannot be done as asked; the message says what to do instead."""
+
+
+@dataclass
+class ViewOptions:
+    alpha: float = 0.5
+    outlines: bool = True
+    only_selected: bool = False
+    coverage: bool = False
+
+
+@dataclass
+class MaskFilter:
+    """Which masks the canvas and table show, and in what order. Changing it never
+    re-runs anything: it is applied to the document's records."""
+
+    min_iou: float = 0.0
+    min_stability: float = 0.0
+    min_area: int = 0
+    review: str = "all"
+    sort_by: str = "id"
+    descending: bool = False
+
+    def keeps(self, ann) -> bool:
+        if self.review != "all" and ann.review != self.review:
+            return False
+        if ann.area < self.min_area:
+            return False
+        # a mask without a score (prompted with GrabCut, imported) is never hidden by one
+        if self.min_iou > 0 and ann.predicted_iou is not None and ann.predicted_iou < self.min_iou:
+            return False
+        if (self.min_stability > 0 and ann.stability_score is not None
+                and ann.stability_score < self.min_stability):
+            return False
+        return True
+
+    def sort(self, anns: list) -> list:
+        key = self.sort_by
+        if key == "id":
+            return sorted(anns, key=lambda a: a.id, reverse=self.descending)
+        present = [a for a in anns if getattr(a, key) is not None]
+        missing = [a for a in anns if getattr(a, key) is None]
+        return sorted(present, key=lambda a: (getattr(a, key), a.id), reverse=self.descending) + missing
+
+
+@dataclass
+class Session:
+    image: np.ndarray | None = None
+    name: str = ""
+    display: np.ndarray | None = None  # the image as the canvas shows it
+    scale: float = 1.0  # display pixels per image pixel
+    embedding: object | None = None
+    doc: AnnotationDocument | None = None
+    prompt: Prompt = field(default_factory=Prompt)
+    mode: str = "positive"
+    view: ViewOptions = field(default_factory=ViewOptions)
+    filter: MaskFilter = field(default_factory=MaskFilter)
+    cursor: int | None = None  # triage: the mask under review
+    last_pick: tuple[float, float, int] | None = None  # select mode: for cycling nested masks
+    cancel: threading.Event = field(default_factory=threading.Event)
+    amg_params: dict = field(default_factory=dict)
+    preview: list = field(default_factory=list)  # RLEs a running "segment everything" has found
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    exports: list = field(default_factory=list)  # folders written by export, removed on free
+    # what the canvas layer under the prompt was last rendered from, and the result
+    layer_key: tuple | None = None
+    layer: np.ndarray | None = None
+    sent_canvas_key: tuple | None = None
+    sent_table_key: tuple | None = None
+
+
+@dataclass
+class View:
+    """What the UI shows after an action. ``canvas``/``table`` are None when unchanged
+    since this session's previous View (the UI then leaves the component alone)."""
+
+    canvas: np.ndarray | None
+    status: str
+    message: str
+    candidates: list[tuple[str, int]]
+    candidate: int | None
+    table: list[list] | None
+    mode: str = "positive"
+
+
+@dataclass
+class Export:
+    files: list[Path]
+    coco: Path
+    view: View
+
+
+class Workbench:
+    """Owns the segmenter, its BackendInfo and the sessions; its methods are the app."""
+
+    def __init__(self, segmenter, info: BackendInfo, *, max_sessions: int = 64,
+                 idle_seconds: float | None = 3600, max_display_side: int = cv.DISPLAY_MAX_SIDE):
+        self.segmenter = segmenter
+        self.info = info
+        self.sessions: SessionStore[Session] = SessionStore(Session, max_sessions=max_sessions,
+                                                            idle_seconds=idle_seconds)
+        self.max_display_side = max_display_side
+        self.renderer = render.Renderer()
+
+    # -- sessions ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _session(self, sid: str):
+        s = self.sessions.get(sid)
+        with s.lock:
+            yield s
+
+    def session(self, sid: str) -> Session:
+        """The session's state (created on first use); for tests and the UI's own reads."""
+        return self.sessions.get(sid)
+
+    def free(self, sid: str) -> None:
+        """Forget a session (the browser tab closed)."""
+        s = self.sessions.get(sid) if sid in self.sessions else None
+        if s is not None:
+            s.cancel.set()  # a running "segment everything" stops at its next batch
+            for folder in s.exports:
+                shutil.rmtree(folder, ignore_errors=True)
+        self.sessions.free(sid)
+
+    # -- image ---------------------------------------------------------------------------
+    def open_image(self, sid: str, source, name: str | None = None) -> View:
+        """Load an image (path, bytes, PIL or array) and compute its embedding; the View is
+        complete (nothing left out as unchanged)."""
+        self.load(sid, source, name)
+        s = self.sessions.get(sid)
+        s.sent_canvas_key = s.sent_table_key = None
+        return self.encode(sid)
+
+    def load(self, sid: str, source, name: str | None = None) -> View:
+        """Show a new image and start a fresh document; the embedding comes from ``encode``."""
+        try:
+            image = as_rgb_array(source) if isinstance(source, np.ndarray) else load_image(source)
+        except ImageError as e:
+            raise WorkbenchError(str(e)) from None
+        if name is None:
+            name = Path(source).name if isinstance(source, (str, Path)) else "image"
+        with self._session(sid) as s:
+            s.cancel.set()
+            s.image, s.name = image, name
+            s.scale = cv.display_scale(image.shape[:2], self.max_display_side)
+            s.display = cv.to_display(image, s.scale)
+            s.embedding = None
+            s.doc = AnnotationDocument(*image.shape[:2], image_id=name)
+            s.prompt, s.cursor, s.last_pick, s.preview = Prompt(), None, None, []
+            s.layer_key = s.sent_canvas_key = s.sent_table_key = None
+            h, w = image.shape[:2]
+            shown = "" if s.scale == 1 else f", shown at {s.scale:.0%}"
+            return self._view(s, f"{name}: {w}x{h}{shown}. Computing the image embedding…")
+
+    def encode(self, sid: str) -> View:
+        with self._session(sid) as s:
+            self._need_image(s)
+            cached = self.segmenter.is_cached(s.image)
+            s.embedding = self.segmenter.embed(s.image)
+            what = "from the cache" if cached else "computed"
+            return self._view(s, f"Embedding {what}. Click on the image to segment an object.")
+
+    # -- prompting -----------------------------------------------------------------------
+    def set_mode(self, sid: str, mode: str) -> View:
+        if mode not in MODES:
+            raise WorkbenchError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+        with self._session(sid) as s:
+            s.mode = mode
+            s.prompt.corner = None
+            hints = {"positive": "Click the object to add a positive point.",
+                     "negative": "Click where the mask should not reach.",
+                     "box": "Click two opposite corners of a box.",
+                     "select": "Click a mask to (de)select it; click again at the same spot "
+                               "for the mask beneath."}
+            return self._view(s, hints[mode])
+
+    def click_display(self, sid: str, x: float, y: float, mode: str | None = None) -> View:
+        """A click on the canvas, in canvas pixels (what the browser reports)."""
+        s = self.sessions.get(sid)
+        if s.image is None:
+            raise WorkbenchError("Upload an image first (or pick an example).")
+        ix, iy = cv.to_image_xy(x, y, s.scale, s.image.shape[:2])
+        return self.click(sid, ix, iy, mode)
+
+    def click(self, sid: str, x: float, y: float, mode: str | None = None) -> View:
+        """A click at (x, y) in original image pixels, in ``mode`` (default: the session's)."""
+        with self._session(sid) as s:
+            self._need_image(s)
+            if mode is not None and mode != s.mode:
+                if mode not in MODES:
+                    raise WorkbenchError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+                s.mode = mode
+            if not (math.isfinite(x) and math.isfinite(y)):
+                raise WorkbenchError("click coordinates must be numbers")
+            if s.mode == "select":
+                return self._view(s, self._pick(s, x, y))
+            self._need_embedding(s)
+            try:
+                msg = prompt_click(s.prompt, self.segmenter, s.embedding, s.mode, x, y)
+            except ValueError as e:
+                raise WorkbenchError(str(e)) from None
+            return self._view(s, msg + self._score_text(s.prompt))
+
+    def choose_candidate(self, sid: str, position: int) -> View:
+        with self._session(sid) as s:
+            try:
+                s.prompt.choose(int(position))
+            except ValueError as e:
+                raise WorkbenchError(str(e)) from None
+            return self._view(s, f"candidate {s.prompt.choice + 1}" + self._score_text(s.prompt))
+
+    def clear_prompt(self, sid: str) -> View:
+        with self._session(sid) as s:
+            s.prompt = Prompt()
+            return self._view(s, "Prompt cleared.")
+
+    def accept(self, sid: str, label: str | None = None) -> View:
+        """Add the prompt's current mask to the document (accepted, with ``label``)."""
+        with self._session(sid) as s:
+            self._need_image(s)
+            mask = s.prompt.mask
+            if mask is None:
+                raise WorkbenchError("Nothing to accept: click on the object first.")
+            if not mask.any():
+                raise WorkbenchError("The mask is empty; add a point or choose another candidate.")
+            label = (label or "").strip() or None
+            ann_id = s.doc.add(mask, source="prompt", label=label, prompts=s.prompt.record(),
+                               predicted_iou=s.prompt.score, review="accepted")
+            s.prompt = Prompt()
+            return self._view(s, f"Added mask {ann_id}" + (f" ({label})" if label else "") + ".")
+
+    # -- selecting -----------------------------------------------------------------------
+    def _pick(self, s: Session, x: float, y: float) -> str:
+        shown = {a.id for a in self._shown(s)}
+        hits = [i for i in s.doc.hit_test(x, y, visible_only=True) if i in shown]
+        if not hits:
+            s.last_pick = None
+            return "No mask here."
+        same = s.last_pick is not None and math.hypot(x - s.last_pick[0], y - s.last_pick[1]) < SAME_PIXEL
+        current = s.last_pick[2] if same else None
+        pick = next_in_stack(hits, current)
+        sel = set(s.doc.selection)
+        if current is not None and pick != current:
+            new = (sel - {current}) | {pick}  # cycling: the next mask down replaces the last pick
+        else:
+            new = sel ^ {pick}
+        s.doc.select(new, "replace")
+        s.last_pick = (x, y, pick)
+        what = "selected" if pick in new else "deselected"
+        depth = f" ({hits.index(pick) + 1} of {len(hits)} here; click again for the next)" if len(hits) > 1 else ""
+        return f"Mask {pick} {what}{depth}."
+
+    def select_mask(self, sid: str, ann_id: int, mode: str = "toggle") -> View:
+        """Select a mask by id (a click on its table row toggles it)."""
+        with self._session(sid) as s:
+            self._need_image(s)
+            try:
+                s.doc.select([int(ann_id)], mode)
+            except (KeyError, ValueError) as e:
+                raise WorkbenchError(str(e).strip("'\"")) from None
+            state = "selected" if int(ann_id) in s.doc.selection else "deselected"
+            return self._view(s, f"Mask {int(ann_id)} {state}.")
+
+    def clear_selection(self, sid: str) -> View:
+        with self._session(sid) as s:
+            self._need_image(s)
+            s.doc.clear_selection()
+            return self._view(s, "Selection cleared.")
+
+    def select_shown(self, sid: str) -> View:
+        with self._session(sid) as s:
+            self._need_image(s)
+            ids = [a.id for a in self._shown(s)]
+            s.doc.select(ids, "replace")
+            return self._view(s, f"{len(ids)} masks selected.")
+
+    # -- editing -------------------------------------------------------------------------
+    def merge(self, sid: str) -> View:
+        with self._session(sid) as s:
+            ids = self._need_selection(s, 2, "merge")
+            new = s.doc.merge(ids)
+            return self._view(s, f"Merged {_ids_text(ids)} into mask {new}.")
+
+    def subtract(self, sid: str) -> View:
+        """Cut the other selected masks out of the largest selected one."""
+        with self._session(sid) as s:
+            ids = self._need_selection(s, 2, "subtract")
+            target = max(ids, key=lambda i: (s.doc[i].area, -i))
+            tools = [i for i in ids if i != target]
+            try:
+                s.doc.subtract(target, tools)
+            except ValueError as e:
+                raise WorkbenchError(str(e)) from None
+            s.doc.select([target], "replace")
+            return self._view(s, f"Cut {_ids_text(tools)} out of mask {target}.")
+
+    def delete(self, sid: str) -> View:
+        with self._session(sid) as s:
+            ids = self._need_selection(s, 1, "delete")
+            s.doc.delete(ids)
+            if s.cursor in ids:
+                s.cursor = None
+            return self._view(s, f"Deleted {_ids_text(ids)}. Undo brings them back.")
+
+    def toggle_visibility(self, sid: str) -> View:
+        with self._session(sid) as s:
+            ids = self._need_selection(s, 1, "hide or show")
+            s.doc.toggle_visibility(ids)
+            hidden = [i for i in ids if not s.doc[i].visible]
+            return self._view(s, f"Hid {_ids_text(hidden)}." if hidden else f"Showing {_ids_text(ids)}.")
+
+    def relabel(self, sid: str, label: str | None) -> View:
+        with self._session(sid) as s:
+            ids = self._targets(s, "label")
+            label = (label or "").strip() or None
+            s.doc.relabel(ids, label)
+            return self._view(s, f"Labelled {_ids_text(ids)} {label!r}." if label else
+                              f"Removed the label of {_ids_text(ids)}.")
+
+    def undo(self, sid: str) -> View:
+        """Undo the last prompt point while prompting, otherwise the last document edit."""
+        with self._session(sid) as s:
+            self._need_image(s)
+            if not s.prompt.empty or s.prompt.corner is not None:
+                undo_last(s.prompt, self.segmenter, s.embedding)
+                return self._view(s, "Removed the last prompt point.")
+            action = s.doc.undo()
+            return self._view(s, f"Undid: {action}." if action else "Nothing to undo.")
+
+    def redo(self, sid: str) -> View:
+        with self._session(sid) as s:
+            self._need_image(s)
+            action = s.doc.redo()
+            return self._view(s, f"Redid: {action}." if action else "Nothing to redo.")
+
+    # -- review (triage) -----------------------------------------------------------------
+    def review(self, sid: str, state: str) -> View:
+        """Mark the mask under review (or, with none, the selection) accepted / rejected /
+        pending, then move on to the next pending mask in the table's order."""
+        if state not in ("accepted", "rejected", "pending"):
+            raise WorkbenchError(f"review state must be accepted, rejected or pending; got {state!r}")
+        with self._session(sid) as s:
+            self._need_image(s)
+            if s.cursor is not None and s.cursor in s.doc:
+                ids = [s.cursor]
+            elif s.doc.selection:
+                ids = s.doc.selected()
+            else:
+                raise WorkbenchError("Nothing to review: press Next (J) to start, or select masks.")
+            s.doc.set_review(ids, state)
+            if s.cursor is not None:
+                s.cursor = self._next_pending(s, s.cursor)
+            after = f" Next: mask {s.cursor}." if s.cursor is not None else " No pending masks left."
+            return self._view(s, f"{_ids_text(ids).capitalize()} {state}.{after}")
+
+    def step(self, sid: str, delta: int = 1) -> View:
+        """Move the review cursor to the next (``delta`` > 0) or previous mask shown."""
+        with self._session(sid) as s:
+            self._need_image(s)
+            order = [a.id for a in self.table_order(s)]
+            if not order:
+                s.cursor = None
+                return self._view(s, "No masks to review.")
+            if s.cursor in order:
+                k = (order.index(s.cursor) + (1 if delta > 0 else -1)) % len(order)
+            else:
+                k = 0 if delta > 0 else len(order) - 1
+            s.cursor = order[k]
+            a = s.doc[s.cursor]
+            return self._view(s, f"Reviewing mask {a.id} ({k + 1} of {len(order)}, {a.review}): "
+                                 "Y accept, X reject, J/K next/previous.")
+
+    def _next_pending(self, s: Session, after: int) -> int | None:
+        order = [a.id for a in self.table_order(s)]
+        k = order.index(after) if after in order else -1
+        for i in order[k + 1:] + order[:k + 1]:
+            if s.doc[i].review == "pending":
+                return i
+        return None
+
+    # -- export and import ----------------------------------------------------------------
+    def export(self, sid: str, segmentation: str = "rle", include_pending: bool = True,
+               figures: bool = True, out_dir: str | Path | None = None) -> "Export":
+        """Write the annotations: COCO JSON (RLE or polygons), a 16-bit instance-id PNG, a
+        class-index PNG, the overlay PNG and, with ``figures``, the review figures. Rejected
+        masks are left out; pending ones too unless ``include_pending``. Each export goes
+        to a fresh folder (a download never gets an older file of the same name)."""
+        if segmentation not in ("rle", "polygon"):
+            raise WorkbenchError("segmentation must be 'rle' or 'polygon'")
+        with self._session(sid) as s:
+            self._need_image(s)
+            anns = [a for a in s.doc.annotations if a.review == "accepted" or
+                    (include_pending and a.review == "pending")]
+            if not anns:
+                raise WorkbenchError("Nothing to export: accept a mask first" +
+                                     ("." if include_pending else ", or include pending masks."))
+            keep = {a.id for a in anns}
+            doc = AnnotationDocument.from_records(
+                *s.doc.size, [r for r in s.doc.records() if r["id"] in keep], image_id=s.name)
+            folder = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="annotator-export-"))
+            folder.mkdir(parents=True, exist_ok=True)
+            if out_dir is None:
+                s.exports.append(folder)
+            stem = Path(s.name).stem or "image"
+            h, w = s.doc.size
+            dataset = coco.from_documents(
+                [(doc, {"id": 1, "file_name": s.name, "height": h, "width": w})],
+                model=self.info.model or self.info.backend, parameters=s.amg_params or None)
+            files = [coco.save(dataset, folder / f"{stem}_coco.json", segmentation)]
+            files.append(coco.write_instance_png(folder / f"{stem}_instances.png", doc))
+            classes = ["background"] + sorted({a.label or coco.DEFAULT_CATEGORY for a in anns})
+            relabelled = doc
+            if any(a.label is None for a in anns):
+                relabelled = AnnotationDocument.from_records(*doc.size, [
+                    {**r, "label": r["label"] or coco.DEFAULT_CATEGORY} for r in doc.records()])
+            files.append(coco.write_semantic_png(folder / f"{stem}_classes.png", relabelled, classes))
+            (folder / f"{stem}_classes.txt").write_text("\n".join(classes) + "\n", encoding="utf-8")
+            files.append(folder / f"{stem}_classes.txt")
+            over = render.overlay(s.image, [a.rle for a in anns], alpha=s.view.alpha,
+                                  colors=render.palette(a.id for a in anns), outlines=True)
+            files.append(_write_rgb_png(folder / f"{stem}_overlay.png", over))
+            if figures:
+                rles = [a.rle for a in anns]
+                scores = {k: [getattr(a, k) if getattr(a, k) is not None else float("nan") for a in anns]
+                          for k in ("predicted_iou", "stability_score")
+                          if any(getattr(a, k) is not None for a in anns)}
+                files.append(figs.mask_grid(s.image, rles, folder / f"{stem}_masks.png", scores=scores or None))
+                files.append(figs.size_views(s.image, rles, folder / f"{stem}_sizes.png"))
+                if "predicted_iou" in scores:
+                    files.append(figs.quality_views(s.image, rles, scores["predicted_iou"],
+                                                    folder / f"{stem}_quality.png"))
+                if len(rles) > 1:
+                    files.append(figs.containment_heatmap(rles, folder / f"{stem}_containment.png",
+                                                          labels=[str(a.id) for a in anns]))
+            n_pending = sum(a.review == "pending" for a in anns)
+            what = f"{len(anns)} masks ({len(anns) - n_pending} accepted, {n_pending} pending)"
+            return Export(files=[Path(f) for f in files], coco=Path(files[0]),
+                          view=self._view(s, f"Exported {what} as COCO {segmentation.upper()} "
+                                             f"and {len(files) - 1} more files."))
+
+    def import_annotations(self, sid: str, path: str | Path) -> View:
+        """Add the masks of a COCO file (or SAM amg.py output) for the current image, for review.
+
+        The file's image is matched by file name, then (for a file of one image) by size."""
+        with self._session(sid) as s:
+            self._need_image(s)
+            try:
+                dataset = coco.load(path)
+            except coco.CocoError as e:
+                raise WorkbenchError(str(e)) from None
+            image = self._matching_image(s, dataset, Path(path).name)
+            imported = coco.to_document(dataset, image["id"])
+            fields = ("label", "predicted_iou", "stability_score", "point_coords", "crop_box",
+                      "prompts", "review", "visible", "meta")
+            items = [{"segmentation": a.rle, **{f: getattr(a, f) for f in fields}} for a in imported]
+            if not items:
+                raise WorkbenchError(f"{Path(path).name} has no annotations for {image.get('file_name')}.")
+            ids = s.doc.add_many(items, source="import", action=f"import {len(items)} masks")
+            return self._view(s, f"Imported {len(ids)} masks from {Path(path).name} "
+                                 f"(ids {ids[0]}–{ids[-1]}).")
+
+    def _matching_image(self, s: Session, dataset, file_label: str) -> dict:
+        h, w = s.image.shape[:2]
+        names = {Path(s.name).name, Path(s.name).stem}
+        by_name = [i for i in dataset.images
+                   if Path(str(i.get("file_name", ""))).name in names or Path(str(i.get("file_name", ""))).stem in names]
+        candidates = by_name or (dataset.images if len(dataset.images) == 1 else [])
+        if not candidates:
+            listed = ", ".join(str(i.get("file_name")) for i in dataset.images[:5])
+            raise WorkbenchError(f"{file_label} has no image named {s.name} (it has: {listed}"
+                                 f"{', …' if len(dataset.images) > 5 else ''}).")
+        image = candidates[0]
+        if (image.get("height"), image.get("width")) != (h, w):
+            raise WorkbenchError(f"{file_label}: {image.get('file_name')} is {image.get('width')}x"
+                                 f"{image.get('height')} but the open image is {w}x{h}.")
+        return image
+
+    # -- view options and filters --------------------------------------------------------
+    def set_view(self, sid: str, alpha: float | None = None, outlines: bool | None = None,
+                 only_selected: bool | None = None, coverage: bool | None = None) -> View:
+        with self._session(sid) as s:
+            v = s.view
+            if alpha is not None:
+                if not 0.0 <= float(alpha) <= 1.0:
+                    raise WorkbenchError("alpha must be between 0 and 1")
+                v.alpha = float(alpha)
+            if outlines is not None:
+                v.outlines = bool(outlines)
+            if only_selected is not None:
+                v.only_selected = bool(only_selected)
+            if coverage is not None:
+                v.coverage = bool(coverage)
+            msg = self._coverage_text(s) if v.coverage and s.doc is not None else ""
+            return self._view(s, msg)
+
+    def set_filter(self, sid: str, min_iou: float = 0.0, min_stability: float = 0.0,
+                   min_area: int = 0, review: str = "all", sort_by: str = "id",
+                   descending: bool = False) -> View:
+        if review not in REVIEW_FILTERS:
+            raise WorkbenchError(f"review filter must be one of {', '.join(REVIEW_FILTERS)}")
+        if sort_by not in SORT_KEYS:
+            raise WorkbenchError(f"sort key must be one of {', '.join(SORT_KEYS)}")
+        with self._session(sid) as s:
+            s.filter = MaskFilter(float(min_iou or 0), float(min_stability or 0), int(min_area or 0),
+                                  review, sort_by, bool(descending))
+            if s.doc is None:
+                return self._view(s, "")
+            n, total = len(self._shown(s)), len(s.doc)
+            return self._view(s, f"Showing {n} of {total} masks.")
+
+    # -- reading -------------------------------------------------------------------------
+    def _shown(self, s: Session) -> list:
+        """Annotations the filter keeps, in z-order (bottom first)."""
+        return [a for a in s.doc.annotations if s.filter.keeps(a)] if s.doc is not None else []
+
+    def table_order(self, s: Session) -> list:
+        return s.filter.sort(self._shown(s))
+
+    def table(self, sid: str) -> list[list]:
+        with self._session(sid) as s:
+            return self._table(s)
+
+    def _table(self, s: Session) -> list[list]:
+        sel = s.doc.selection if s.doc is not None else frozenset()
+        rows = []
+        for a in self.table_order(s):
+            mark = ("▶" if a.id == s.cursor else "") + ("●" if a.id in sel else "")
+            rows.append([mark, a.id, a.label or "", a.source, _fmt(a.predicted_iou),
+                         _fmt(a.stability_score), a.area, a.review, "yes" if a.visible else "no"])
+        return rows
+
+    def status(self, sid: str) -> str:
+        with self._session(sid) as s:
+            return self._status(s)
+
+    def _status(self, s: Session) -> str:
+        parts = [self.info.status]
+        if s.image is None:
+            parts.append("no image")
+        else:
+            h, w = s.image.shape[:2]
+            parts.append(f"{s.name} {w}x{h}")
+            if s.embedding is None:
+                parts.append("embedding: not computed")
+            else:
+                parts.append("embedding cached" if self._embedding_cached(s) else
+                             "embedding held by this session (evicted from the cache)")
+            if s.doc is not None:
+                anns = s.doc.annotations
+                counts = {r: sum(a.review == r for a in anns) for r in ("accepted", "pending", "rejected")}
+                parts.append(f"{len(anns)} masks ({counts['accepted']} accepted, "
+                             f"{counts['pending']} pending, {counts['rejected']} rejected), "
+                             f"{len(s.doc.selection)} selected")
+        return " · ".join(parts)
+
+    def _embedding_cached(self, s: Session) -> bool:
+        cache = getattr(self.segmenter, "cache", None)
+        if cache is not None and hasattr(s.embedding, "key"):
+            return s.embedding.key in cache
+        return self.segmenter.is_cached(s.image)
+
+    # -- rendering -----------------------------------------------------------------------
+    def canvas(self, sid: str) -> np.ndarray | None:
+        """The canvas as it looks now (display pixels)."""
+        with self._session(sid) as s:
+            return self._canvas(s)
+
+    def _canvas(self, s: Session) -> np.ndarray | None:
+        if s.image is None:
+            return None
+        layer = self._layer(s)
+        p = s.prompt
+        if p.prediction is None and not p.points and p.box is None and p.corner is None:
+            return layer
+        return cv.draw_prompt(layer, p, s.scale, s.view.alpha)
+
+    @staticmethod
+    def _layer_key(s: Session) -> tuple:
+        return (s.doc.version, astuple(s.view), astuple(s.filter), s.cursor, len(s.preview))
+
+    @staticmethod
+    def _prompt_key(s: Session) -> tuple:
+        p = s.prompt
+        return (tuple(p.points), tuple(p.labels), p.box, p.corner, p.choice, id(p.prediction))
+
+    def _layer(self, s: Session) -> np.ndarray:
+        """The masks layer (display pixels), re-rendered only when something it shows changed."""
+        key = self._layer_key(s)
+        if key == s.layer_key and s.layer is not None:
+            return s.layer
+        shown = self._shown(s)
+        sel = set(s.doc.selection) | ({s.cursor} if s.cursor is not None else set())
+        if s.view.only_selected:
+            shown = [a for a in shown if a.id in sel]
+        if s.view.coverage:
+            accepted = [a.rle for a in s.doc.annotations if a.review == "accepted"]
+            covered = (render.label_map_from_rles(accepted, s.image.shape[:2]) != 0 if accepted
+                       else np.zeros(s.image.shape[:2], bool))
+            full = cv.coverage_map(s.image, covered)
+        else:
+            rles = [a.rle for a in shown] + list(s.preview)
+            ids = [a.id for a in shown] + [PREVIEW_COLOR_BASE + k for k in range(len(s.preview))]
+            full = render.overlay(
+                s.image, rles, alpha=s.view.alpha, colors=render.palette(ids), outlines=s.view.outlines,
+                selected=[k for k, a in enumerate(shown) if a.id in sel],
+                hidden=[k for k, a in enumerate(shown) if not a.visible],
+                rejected=[k for k, a in enumerate(shown) if a.review == "rejected"],
+                outline_width=max(1, round(1 / s.scale)), cache=self.renderer.cache,
+            )
+        s.layer = cv.to_display(full, s.scale)
+        s.layer_key = key
+        return s.layer
+
+    def _coverage_text(self, s: Session) -> str:
+        accepted = [a.rle for a in s.doc.annotations if a.review == "accepted"]
+        if not accepted:
+            return "Coverage: no accepted masks yet; everything is uncovered (magenta)."
+        covered = render.label_map_from_rles(accepted, s.image.shape[:2]) != 0
+        return f"Coverage: accepted masks cover {covered.mean():.1%} of the image; magenta is uncovered."
+
+    def _view(self, s: Session, message: str) -> View:
+        canvas = None
+        if s.image is not None:
+            key = (self._layer_key(s), self._prompt_key(s))
+            if key != s.sent_canvas_key:
+                canvas = self._canvas(s)
+                s.sent_canvas_key = key
+        table = None
+        if s.doc is not None:
+            key = (s.doc.version, astuple(s.filter), s.cursor)
+            if key != s.sent_table_key:
+                table = self._table(s)
+                s.sent_table_key = key
+        cands = [(f"{pos + 1}: " + (f"IoU {score:.2f}" if score is not None else "no score")
+                  + f" · {area:,} px", pos) for pos, score, area in s.prompt.candidates()]
+        return View(canvas=canvas, status=self._status(s), message=message, candidates=cands,
+                    candidate=s.prompt.choice if cands else None, table=table, mode=s.mode)
+
+    def resend(self, sid: str) -> View:
+        """A full View (nothing left out as unchanged), e.g. for a reloaded page."""
+        with self._session(sid) as s:
+            s.sent_canvas_key = s.sent_table_key = None
+            return self._view(s, "")
+
+    # -- checks --------------------------------------------------------------------------
+    def _need_image(self, s: Session) -> None:
+        if s.image is None:
+            raise WorkbenchError("Upload an image first (or pick an example).")
+
+    def _need_embedding(self, s: Session) -> None:
+        if s.embedding is None:
+            raise WorkbenchError("The image embedding is still being computed; try again in a moment.")
+
+    def _need_selection(self, s: Session, n: int, what: str) -> list[int]:
+        self._need_image(s)
+        ids = s.doc.selected()
+        if len(ids) < n:
+            need = "at least two masks" if n == 2 else "a mask"
+            raise WorkbenchError(f"Select {need} to {what} (Select mode: click masks, or click "
+                                 f"their rows in the table).")
+        return ids
+
+    def _targets(self, s: Session, what: str) -> list[int]:
+        """The selection, or the mask under review when nothing is selected."""
+        self._need_image(s)
+        ids = s.doc.selected()
+        if ids:
+            return ids
+        if s.cursor is not None and s.cursor in s.doc:
+            return [s.cursor]
+        raise WorkbenchError(f"Select masks to {what} first.")
+
+    @staticmethod
+    def _score_text(p: Prompt) -> str:
+        if p.prediction is None:
+            return ""
+        score = p.score
+        return f" · predicted IoU {score:.2f}" if score is not None else " · (no score: not SAM)"
+
+
+def _write_rgb_png(path: Path, rgb: np.ndarray) -> Path:
+    import cv2
+
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write {path}")
+    return path
+
+
+def _fmt(v: float | None) -> str:
+    return "" if v is None else f"{v:.3f}"
+
+
+def _ids_text(ids) -> str:
+    ids = list(ids)
+    if len(ids) == 1:
+        return f"mask {ids[0]}"
+    return "masks " + ", ".join(str(i) for i in ids)
