@@ -124,19 +124,19 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
     with gr.Blocks(title="annotator · Segment Anything") as demo:
         with gr.Row(equal_height=True):
             gr.Markdown("### annotator", elem_id="title")
-            status = gr.Textbox(info.status, show_label=False, interactive=False, container=False,
+            status = gr.Textbox(info.status, label="Status", show_label=False, interactive=False, container=False,
                                 elem_id="status", scale=8)
         with gr.Row():
             with gr.Column(scale=7, min_width=520):
                 with gr.Row(equal_height=True):
-                    mode = gr.Radio(MODE_CHOICES, value="positive", show_label=False, container=False,
+                    mode = gr.Radio(MODE_CHOICES, value="positive", label="Mode", show_label=False, container=False,
                                     elem_id="mode", scale=3)
                     undo_btn = gr.Button("↶ Undo", elem_id="undo", size="sm", scale=0, min_width=80)
                     redo_btn = gr.Button("↷ Redo", elem_id="redo", size="sm", scale=0, min_width=80)
-                canvas = gr.Image(None, format="jpeg", interactive=False, show_label=False,
+                canvas = gr.Image(None, format="jpeg", interactive=False, label="Canvas", show_label=False,
                                   elem_id="canvas", height="64vh", buttons=["fullscreen"],
                                   placeholder="Upload an image on the right, paste one, or pick an example.")
-                message = gr.Textbox("", show_label=False, interactive=False, container=False,
+                message = gr.Textbox("", label="Message", show_label=False, interactive=False, container=False,
                                      elem_id="message")
                 with gr.Row(equal_height=True):
                     candidates = gr.Radio([], label="SAM's candidates (same pixel again cycles)",
@@ -171,7 +171,8 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
                                                         elem_id="review-filter")
                             sort_by = gr.Dropdown(SORT_CHOICES, value="id", label="sort by", elem_id="sort-by")
                             descending = gr.Checkbox(False, label="descending", elem_id="descending")
-                        table = gr.Dataframe(headers=TABLE_HEADERS, value=[], interactive=False,
+                        table = gr.Dataframe(headers=TABLE_HEADERS, value=[], interactive=False, label="Masks",
+                                             show_label=False,
                                              elem_id="masks-table", max_height=360, wrap=False,
                                              datatype="str")
                         with gr.Row(elem_classes="tight"):

@@ -502,7 +502,7 @@ class Workbench:
             if not items:
                 raise WorkbenchError(f"{Path(path).name} has no annotations for {image.get('file_name')}.")
             ids = s.doc.add_many(items, source="import", action=f"import {len(items)} masks")
-            return self._view(s, f"Imported {len(ids)} masks from {Path(path).name} "
+            return self._view(s, f"Imported {_plural(len(ids), 'mask')} from {Path(path).name} "
                                  f"(ids {ids[0]}–{ids[-1]}).")
 
     def _matching_image(self, s: Session, dataset, file_label: str) -> dict:
@@ -594,7 +594,7 @@ class Workbench:
             if s.doc is not None:
                 anns = s.doc.annotations
                 counts = {r: sum(a.review == r for a in anns) for r in ("accepted", "pending", "rejected")}
-                parts.append(f"{len(anns)} masks ({counts['accepted']} accepted, "
+                parts.append(f"{_plural(len(anns), 'mask')} ({counts['accepted']} accepted, "
                              f"{counts['pending']} pending, {counts['rejected']} rejected), "
                              f"{len(s.doc.selection)} selected")
         return " · ".join(parts)
@@ -730,6 +730,10 @@ def _write_rgb_png(path: Path, rgb: np.ndarray) -> Path:
     if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
         raise OSError(f"could not write {path}")
     return path
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _fmt(v: float | None) -> str:

@@ -1,0 +1,140 @@
+"""The app driven headlessly through its API with gradio_client: the same flow as a person,
+two sessions at once, and neither sees the other's masks."""
+
+import socket
+import threading
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+from pycocotools.coco import COCO
+
+from conftest import IMAGES
+
+# outputs of every view endpoint, in order
+CANVAS, STATUS, MESSAGE, CANDIDATES, TABLE, MODE = range(6)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app(tiny_checkpoint):
+    from annotator.backends import load_segmenter
+    from annotator.ui import build_app
+
+    segmenter, info = load_segmenter("tiny", str(tiny_checkpoint), device="cpu")
+    demo = build_app(segmenter, info)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield demo, f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+def client(url) -> Client:
+    return Client(url, verbose=False)
+
+
+def ids(table: dict) -> list[int]:
+    return [int(row[1]) for row in table["data"]]
+
+
+def annotate(c: Client, image: str, clicks: list[tuple[float, float, str]], label: str) -> tuple:
+    """Upload, prompt with clicks, accept; returns the accept endpoint's outputs."""
+    out = c.predict(handle_file(str(IMAGES / image)), api_name="/upload")
+    assert "embedding cached" in out[STATUS]
+    for x, y, mode in clicks:
+        out = c.predict(x, y, mode, api_name="/click")
+    assert out[CANDIDATES]["choices"], out[MESSAGE]
+    return c.predict(label, api_name="/accept")
+
+
+def test_headless_flow_prompt_select_edit_export(app, tmp_path):
+    demo, url = app
+    c = client(url)
+    out = c.predict(handle_file(str(IMAGES / "dog.jpg")), api_name="/upload")
+    assert "dog.jpg 800x534" in out[STATUS]
+    out = c.predict(300, 300, "positive", api_name="/click")
+    assert len(out[CANDIDATES]["choices"]) == 3
+    canvas = np.asarray(Image.open(out[CANVAS]))
+    assert canvas.shape == (534, 800, 3)
+    out = c.predict(2, api_name="/choose_candidate")
+    assert out[CANDIDATES]["value"] == 2
+    out = c.predict("dog", api_name="/accept")
+    assert ids(out[TABLE]) == [1] and out[TABLE]["data"][0][2] == "dog"
+    # a box (two clicks), accepted
+    c.predict(480, 130, "box", api_name="/click")
+    out = c.predict(670, 270, "box", api_name="/click")
+    assert "box set" in out[MESSAGE]
+    out = c.predict("bowl", api_name="/accept")
+    assert ids(out[TABLE]) == [1, 2]
+    # select both by id, merge, delete, undo
+    c.predict(1, api_name="/select_mask")
+    out = c.predict(2, api_name="/select_mask")
+    assert [row[0] for row in out[TABLE]["data"]] == ["●", "●"]
+    out = c.predict(api_name="/merge")
+    assert ids(out[TABLE]) == [3] and "Merged" in out[MESSAGE]
+    out = c.predict(api_name="/delete")
+    assert ids(out[TABLE]) == []
+    out = c.predict(api_name="/undo")
+    assert ids(out[TABLE]) == [3]
+    out = c.predict("rle", True, False, api_name="/export_coco")
+    files = out[-2]
+    coco_path = next(f for f in files if f.endswith("_coco.json"))
+    coco = COCO(coco_path)
+    (ann,) = coco.loadAnns(coco.getAnnIds())
+    assert ann["annotator_id"] == 3 and coco.imgs[ann["image_id"]]["file_name"] == "dog.jpg"
+    # and the exported file imports back (as new masks for review)
+    out = c.predict(handle_file(coco_path), api_name="/import_annotations")
+    assert ids(out[TABLE]) == [3, 4] and "Imported 1 mask " in out[MESSAGE]
+
+
+def test_two_sessions_at_once_do_not_see_each_others_masks(app):
+    demo, url = app
+    one, two = client(url), client(url)
+    results, errors = {}, []
+
+    def run(name, c, image, clicks, label):
+        try:
+            results[name] = annotate(c, image, clicks, label)
+        except Exception as e:  # surfaced below with the session that failed
+            errors.append((name, e))
+
+    threads = [
+        threading.Thread(target=run, args=("one", one, "dog.jpg", [(300, 300, "positive")], "dog")),
+        threading.Thread(target=run, args=("two", two, "groceries.jpg",
+                                           [(100, 100, "box"), (400, 300, "box")], "shelf")),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    t1, t2 = one.predict(api_name="/masks"), two.predict(api_name="/masks")
+    assert [r[2] for r in t1["data"]] == ["dog"] and [r[2] for r in t2["data"]] == ["shelf"]
+    assert "dog.jpg" in results["one"][STATUS] and "groceries.jpg" in results["two"][STATUS]
+    # an edit in one session leaves the other alone
+    one.predict(1, api_name="/select_mask")
+    one.predict(api_name="/delete")
+    assert one.predict(api_name="/masks")["data"] == []
+    assert [r[2] for r in two.predict(api_name="/masks")["data"]] == ["shelf"]
+    # server side: two sessions, each with its own document
+    docs = [demo.workbench.sessions.peek(k).doc for k in demo.workbench.sessions.keys()]
+    assert len({id(d) for d in docs if d is not None}) >= 2
+
+
+def test_user_errors_come_back_as_messages(app):
+    from gradio_client.exceptions import AppError
+
+    c = client(app[1])
+    with pytest.raises(AppError, match="Upload an image first"):
+        c.predict(10, 10, "positive", api_name="/click")
+    c.predict(handle_file(str(IMAGES / "dog.jpg")), api_name="/upload")
+    with pytest.raises(AppError, match="at least two masks"):
+        c.predict(api_name="/merge")
+    with pytest.raises(AppError, match="Nothing to export"):
+        c.predict("rle", True, False, api_name="/export_coco")
