@@ -145,9 +145,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        detail = str(e)
+        what = next((ln.strip() for ln in detail.splitlines() if "global" in ln.lower()), "")
+        if not what:  # garbage bytes, not a pickle of Python objects
+            raise CheckpointError(f"{path} is not a PyTorch checkpoint (or is damaged)") from None
         raise CheckpointError(
             f"{path} holds Python objects other than tensors, so it was not loaded "
-            f"(loading it could run arbitrary code). Details: {str(e).splitlines()[0]}"
+            f"(loading it could run arbitrary code): {what}"
         ) from None
     except Exception as e:  # torch raises many types for non-checkpoint bytes
         raise CheckpointError(

@@ -96,6 +96,8 @@ class SamSegmenter:
         self.name = name
         self.embedding: ImageEmbedding | None = None
         self._encoder_lock = threading.Lock()
+        with torch.no_grad():  # depends only on the weights; the official code recomputes it per click
+            self._dense_pe = self.model.prompt_encoder.get_dense_pe()
 
     # -- image ---------------------------------------------------------------------------
     def is_cached(self, image: np.ndarray) -> bool:
@@ -171,7 +173,7 @@ class SamSegmenter:
         sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=masks_in)
         low_res, iou = self.model.mask_decoder(
             image_embeddings=emb.features,
-            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            image_pe=self._dense_pe,
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=multimask_output,

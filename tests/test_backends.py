@@ -1,109 +1,142 @@
-"""Which model the app runs, and the status line that says which and why."""
+"""Backend choice, the classical fallback, image loading, and `annotator serve`."""
 
-import dataclasses
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 
+import numpy as np
 import pytest
-import torch
+from PIL import Image
 
-from annotator.backends import choose_model, default_model, load_segmenter
-from annotator.checkpoints import sha256_of
-from annotator.registry import VARIANTS
-from annotator.testing import write_random_checkpoint
+from annotator.backends import load_segmenter
+from annotator.checkpoints import CheckpointError
+from annotator.classical import GrabCutSegmenter
+from annotator.image_io import ImageError, load_image
+from annotator.segmenter import SamSegmenter
 
-CPU, CUDA = torch.device("cpu"), torch.device("cuda")
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    """An empty checkpoint cache and no model or checkpoint set in the environment."""
-    for name in ("ANNOTATOR_MODEL", "ANNOTATOR_CHECKPOINT", "ANNOTATOR_DEVICE"):
-        monkeypatch.delenv(name, raising=False)
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    monkeypatch.setenv("ANNOTATOR_CACHE", str(cache))
-    return cache
+BOWL = np.array([490, 140, 662, 262])  # the steel bowl in dog.jpg (x0, y0, x1, y1)
 
 
-@pytest.fixture(scope="module")
-def vit_t_checkpoint(tmp_path_factory):
-    return write_random_checkpoint(tmp_path_factory.mktemp("vit_t") / "mobile_sam.pt", "vit_t", seed=1)
+def test_grabcut_box_around_real_object_stays_inside_the_box(dog):
+    seg = GrabCutSegmenter()
+    seg.set_image(dog)
+    pred = seg.predict(box=BOWL)
+    mask = pred.masks[0]
+    assert mask.shape == dog.shape[:2] and pred.masks.shape[0] == 1
+    x0, y0, x1, y1 = BOWL
+    inside = mask[y0:y1, x0:x1].sum()
+    assert inside == mask.sum(), "mask leaks outside the box"
+    box_area = (x1 - x0) * (y1 - y0)
+    assert 0.3 * box_area < inside < 0.98 * box_area
+    assert mask[200, 575], "the middle of the bowl is not in the mask"
+    assert np.isnan(pred.scores).all()  # GrabCut has no quality estimate; it says so
 
 
-def offline(monkeypatch, name):
-    """Make ``name``'s official URL unreachable (nothing here may touch the network)."""
-    variant = dataclasses.replace(VARIANTS[name], url=f"http://127.0.0.1:9/{VARIANTS[name].filename}")
-    monkeypatch.setitem(VARIANTS, name, variant)
+def test_grabcut_points_only_and_negative_points(dog):
+    seg = GrabCutSegmenter()
+    seg.set_image(dog)
+    pred = seg.predict(point_coords=[[575, 200], [300, 450]], point_labels=[1, 0])
+    mask = pred.masks[0]
+    assert mask[200, 575] and not mask[450, 300]
 
 
-def test_default_model_by_device():
-    assert default_model(CPU) == "vit_t"
-    assert default_model("cuda:1") == "vit_h"
-    assert default_model("mps") == "vit_b"
+def test_fallback_is_loud_and_only_without_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANNOTATOR_CACHE", str(tmp_path))
+    monkeypatch.delenv("ANNOTATOR_CHECKPOINT", raising=False)
+    seg, info = load_segmenter("vit_b", device="cpu", download=False)
+    assert isinstance(seg, GrabCutSegmenter) and info.backend == "classical"
+    assert "NOT SAM" in info.status and "sam_vit_b_01ec64.pth" in info.status
+    with pytest.raises(CheckpointError):
+        load_segmenter("vit_b", device="cpu", download=False, fallback=False)
 
 
-def test_cpu_default_is_vit_t_from_the_cache(cache, vit_t_checkpoint):
-    (cache / "mobile_sam.pt").write_bytes(vit_t_checkpoint.read_bytes())
-    segmenter, info = load_segmenter(device="cpu", download=False)
-    assert (info.backend, info.model, info.why) == ("sam", "vit_t", "default on CPU")
-    assert info.status.startswith("SAM vit_t: default on CPU · checkpoint mobile_sam.pt · cpu")
-    assert segmenter.name == "vit_t"
+def test_weights_present_means_sam(tiny_checkpoint):
+    seg, info = load_segmenter("tiny", str(tiny_checkpoint), device="cpu")
+    assert isinstance(seg, SamSegmenter) and info.backend == "sam"
+    assert "SAM tiny" in info.status and tiny_checkpoint.name in info.status and "cpu" in info.status
 
 
-def test_cpu_default_downloads_vit_t(cache, vit_t_checkpoint, monkeypatch):
-    local = dataclasses.replace(VARIANTS["vit_t"], url=vit_t_checkpoint.as_uri(), sha256=sha256_of(vit_t_checkpoint))
-    monkeypatch.setitem(VARIANTS, "vit_t", local)
-    name, path, why, _ = choose_model(CPU)
-    assert (name, path, why) == ("vit_t", cache / "mobile_sam.pt", "default on CPU")
-    assert sha256_of(path) == local.sha256
+def test_a_broken_explicit_checkpoint_is_an_error_not_a_fallback(tmp_path):
+    bad = tmp_path / "sam.pth"
+    bad.write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
+        load_segmenter("vit_b", str(bad), device="cpu")
 
 
-def test_cuda_default_is_vit_h(cache):
-    (cache / "sam_vit_h_4b8939.pth").write_bytes(b"cached")  # resolution does not open the file
-    assert choose_model(CUDA, download=False)[:3] == ("vit_h", cache / "sam_vit_h_4b8939.pth", "default on CUDA")
+def test_load_image_applies_exif_orientation(tmp_path):
+    img = Image.new("RGB", (200, 100), (10, 20, 30))
+    img.paste((255, 0, 0), (0, 0, 16, 16))  # a red block at the top-left of the stored pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise when shown
+    path = tmp_path / "rotated.jpg"
+    img.save(path, exif=exif, quality=100)
+    arr = load_image(path)
+    assert arr.shape == (200, 100, 3) and arr.dtype == np.uint8
+    assert arr[4, -5, 0] > 200 and arr[-5, 4, 0] < 100  # shown rotated: the block is top-right
 
 
-def test_unavailable_default_uses_another_cached_model(cache, monkeypatch):
-    offline(monkeypatch, "vit_t")
-    (cache / "sam_vit_b_01ec64.pth").write_bytes(b"cached")
-    name, path, why, _ = choose_model(CPU)
-    assert (name, path) == ("vit_b", cache / "sam_vit_b_01ec64.pth")
-    assert why == "vit_t's checkpoint unavailable, vit_b's is cached"
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "I;16"])
+def test_load_image_converts_modes_to_rgb(mode):
+    img = Image.new("RGB", (16, 8), (200, 100, 50)).convert(mode) if mode != "I;16" else \
+        Image.fromarray(np.full((8, 16), 60000, np.uint16))
+    buf = io.BytesIO()
+    img.save(buf, format="TIFF" if mode in ("CMYK", "I;16") else "PNG")
+    arr = load_image(buf.getvalue())
+    assert arr.shape == (8, 16, 3) and arr.dtype == np.uint8
 
 
-def test_no_weights_at_all_falls_back_to_grabcut_and_says_how_to_get_vit_t(cache, monkeypatch):
-    offline(monkeypatch, "vit_t")
-    _, info = load_segmenter(device="cpu")
-    assert info.backend == "classical" and info.model is None
-    assert "NOT SAM" in info.status and "mobile_sam.pt" in info.status and "curl" in info.status
+def test_load_image_bad_input_messages(tmp_path):
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageError, match="empty"):
+        load_image(empty)
+    fake = tmp_path / "fake.png"
+    fake.write_text("not an image")
+    with pytest.raises(ImageError, match="not an image"):
+        load_image(fake)
+    big = io.BytesIO()
+    Image.new("RGB", (300, 300)).save(big, format="PNG")
+    with pytest.raises(ImageError, match="megapixels"):
+        load_image(big.getvalue(), max_pixels=50_000)
 
 
-def test_model_flag_overrides_everything(cache, vit_t_checkpoint, tiny_checkpoint, monkeypatch):
-    (cache / "mobile_sam.pt").write_bytes(vit_t_checkpoint.read_bytes())
-    monkeypatch.setenv("ANNOTATOR_MODEL", "vit_t")
-    _, info = load_segmenter("tiny", str(tiny_checkpoint), device="cpu")
-    assert (info.model, info.why) == ("tiny", "chosen with --model")
-    assert info.status.startswith("SAM tiny: chosen with --model · checkpoint sam_tiny.pth")
-    # a named model that cannot be had is never swapped for another SAM
-    offline(monkeypatch, "vit_b")
-    _, info = load_segmenter("vit_b", device="cpu")
-    assert info.backend == "classical" and "sam_vit_b_01ec64.pth" in info.reason
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
-def test_model_from_the_environment(cache, vit_t_checkpoint, monkeypatch):
-    (cache / "mobile_sam.pt").write_bytes(vit_t_checkpoint.read_bytes())
-    monkeypatch.setenv("ANNOTATOR_MODEL", "vit_t")
-    assert choose_model(CUDA, download=False)[:3] == ("vit_t", cache / "mobile_sam.pt", "chosen with ANNOTATOR_MODEL")
+@pytest.mark.parametrize("entry", [["-m", "annotator", "serve"], ["app.py"]])
+def test_serve_starts_the_app_and_reports_the_backend(tiny_checkpoint, entry, tmp_path):
+    port = free_port()
+    env = dict(os.environ, ANNOTATOR_MODEL="tiny", ANNOTATOR_CHECKPOINT=str(tiny_checkpoint),
+               ANNOTATOR_DEVICE="cpu", GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False")
+    root = os.path.dirname(os.path.dirname(__file__))
+    proc = subprocess.Popen([sys.executable, *entry], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                config = urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=2).read().decode()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    pytest.fail("app did not start:\n" + proc.stdout.read())
+                time.sleep(0.5)
+        assert "SAM tiny" in config and tiny_checkpoint.name in config
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
 
 
-def test_checkpoint_without_model_runs_the_model_it_holds(cache, vit_t_checkpoint):
-    # on CUDA the default would be vit_h; the file is recognised as vit_t instead
-    name, path, why, state = choose_model(CUDA, checkpoint=vit_t_checkpoint)
-    assert (name, path, why) == ("vit_t", vit_t_checkpoint, "recognised from the checkpoint")
-    assert "image_encoder.neck.0.weight" in state  # read once, handed on to load_sam
-    _, info = load_segmenter(checkpoint=str(vit_t_checkpoint), device="cpu")
-    assert (info.model, info.why) == ("vit_t", "recognised from the checkpoint")
-
-
-def test_unknown_model_is_a_clear_error(cache):
-    with pytest.raises(ValueError, match="unknown model 'vit_x'.*vit_t"):
-        load_segmenter("vit_x", device="cpu")
+def test_serve_with_a_missing_checkpoint_explains(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "annotator", "serve", "--model", "vit_b",
+                          "--checkpoint", str(tmp_path / "missing.pth")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "checkpoint file not found" in out.stderr
