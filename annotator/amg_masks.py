@@ -1,0 +1,208 @@
+"""From low-res mask logits to what automatic mask generation keeps: full-resolution stability
+scores, boxes and COCO RLE, computed chunk by chunk so no dense full-resolution batch is kept.
+
+The official pipeline upsamples every candidate of a batch to full resolution at once, then
+computes the stability score, binarises, finds boxes, pads crops to the image and run-length
+encodes in Python. Here the same quantities come from one upsampling per candidate that
+survived the predicted-IoU filter, done a few masks at a time and *transposed* (each map laid
+out x-major), so the binary mask is already in the column-major order COCO RLE uses and
+pycocotools encodes it without a copy. The upsampling is ``Sam.postprocess_masks``'s two
+bilinear steps applied to the transposed low-res map, which gives the same logits (bilinear
+interpolation is separable; only the rounding order of the two axes differs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pycocotools import mask as mask_utils
+
+
+@dataclass(frozen=True)
+class CropFrame:
+    """Where a crop sits in the image and how the encoder saw it."""
+
+    crop_box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the image
+    image_hw: tuple[int, int]  # (H, W) of the whole image
+    input_hw: tuple[int, int]  # (h, w) of the resized crop inside the encoder's square input
+    encoder_size: int = 1024
+
+    @property
+    def crop_hw(self) -> tuple[int, int]:
+        x0, y0, x1, y1 = self.crop_box
+        return (y1 - y0, x1 - x0)
+
+    @property
+    def is_full_image(self) -> bool:
+        return tuple(self.crop_box) == (0, 0, self.image_hw[1], self.image_hw[0])
+
+
+def upscale_transposed(low_t: torch.Tensor, frame: CropFrame) -> torch.Tensor:
+    """Full-resolution logits of the crop, transposed: (n, 256, 256) maps laid out (x, y) ->
+    (n, w, h). ``Sam.postprocess_masks`` on the transposed maps."""
+    s = frame.encoder_size
+    h, w = frame.crop_hw
+    ih, iw = frame.input_hw
+    x = F.interpolate(low_t.unsqueeze(1), (s, s), mode="bilinear", align_corners=False)
+    x = x[..., :iw, :ih]
+    return F.interpolate(x, (w, h), mode="bilinear", align_corners=False).squeeze(1)
+
+
+def boxes_from_transposed(bits_t: torch.Tensor) -> torch.Tensor:
+    """XYXY boxes (inclusive, int64) of binary masks laid out (n, w, h); [0, 0, 0, 0] when
+    empty, like ``segment_anything.utils.amg.batched_mask_to_box``."""
+    n, w, h = bits_t.shape
+    if n == 0:
+        return torch.zeros((0, 4), dtype=torch.int64, device=bits_t.device)
+    cols = bits_t.any(dim=2)  # (n, w): columns that hold the mask
+    rows = bits_t.any(dim=1)  # (n, h)
+
+    def first_last(flags: torch.Tensor, size: int):
+        idx = torch.arange(size, device=flags.device)
+        last = torch.where(flags, idx, -1).amax(dim=1)
+        first = torch.where(flags, idx, size).amin(dim=1)
+        return first, last
+
+    x0, x1 = first_last(cols, w)
+    y0, y1 = first_last(rows, h)
+    boxes = torch.stack([x0, y0, x1, y1], dim=1)
+    return torch.where((x1 >= 0).unsqueeze(1), boxes, torch.zeros_like(boxes))
+
+
+def encode_transposed(bits_t: np.ndarray, frame: CropFrame) -> list[dict]:
+    """COCO RLEs (image frame) of uint8 masks laid out (n, w, h) in crop coordinates."""
+    if len(bits_t) == 0:
+        return []
+    if not frame.is_full_image:
+        x0, y0, x1, y1 = frame.crop_box
+        H, W = frame.image_hw
+        padded = np.zeros((len(bits_t), W, H), dtype=np.uint8)
+        padded[:, x0:x1, y0:y1] = bits_t
+        bits_t = padded
+    # (n, W, H) C-contiguous is (H, W, n) Fortran-contiguous: what pycocotools encodes
+    return mask_utils.encode(np.asfortranarray(bits_t.transpose(2, 1, 0)))
+
+
+@dataclass
+class MaskSet:
+    """Candidate masks and their per-mask data, as compact arrays (the RLEs are compressed).
+
+    ``boxes`` are XYXY inclusive (as the official generator's), in the frame named by the
+    caller: crop coordinates before ``uncrop``, image coordinates after."""
+
+    rles: list = field(default_factory=list)
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64))
+    areas: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    iou_preds: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    stability: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float64))
+    crop_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64))
+
+    def __len__(self) -> int:
+        return len(self.rles)
+
+    def select(self, index) -> "MaskSet":
+        """The masks at ``index`` (integer indices, in that order, or a boolean mask)."""
+        index = np.asarray(index)
+        if index.dtype == bool:
+            index = np.flatnonzero(index)
+        return MaskSet(
+            rles=[self.rles[i] for i in index],
+            boxes=self.boxes[index],
+            areas=self.areas[index],
+            iou_preds=self.iou_preds[index],
+            stability=self.stability[index],
+            points=self.points[index],
+            crop_boxes=self.crop_boxes[index],
+        )
+
+    @staticmethod
+    def concat(sets: list["MaskSet"]) -> "MaskSet":
+        sets = [s for s in sets if len(s)]
+        if not sets:
+            return MaskSet()
+        return MaskSet(
+            rles=[r for s in sets for r in s.rles],
+            boxes=np.concatenate([s.boxes for s in sets]),
+            areas=np.concatenate([s.areas for s in sets]),
+            iou_preds=np.concatenate([s.iou_preds for s in sets]),
+            stability=np.concatenate([s.stability for s in sets]),
+            points=np.concatenate([s.points for s in sets]),
+            crop_boxes=np.concatenate([s.crop_boxes for s in sets]),
+        )
+
+
+def near_crop_edge(boxes: np.ndarray, frame: CropFrame, atol: float = 20.0) -> np.ndarray:
+    """Masks whose box (crop coordinates) touches a crop edge that is not an image edge, the
+    official ``is_box_near_crop_edge``."""
+    x0, y0, _, _ = frame.crop_box
+    H, W = frame.image_hw
+    b = boxes.astype(np.float32) + np.array([x0, y0, x0, y0], np.float32)
+    crop = np.asarray(frame.crop_box, np.float32)
+    image = np.array([0, 0, W, H], np.float32)
+    near_crop = np.abs(b - crop) <= atol
+    near_image = np.abs(b - image) <= atol
+    return (near_crop & ~near_image).any(axis=1)
+
+
+def masks_from_logits(
+    low_t: torch.Tensor,
+    iou_preds: torch.Tensor,
+    points: np.ndarray,
+    frame: CropFrame,
+    *,
+    mask_threshold: float,
+    stability_score_offset: float,
+    stability_score_thresh: float,
+    chunk: int = 8,
+) -> MaskSet:
+    """Filter and encode candidates (already past the predicted-IoU filter): stability score on
+    the full-resolution logits, stability filter, binarisation, boxes, crop-edge filter, RLE.
+
+    ``low_t`` (n, 256, 256) transposed low-res logits; ``iou_preds`` (n,); ``points`` (n, 2)
+    in crop coordinates. Boxes of the result are in crop coordinates, like the official
+    per-batch data."""
+    parts = []
+    hi = mask_threshold + stability_score_offset
+    lo = mask_threshold - stability_score_offset
+    for start in range(0, len(low_t), chunk):
+        sl = slice(start, start + chunk)
+        logits = upscale_transposed(low_t[sl].float(), frame)  # (c, w, h)
+        # One mask is always inside the other, so their areas are the IoU's terms.
+        inter = torch.count_nonzero(logits > hi, dim=(1, 2)).to(torch.int32)
+        union = torch.count_nonzero(logits > lo, dim=(1, 2)).to(torch.int32)
+        stability = inter / union
+        keep = torch.ones_like(stability, dtype=torch.bool)
+        if stability_score_thresh > 0.0:
+            keep = stability >= stability_score_thresh
+        if not keep.any():
+            continue
+        if not keep.all():
+            logits = logits[keep]
+        bits = logits > mask_threshold
+        del logits
+        boxes = boxes_from_transposed(bits).cpu().numpy()
+        areas = torch.count_nonzero(bits, dim=(1, 2)).cpu().numpy()
+        kept = torch.nonzero(keep).flatten().cpu().numpy() + start
+        edge_ok = ~near_crop_edge(boxes, frame)
+        if not edge_ok.all():
+            bits = bits[torch.as_tensor(edge_ok, device=bits.device)]
+            boxes, areas, kept = boxes[edge_ok], areas[edge_ok], kept[edge_ok]
+        if len(kept) == 0:
+            continue
+        bits_np = bits.cpu().numpy().view(np.uint8)
+        parts.append(
+            MaskSet(
+                rles=encode_transposed(bits_np, frame),
+                boxes=boxes.astype(np.int64),
+                areas=areas.astype(np.int64),
+                iou_preds=iou_preds[kept].float().cpu().numpy(),
+                stability=stability.cpu().numpy()[kept - start],
+                points=points[kept],
+                crop_boxes=np.tile(np.asarray(frame.crop_box, np.int64), (len(kept), 1)),
+            )
+        )
+    return MaskSet.concat(parts)
