@@ -59,11 +59,11 @@ def _token_to_image(attn: Attention, tokens: torch.Tensor, k_in: torch.Tensor, v
     return attn.out_proj(_merge_heads(out))
 
 
-def _image_to_token(attn: Attention, q_in, tokens_k, tokens_v, shared_q: torch.Tensor | None = None):
-    """``attn(q=q_in, k=tokens_k, v=tokens_v)`` for many image tokens (B, N, C) attending to few
-    tokens (B, T, C), with the query projection folded into the token keys and the output
-    projection into the token values. ``shared_q`` is the already projected (H, dh, N) query
-    when it is the same for the whole batch; then ``q_in`` is unused."""
+def _image_to_token(attn: Attention, q_in, tokens_k, tokens_v, residual, shared_q=None):
+    """``residual + attn(q=q_in, k=tokens_k, v=tokens_v)`` for many image tokens (B, N, C)
+    attending to few tokens (B, T, C): the query projection is folded into the token keys, the
+    output projection into the token values. ``shared_q`` is the already projected (H, dh, N)
+    query when it is the same for the whole batch; then ``q_in`` is unused."""
     b, t, c = tokens_k.shape
     h = attn.num_heads
     dh = attn.internal_dim // h
@@ -80,8 +80,10 @@ def _image_to_token(attn: Attention, q_in, tokens_k, tokens_v, shared_q: torch.T
         logits = torch.baddbmm(bias, m, q_in.transpose(1, 2)).view(b, h, t, -1)
     p = torch.softmax(logits, dim=2).view(b, h * t, -1)  # (B, H*T, N)
     wo = attn.out_proj.weight.view(c, h, dh).permute(1, 2, 0)  # (H, dh, C)
-    u = (v @ wo).reshape(b, h * t, c)  # (B, H*T, C)
-    return torch.baddbmm(attn.out_proj.bias.expand(b, 1, c), p.transpose(1, 2), u)
+    # Each head's weights over T sum to 1, so adding bias / H to every head's rows of u adds
+    # the output bias once to every image token.
+    u = (v @ wo + attn.out_proj.bias / h).reshape(b, h * t, c)  # (B, H*T, C)
+    return torch.baddbmm(residual, p.transpose(1, 2), u)
 
 
 class PointDecoder:
@@ -140,10 +142,12 @@ class PointDecoder:
             t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
             q = queries + query_pe
             if i == 0:
-                qh = _heads(t2i.q_proj(q), t2i.num_heads)
-                o = F.scaled_dot_product_attention(
-                    qh, self.k0.expand(b, -1, -1, -1), self.v0.expand(b, -1, -1, -1)
-                )
+                # shared keys/values: the batch's queries go in as one longer sequence
+                qh = _heads(t2i.q_proj(q), t2i.num_heads)  # (B, H, T, dh)
+                hq, t, dh = qh.shape[1:]
+                qh = qh.transpose(0, 1).reshape(1, hq, b * t, dh)
+                o = F.scaled_dot_product_attention(qh, self.k0, self.v0)
+                o = o.reshape(hq, b, t, dh).transpose(0, 1)
                 attn_out = t2i.out_proj(_merge_heads(o))
             else:
                 keys_pe = keys + self.pe
@@ -152,11 +156,10 @@ class PointDecoder:
             queries = layer.norm3(queries + layer.mlp(queries))
             k_tok = queries + query_pe
             if i == 0:
-                attn_out = _image_to_token(i2t, None, k_tok, queries, shared_q=self.q0)
-                keys = layer.norm4(self.keys0 + attn_out)
+                keys = _image_to_token(i2t, None, k_tok, queries, self.keys0, shared_q=self.q0)
             else:
-                attn_out = _image_to_token(i2t, keys_pe, k_tok, queries)
-                keys = layer.norm4(keys + attn_out)
+                keys = _image_to_token(i2t, keys_pe, k_tok, queries, keys)
+            keys = layer.norm4(keys)
         attn_out = _token_to_image(tr.final_attn_token_to_image, queries + query_pe, keys + self.pe, keys)
         queries = tr.norm_final_attn(queries + attn_out)
         return queries, keys
