@@ -71,6 +71,7 @@ def discs_image():
 
 def run_both(image, make_model=lambda: random_sam("tiny", 0), **kwargs):
     kwargs.setdefault("output_mode", "coco_rle")
+    kwargs.setdefault("points_per_batch", 16)  # faster on CPU for the official code; masks do not depend on it
     official = SamAutomaticMaskGenerator(make_model(), **kwargs).generate(image)
     ours = MaskGenerator(make_model(), **kwargs).generate(image)
     return official, ours
@@ -127,22 +128,22 @@ def test_parity_default_thresholds_with_crops(dog):
     """SAM's default thresholds with a crop layer on a real photo (box NMS off, so that the
     thresholds decide what is compared; the photo's crop masks all touch crop edges and go)."""
     official, ours = run_both(
-        dog, make_model=calibrated_sam, points_per_side=8, crop_n_layers=1, crop_n_points_downscale_factor=2,
+        dog, make_model=calibrated_sam, points_per_side=6, crop_n_layers=1, crop_n_points_downscale_factor=2,
         box_nms_thresh=1.0, crop_nms_thresh=1.0,
     )
-    assert 20 <= len(official) <= 150  # of 192 full-image candidates: the thresholds kept some, dropped some
+    assert 15 <= len(official) <= 90  # of 108 full-image candidates: the thresholds kept some, dropped some
     assert_parity(official, ours)
 
 
 @pytest.mark.parametrize("nms", [1.0, 0.7])
 def test_parity_crops_keep_masks(nms):
     official, ours = run_both(
-        discs_image(), make_model=calibrated_sam, points_per_side=8, crop_n_layers=1,
+        discs_image(), make_model=calibrated_sam, points_per_side=6, crop_n_layers=1,
         crop_n_points_downscale_factor=2, box_nms_thresh=nms, crop_nms_thresh=nms,
     )
     from_crops = [r for r in official if r["crop_box"] != [0, 0, 600, 400]]
     # crop-layer masks survived the crop-edge filter (and, at 0.7, the box and crop NMS)
-    assert len(from_crops) >= (40 if nms == 1.0 else 4)
+    assert len(from_crops) >= (25 if nms == 1.0 else 3)
     assert_parity(official, ours)
 
 
