@@ -128,8 +128,8 @@ class MaskGenerator:
         ``SamSegmenter`` on its own device; note this switches its attention modules to the fused
         ones in place, which compute the same numbers) or a ``SamSegmenter``.
 
-        ``decoder_batch_size``: points per decoder call (default: 4 on CPU, where larger
-        batches are slower, ``points_per_batch`` on GPUs). ``precision``: "fp32", or "bf16" /
+        ``decoder_batch_size``: points per decoder call (default: 16 on CPU, where larger
+        batches gain nothing and cost memory, ``points_per_batch`` on GPUs). ``precision``: "fp32", or "bf16" /
         "fp16" autocast for the decoder (GPUs); default: the segmenter's encoder precision.
         """
         if (points_per_side is None) == (point_grids is None):
@@ -164,9 +164,10 @@ class MaskGenerator:
         self.precision = precision or self.segmenter.precision
         self._autocast = autocast_dtype(self.precision)
         if decoder_batch_size is None:
-            decoder_batch_size = 4 if self.device.type == "cpu" else points_per_batch
+            decoder_batch_size = 16 if self.device.type == "cpu" else points_per_batch
         self.decoder_batch_size = max(1, int(decoder_batch_size))
-        self.mask_chunk = 8 if self.device.type == "cpu" else 64
+        # candidates upsampled to full resolution at a time (memory: chunk x H x W float32)
+        self.mask_chunk = 32 if self.device.type == "cpu" else 64
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh
@@ -251,36 +252,38 @@ class MaskGenerator:
         in_points = torch.as_tensor(transformed, device=self.device)[:, None, :]
         in_labels = torch.ones((len(points), 1), dtype=torch.int, device=self.device)
         sparse, _ = self.model.prompt_encoder(points=(in_points, in_labels), boxes=None, masks=None)
-        parts = []
+        lows, ious, point_idx = [], [], []
         for start in range(0, len(points), self.decoder_batch_size):
             sl = slice(start, start + self.decoder_batch_size)
             with self._precision():
                 tokens, keys = decoder.transformer(sparse[sl])
                 iou = decoder.iou(tokens).float()  # (b, 3)
-                keep = iou > self.pred_iou_thresh if self.pred_iou_thresh > 0.0 else torch.ones_like(iou, dtype=torch.bool)
+                if self.pred_iou_thresh > 0.0:
+                    keep = iou > self.pred_iou_thresh
+                else:
+                    keep = torch.ones_like(iou, dtype=torch.bool)
                 rows = keep.any(dim=1)
                 if not rows.any():
-                    continue
+                    continue  # no mask of these points can pass: skip the upscaling head
                 if not rows.all():
-                    tokens, keys, keep, iou_rows = tokens[rows], keys[rows], keep[rows], iou[rows]
-                else:
-                    iou_rows = iou
-                low_t = decoder.masks(tokens, keys, transpose=True)[keep]  # (k, 256, 256) transposed
+                    tokens, keys, keep, iou = tokens[rows], keys[rows], keep[rows], iou[rows]
+                lows.append(decoder.masks(tokens, keys, transpose=True)[keep])  # (k, 256, 256)
             del keys
-            point_idx = (torch.nonzero(rows).flatten()[:, None].expand(-1, 3))[keep].cpu().numpy() + start
-            parts.append(
-                masks_from_logits(
-                    low_t,
-                    iou_rows[keep],
-                    points[point_idx],
-                    frame,
-                    mask_threshold=self.model.mask_threshold,
-                    stability_score_offset=self.stability_score_offset,
-                    stability_score_thresh=self.stability_score_thresh,
-                    chunk=self.mask_chunk,
-                )
-            )
-        return MaskSet.concat(parts)
+            ious.append(iou[keep])
+            point_idx.append(torch.nonzero(rows).flatten()[:, None].expand(-1, 3)[keep].cpu().numpy() + start)
+        if not lows:
+            return MaskSet()
+        point_idx = np.concatenate(point_idx)
+        return masks_from_logits(
+            torch.cat(lows),
+            torch.cat(ious),
+            points[point_idx],
+            frame,
+            mask_threshold=self.model.mask_threshold,
+            stability_score_offset=self.stability_score_offset,
+            stability_score_thresh=self.stability_score_thresh,
+            chunk=self.mask_chunk,
+        )
 
     def _finish_crop(self, batches: list[MaskSet], frame: CropFrame) -> MaskSet:
         """Box NMS within the crop (by predicted IoU), then crop -> image coordinates."""

@@ -98,8 +98,8 @@ class PointDecoder:
         self.model = model
         dec = model.mask_decoder
         tr = dec.transformer
-        if tr.depth < 1 or dec.num_mask_tokens != 4:
-            raise ValueError("PointDecoder expects SAM's two-way transformer with 3 multimask outputs")
+        if tr.depth < 1 or dec.num_mask_tokens != 4 or any(m.sigmoid_output for m in dec.output_hypernetworks_mlps):
+            raise ValueError("PointDecoder expects SAM's mask decoder: a two-way transformer, 3 multimask outputs")
         pe_enc = model.prompt_encoder
         src = features + pe_enc.no_mask_embed.weight.reshape(1, -1, 1, 1)
         self.embedding_hw = tuple(src.shape[-2:])
@@ -122,6 +122,14 @@ class PointDecoder:
         self.w2 = conv2.weight.permute(0, 2, 3, 1).reshape(conv2.in_channels, -1)
         self.b2 = conv2.bias.repeat(4)
         self.c1 = conv1.out_channels
+        mlps = [dec.output_hypernetworks_mlps[i] for i in range(1, 4)]  # the multimask outputs
+        self.hyper_layers = [
+            (
+                torch.stack([m.layers[k].weight.t() for m in mlps]),  # (3, in, out)
+                torch.stack([m.layers[k].bias for m in mlps]).unsqueeze(1),  # (3, 1, out)
+            )
+            for k in range(mlps[0].num_layers)
+        ]
         self.c2 = conv2.out_channels
 
     # -- transformer ------------------------------------------------------------------------
@@ -172,12 +180,15 @@ class PointDecoder:
     def masks(self, tokens_out: torch.Tensor, keys: torch.Tensor, transpose: bool = False) -> torch.Tensor:
         """Low-res logits (B, 3, 4h, 4w) of the three multimask outputs; ``transpose`` gives
         each map transposed (B, 3, 4w, 4h) at no extra cost."""
-        dec = self.model.mask_decoder
         b, n, c = keys.shape
         h, w = self.embedding_hw
-        hyper = torch.stack(
-            [dec.output_hypernetworks_mlps[i](tokens_out[:, 1 + i]) for i in range(1, 4)], dim=1
-        )  # (B, 3, c2)
+        # the three multimask tokens' hypernetwork MLPs as one batched MLP: (3, B, C) -> (3, B, c2)
+        x = tokens_out[:, 2:5].transpose(0, 1)
+        for i, (weight, bias) in enumerate(self.hyper_layers):
+            x = torch.baddbmm(bias, x, weight)
+            if i < len(self.hyper_layers) - 1:
+                x = torch.relu(x)
+        hyper = x.transpose(0, 1)  # (B, 3, c2)
         z = torch.addmm(self.b1, keys.reshape(b * n, c), self.w1).view(b, n * 4, self.c1)
         z = F.gelu(F.layer_norm(z, (self.c1,), self.ln.weight, self.ln.bias, self.ln.eps))
         z = F.gelu(torch.addmm(self.b2, z.view(-1, self.c1), self.w2))
