@@ -129,8 +129,10 @@ class MaskGenerator:
         ones in place, which compute the same numbers) or a ``SamSegmenter``.
 
         ``decoder_batch_size``: points per decoder call (default: 16 on CPU, where larger
-        batches gain nothing and cost memory, ``points_per_batch`` on GPUs). ``precision``: "fp32", or "bf16" /
-        "fp16" autocast for the decoder (GPUs); default: the segmenter's encoder precision.
+        batches gain nothing and cost memory, ``points_per_batch`` on GPUs, where a larger
+        ``points_per_batch`` such as 256 is faster). ``precision``: "fp32", or "bf16" / "fp16"
+        autocast for the decoder (for GPUs; masks then differ slightly from fp32 ones); default:
+        the segmenter's precision. A ``Sam`` gets a segmenter with this precision (default fp32).
         """
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("give exactly one of points_per_side or point_grids")
@@ -156,7 +158,7 @@ class MaskGenerator:
         if isinstance(model, SamSegmenter):
             self.segmenter = model
         elif isinstance(model, Sam):
-            self.segmenter = SamSegmenter(model, device=_model_device(model))
+            self.segmenter = SamSegmenter(model, device=_model_device(model), precision=precision or "fp32")
         else:
             raise TypeError(f"model must be a segment_anything Sam or a SamSegmenter, not {type(model).__name__}")
         self.model = self.segmenter.model

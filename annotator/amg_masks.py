@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 
+from annotator.amg_stability import axis_map, stability_from_low_res
+
 
 @dataclass(frozen=True)
 class CropFrame:
@@ -195,17 +197,32 @@ def masks_from_logits(
     in crop coordinates. Boxes of the result are in crop coordinates, like the official
     per-batch data."""
     parts = []
+    h, w = frame.crop_hw
+    ih, iw = frame.input_hw
+    n_low = low_t.shape[-1]
+    factor = frame.encoder_size // n_low
+    maps = (axis_map(n_low, factor, iw, w, low_t.device), axis_map(n_low, factor, ih, h, low_t.device))
     for start in range(0, len(low_t), chunk):
-        logits = upscale_transposed(low_t[start : start + chunk].float(), frame)  # (c, w, h)
-        stability = stability_scores(logits, mask_threshold, stability_score_offset)
+        low = low_t[start : start + chunk].float()
+        # exact at low res where the logits are clear of the thresholds; at full resolution
+        # when too much of the masks is close to them
+        stability = stability_from_low_res(
+            low, maps, mask_threshold, stability_score_offset, max_work=len(low) * h * w // 4
+        )
+        logits = None
+        if stability is None:
+            logits = upscale_transposed(low, frame)  # (c, w, h)
+            stability = stability_scores(logits, mask_threshold, stability_score_offset)
         if stability_score_thresh > 0.0:
             idx = torch.nonzero(stability >= stability_score_thresh).flatten()
             if len(idx) == 0:
                 continue
-            if len(idx) < len(stability):
-                logits = logits[idx]
         else:
             idx = torch.arange(len(stability), device=stability.device)
+        if logits is None:
+            logits = upscale_transposed(low[idx] if len(idx) < len(low) else low, frame)
+        elif len(idx) < len(low):
+            logits = logits[idx]
         bits = logits > mask_threshold
         del logits
         idx = idx.cpu().numpy()

@@ -27,6 +27,7 @@ from segment_anything.utils.amg import (
 
 from annotator.amg import Cancelled, MaskGenerator, Progress, Update, uncompressed_rle
 from annotator.amg_decoder import PointDecoder
+from annotator.amg_stability import axis_map, count_above, stability_from_low_res
 from annotator.amg_masks import (
     CropFrame,
     boxes_from_transposed,
@@ -251,6 +252,38 @@ def test_full_resolution_stats_match_official(image_hw, crop_box):
     assert [r["counts"].decode() for r in ours] == [r["counts"] for r in official_rles]
     assert np.array_equal(rle_boxes(ours), batched_mask_to_box(uncropped).numpy())
     assert [list(r["size"]) for r in ours] == [[H, W]] * 5
+
+
+def smooth_logits(n, scale, seed):
+    """Low-res logit maps with SAM-like structure: smooth blobs, clear of 0 away from edges."""
+    x = torch.randn(n, 1, 16, 16, generator=torch.Generator().manual_seed(seed)) * scale
+    return torch.nn.functional.interpolate(x, (256, 256), mode="bicubic", align_corners=False)[:, 0]
+
+
+@pytest.mark.parametrize(
+    "image_hw, crop_box",
+    [((1200, 1800), None), ((534, 800), None), ((600, 900), (100, 50, 700, 600)), ((37, 91), None), ((2000, 700), None)],
+)
+def test_stability_counts_from_low_res_match_full_resolution(image_hw, crop_box):
+    H, W = image_hw
+    crop_box = crop_box or (0, 0, W, H)
+    ch, cw = crop_box[3] - crop_box[1], crop_box[2] - crop_box[0]
+    scale = 1024 / max(ch, cw)
+    ih, iw = int(ch * scale + 0.5), int(cw * scale + 0.5)
+    frame = CropFrame(crop_box, (H, W), (ih, iw))
+    maps = (axis_map(256, 4, iw, cw), axis_map(256, 4, ih, ch))
+    noise = torch.randn(2, 256, 256, generator=torch.Generator().manual_seed(5)) * 0.5
+    for low in (smooth_logits(4, 10.0, H), noise):
+        full = upscale_transposed(low, frame)
+        for t in (-1.0, 0.0, 1.0, 4.0):
+            exact = (full > t).sum(dim=(1, 2))
+            # to float rounding: a pixel within ~1e-6 of the threshold may count differently
+            assert (count_above(low, maps, t) - exact).abs().max() <= max(2, 1e-5 * ch * cw)
+        ref = calculate_stability_score(full, 0.0, 1.0)
+        mine = stability_from_low_res(low, maps, 0.0, 1.0, max_work=10**9)
+        assert torch.allclose(mine, ref, atol=1e-5, rtol=0)
+    # noise-like logits leave too many cells to evaluate one by one: the caller goes dense
+    assert stability_from_low_res(noise, maps, 0.0, 0.2, max_work=1000) is None
 
 
 def test_boxes_of_empty_and_one_pixel_masks():
