@@ -8,9 +8,10 @@
   embedding cache), so the app, the CLI and this generator share one engine and one cache;
 - the decoder shares per-image work across points and skips the upscaling head for points
   whose masks all fail ``pred_iou_thresh`` (``annotator.amg_decoder``);
-- only candidates that pass the predicted-IoU filter are upsampled, a few at a time, and
-  stability, boxes and RLE come from that one upsampling (``annotator.amg_masks``); masks
-  are kept as compressed RLE, never as dense full-resolution batches;
+- stability scores are computed exactly from the low-res logits, and only candidates that pass
+  the predicted-IoU and stability filters are upsampled, a chunk at a time; binary masks,
+  boxes and RLE come from that one upsampling (``annotator.amg_masks``); masks are kept as
+  compressed RLE, never as dense full-resolution batches;
 - ``points_per_batch`` sets how often progress is reported, cancellation is checked and (in
   ``iter_generate``) masks are streamed; the decoder runs in sub-batches of
   ``decoder_batch_size`` points, the fastest size for the device. Masks do not depend on either

@@ -1,14 +1,19 @@
-"""From low-res mask logits to what automatic mask generation keeps: full-resolution stability
-scores, boxes and COCO RLE, computed chunk by chunk so no dense full-resolution batch is kept.
+"""From low-res mask logits to what automatic mask generation keeps: stability scores, boxes
+and COCO RLE, chunk by chunk, so no dense full-resolution batch is ever kept.
 
 The official pipeline upsamples every candidate of a batch to full resolution at once, then
 computes the stability score, binarises, finds boxes, pads crops to the image and run-length
-encodes in Python. Here the same quantities come from one upsampling per candidate that
-survived the predicted-IoU filter, done a few masks at a time and *transposed* (each map laid
-out x-major), so the binary mask is already in the column-major order COCO RLE uses and
-pycocotools encodes it without a copy. The upsampling is ``Sam.postprocess_masks``'s two
-bilinear steps applied to the transposed low-res map, which gives the same logits (bilinear
-interpolation is separable; only the rounding order of the two axes differs).
+encodes in Python. Here:
+
+- stability scores come from the low-res logits (``annotator.amg_stability``: exact, with
+  full-resolution work only along mask edges), so candidates the stability filter drops are
+  never upsampled;
+- the survivors are upsampled a chunk at a time and *transposed* (each map laid out x-major),
+  so the binary mask is already in the column-major order of COCO RLE and pycocotools encodes
+  it without a copy; boxes and areas are then read off the RLEs. The upsampling is
+  ``Sam.postprocess_masks``'s two bilinear resizes applied to the transposed low-res map, which
+  gives the same logits (bilinear resizing is separable; only the rounding order of the two
+  axes differs).
 """
 
 from __future__ import annotations

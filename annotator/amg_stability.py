@@ -79,12 +79,16 @@ def axis_map(low: int, factor: int, inp: int, out: int, device=None) -> AxisMap:
 
 
 def _window_min_max(low: torch.Tensor):
-    """Min and max of each cell's WINDOW x WINDOW neighbourhood [c, c+2]^2, (n, L, L)."""
-    pad = (0, WINDOW - 1, 0, WINDOW - 1)
-    x = low.unsqueeze(1)
-    hi = F.max_pool2d(F.pad(x, pad, value=-float("inf")), WINDOW, stride=1)
-    lo = -F.max_pool2d(F.pad(-x, pad, value=-float("inf")), WINDOW, stride=1)
-    return lo.squeeze(1), hi.squeeze(1)
+    """Min and max of each cell's WINDOW x WINDOW neighbourhood [c, c+2]^2, (n, L, L); the
+    window is cut at the map's edge. Separable, from shifted slices."""
+    assert WINDOW == 3
+
+    def sliding(x, op, fill):
+        p = F.pad(x, (0, 2, 0, 2), value=fill)
+        r = op(op(p[:, :, :-2], p[:, :, 1:-1]), p[:, :, 2:])
+        return op(op(r[:, :-2], r[:, 1:-1]), r[:, 2:])
+
+    return sliding(low, torch.minimum, float("inf")), sliding(low, torch.maximum, -float("inf"))
 
 
 def count_above(

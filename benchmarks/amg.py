@@ -113,6 +113,7 @@ def run_ours(model, image, kwargs, timer):
         timer.wrap(PointDecoder, name, "decoder")
     timer.wrap(amg_masks, "upscale_transposed", "upscale")
     timer.wrap(amg_masks, "stability_scores", "stability")
+    timer.wrap(amg_masks, "stability_from_low_res", "stability")
     timer.wrap(amg_masks, "boxes_from_transposed", "boxes")
     timer.wrap(amg_masks, "near_crop_edge", "crop edge / pad")
     timer.wrap(amg_masks, "encode_transposed", "rle")
