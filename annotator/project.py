@@ -1,0 +1,650 @@
+"""A multi-image annotation project in one SQLite file: images, masks, labels, undo, resume.
+
+Every accepted edit is one transaction, committed (and, with ``synchronous=FULL``, on disk)
+before the call returns, so a crash, a killed server or a reloaded page loses nothing that
+was reported saved. The file is in WAL mode: readers never block the writer, and writes
+take the lock up front (``BEGIN IMMEDIATE``) and wait for it (``busy_timeout``), so a second
+process writing the same project waits its turn instead of failing or corrupting the file.
+
+What is stored, per image: where its pixels are (a server path, or the uploaded bytes
+themselves) and their content hash; its annotations, one row per mask, holding the
+annotation document's records (``AnnotationDocument.records()``: COCO RLE counts plus every
+field, z-order in a column); its status (done / pending) and how far batch pre-labelling got.
+Per project: categories and a small key/value state (current image, UI preferences).
+
+Undo survives restarts through a per-image revision log: every save stores, for each mask it
+added, changed or removed, the record before and after, plus the z-order before and after.
+``undo``/``redo`` move the image along that log (a head pointer, like the document's cursor)
+and a save after an undo drops the redone branch, exactly like ``AnnotationDocument``. Storing
+differences, not snapshots, keeps a one-mask edit a few KB however many masks the image has.
+The app edits its in-memory document, saves it, and for undo asks the store (which knows
+the history from before a restart, too) and rebuilds the document from the records returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from annotator.image_io import DEFAULT_MAX_PIXELS, ImageError, load_image
+
+# "ANNO" as a big-endian int: marks the file as an annotator project (PRAGMA application_id).
+APPLICATION_ID = 0x414E4E4F
+IMAGE_STATUSES = ("pending", "done")
+DEFAULT_MAX_HISTORY = 200
+DEFAULT_BUSY_TIMEOUT_S = 30.0
+PROJECT_SUFFIX = ".annotator"
+
+# Each entry upgrades the file from version ``i`` to ``i + 1`` (PRAGMA user_version); append
+# new entries, never edit old ones: files in the wild were made by them.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: images, their annotations, categories, key/value state
+    (
+        """CREATE TABLE images (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            path TEXT,  -- absolute path of a file on the server; NULL when the bytes are stored
+            sha256 TEXT NOT NULL UNIQUE,
+            width INTEGER NOT NULL CHECK (width > 0),
+            height INTEGER NOT NULL CHECK (height > 0),
+            status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'done')),
+            position INTEGER NOT NULL,  -- the order images were added in
+            added_at REAL NOT NULL,
+            prelabel TEXT  -- JSON: settings and time of the batch segment-everything run
+        )""",
+        "CREATE INDEX images_position ON images (position)",
+        """CREATE TABLE image_data (
+            sha256 TEXT PRIMARY KEY,
+            bytes BLOB NOT NULL
+        ) WITHOUT ROWID""",
+        """CREATE TABLE categories (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            supercategory TEXT,
+            color TEXT
+        )""",
+        """CREATE TABLE annotations (
+            image_id INTEGER NOT NULL REFERENCES images (id) ON DELETE CASCADE,
+            ann_id INTEGER NOT NULL,
+            z INTEGER NOT NULL,
+            counts TEXT NOT NULL,  -- COCO compressed RLE
+            record TEXT NOT NULL,  -- JSON: every other field of the document's record
+            review TEXT GENERATED ALWAYS AS (json_extract(record, '$.review')) VIRTUAL,
+            label TEXT GENERATED ALWAYS AS (json_extract(record, '$.label')) VIRTUAL,
+            PRIMARY KEY (image_id, ann_id)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE state (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL  -- JSON
+        ) WITHOUT ROWID""",
+    ),
+    # 2: the undo log, so undo/redo survive a restart
+    (
+        "ALTER TABLE images ADD COLUMN rev INTEGER NOT NULL DEFAULT 0",
+        """CREATE TABLE revisions (
+            image_id INTEGER NOT NULL REFERENCES images (id) ON DELETE CASCADE,
+            rev INTEGER NOT NULL,
+            action TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            order_before TEXT NOT NULL,  -- JSON list of ids, bottom first
+            order_after TEXT NOT NULL,
+            PRIMARY KEY (image_id, rev)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE revision_changes (
+            image_id INTEGER NOT NULL,
+            rev INTEGER NOT NULL,
+            ann_id INTEGER NOT NULL,
+            before TEXT,  -- JSON record without z; NULL: the mask did not exist
+            after TEXT,   -- NULL: the mask was removed
+            PRIMARY KEY (image_id, rev, ann_id),
+            FOREIGN KEY (image_id, rev) REFERENCES revisions (image_id, rev) ON DELETE CASCADE
+        ) WITHOUT ROWID""",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class ProjectError(RuntimeError):
+    """The project file cannot be used as asked; the message says why."""
+
+
+class ConflictError(ProjectError):
+    """Someone else saved this image since the caller loaded it."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """One image of the project with its progress."""
+
+    id: int
+    name: str
+    path: str | None  # the server file, or None when the project holds the bytes
+    sha256: str
+    width: int
+    height: int
+    status: str  # "pending" or "done"
+    position: int
+    rev: int  # head of the undo log; pass back to ``save(base_rev=...)``
+    n_annotations: int = 0
+    n_accepted: int = 0
+    prelabel: Any = None  # the batch run's settings, or None when not pre-labelled
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.height, self.width
+
+
+@dataclass(frozen=True)
+class Category:
+    id: int
+    name: str
+    supercategory: str | None = None
+    color: str | None = None
+
+
+@dataclass(frozen=True)
+class Revision:
+    rev: int
+    action: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class UndoState:
+    """What the Undo / Redo buttons of one image should say (None: nothing to undo/redo)."""
+
+    rev: int
+    undo_action: str | None
+    redo_action: str | None
+
+
+def _json(value) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
+
+
+def _migrate(conn: sqlite3.Connection, version: int) -> int:
+    """Apply the migrations after ``version`` inside the caller's transaction."""
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        for statement in MIGRATIONS[target - 1]:
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {target}")
+    return SCHEMA_VERSION
+
+
+def _oriented_size(source) -> tuple[int, int]:
+    """(height, width) as the user sees the image (EXIF orientation applied), read from
+    the header without decoding the pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    name = Path(source).name if isinstance(source, (str, os.PathLike)) else "the upload"
+    try:
+        with Image.open(source) as img:
+            w, h = img.size
+            orientation = img.getexif().get(0x0112, 1)
+    except UnidentifiedImageError:
+        raise ImageError(f"{name} is not an image PIL can read") from None
+    except (OSError, SyntaxError) as e:
+        raise ImageError(f"{name} cannot be read: {e}") from None
+    if w * h > DEFAULT_MAX_PIXELS:
+        raise ImageError(f"{name} is {w}x{h} = {w * h / 1e6:.0f} megapixels; the limit is "
+                         f"{DEFAULT_MAX_PIXELS / 1e6:.0f} megapixels")
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+
+
+def _split_record(rec: Mapping, size: tuple[int, int]) -> tuple[int, str, str]:
+    """(id, counts, the rest without z as canonical JSON) of one annotation record, checked against the image."""
+    if not isinstance(rec, Mapping):
+        raise ValueError(f"an annotation record is a dict, got {type(rec).__name__}")
+    missing = {"id", "size", "counts"} - set(rec)
+    if missing:
+        raise ValueError(f"annotation record lacks {sorted(missing)}")
+    ann_id = rec["id"]
+    if isinstance(ann_id, bool) or not isinstance(ann_id, int):
+        raise ValueError(f"annotation id must be an integer, got {ann_id!r}")
+    if [int(v) for v in rec["size"]] != [size[0], size[1]]:
+        raise ValueError(f"annotation {ann_id} is {rec['size'][0]}x{rec['size'][1]} (h x w) but "
+                         f"the image is {size[0]}x{size[1]}")
+    counts = rec["counts"]
+    if isinstance(counts, (bytes, bytearray)):
+        counts = bytes(counts).decode("ascii")
+    if not isinstance(counts, str):
+        raise ValueError(f"annotation {ann_id}: counts must be compressed RLE (a string)")
+    rest = {k: v for k, v in rec.items() if k not in ("counts", "z")}
+    try:
+        return ann_id, counts, _json(rest)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"annotation {ann_id} cannot be stored as JSON: {e}") from None
+
+
+class Project:
+    """One project file. Thread-safe (one connection behind a lock); many processes may open
+    the same file, and their writes are serialised by SQLite.
+
+    ``Project(path)`` opens the file, creating it when missing (``create=False`` forbids that),
+    and upgrades an older schema in place.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, create: bool = True,
+                 max_history: int = DEFAULT_MAX_HISTORY,
+                 busy_timeout: float = DEFAULT_BUSY_TIMEOUT_S):
+        self.path = Path(path)
+        if max_history < 1:
+            raise ValueError("max_history must be at least 1")
+        self.max_history = int(max_history)
+        if not self.path.exists():
+            if not create:
+                raise ProjectError(f"no project file at {self.path}")
+            if not self.path.parent.is_dir():
+                raise ProjectError(f"cannot create {self.path}: {self.path.parent} is not a directory")
+        self._lock = threading.RLock()
+        try:
+            self._conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None,
+                                         check_same_thread=False)
+        except sqlite3.Error as e:
+            raise ProjectError(f"cannot open {self.path}: {e}") from None
+        try:
+            self._setup(busy_timeout)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _setup(self, busy_timeout: float) -> None:
+        c = self._conn
+        try:
+            c.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            app_id = c.execute("PRAGMA application_id").fetchone()[0]
+            has_tables = c.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0] > 0
+        except sqlite3.DatabaseError as e:
+            raise ProjectError(f"{self.path} is not an annotator project ({e})") from None
+        if has_tables and app_id != APPLICATION_ID:
+            raise ProjectError(f"{self.path} is an SQLite file but not an annotator project")
+        mode = c.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise ProjectError(f"{self.path}: SQLite refused WAL mode (got {mode!r}); "
+                               "put the project on a local disk")
+        # FULL: a commit is on disk when it returns, so "saved" survives a power cut too
+        c.execute("PRAGMA synchronous = FULL")
+        c.execute("PRAGMA foreign_keys = ON")
+        with self._write():
+            version = c.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise ProjectError(
+                    f"{self.path} was written by a newer annotator (schema {version}, this one "
+                    f"knows up to {SCHEMA_VERSION}); upgrade annotator to open it")
+            if version < SCHEMA_VERSION:
+                c.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                _migrate(c, version)
+
+    # -- transactions ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; the database lock is taken at the start, so the reads in it
+        see the latest committed state and nobody can change it before we commit."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot across several SELECTs."""
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                yield self._conn
+            finally:
+                self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> "Project":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            return self._conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def integrity_check(self) -> list[str]:
+        """SQLite's own check of the file plus foreign keys; empty when all is well."""
+        with self._lock:
+            problems = [r[0] for r in self._conn.execute("PRAGMA integrity_check") if r[0] != "ok"]
+            problems += [f"foreign key: {r}" for r in self._conn.execute("PRAGMA foreign_key_check")]
+            return problems
+
+    # -- images ------------------------------------------------------------------------------
+    def add_image(self, source, *, name: str | None = None) -> ImageInfo:
+        """Add an image: a path (a file on the server, referenced in place) or the bytes of an
+        upload (stored in the project). The same picture added twice, under any name, is
+        added once: the existing entry is returned."""
+        return self.add_images([source], names=None if name is None else [name])[0]
+
+    def add_images(self, sources: Sequence, *, names: Sequence[str] | None = None) -> list[ImageInfo]:
+        """Add many images in one transaction (all or none), in the given order."""
+        if names is not None and len(names) != len(sources):
+            raise ValueError(f"{len(sources)} images but {len(names)} names")
+        prepared = []
+        for k, source in enumerate(sources):
+            if isinstance(source, (bytes, bytearray, memoryview)):
+                data = bytes(source)
+                if not data:
+                    raise ImageError("the upload is empty (0 bytes)")
+                h, w = _oriented_size(io.BytesIO(data))
+                digest = hashlib.sha256(data).hexdigest()
+                name = names[k] if names else f"upload-{digest[:12]}"
+                prepared.append((name, None, digest, w, h, data))
+            elif isinstance(source, (str, os.PathLike)):
+                path = Path(source).expanduser().resolve()
+                if not path.is_file():
+                    raise ImageError(f"no such file: {source}")
+                h, w = _oriented_size(path)
+                digest = _file_sha256(path)
+                prepared.append((names[k] if names else path.name, str(path), digest, w, h, None))
+            else:
+                raise TypeError(f"an image is a path or bytes, got {type(source).__name__}")
+        ids = []
+        with self._write() as c:
+            pos = c.execute("SELECT coalesce(max(position), -1) FROM images").fetchone()[0]
+            for name, path, digest, w, h, data in prepared:
+                row = c.execute("SELECT id FROM images WHERE sha256 = ?", (digest,)).fetchone()
+                if row:
+                    ids.append(row[0])
+                    continue
+                if data is not None:
+                    c.execute("INSERT OR IGNORE INTO image_data (sha256, bytes) VALUES (?, ?)",
+                              (digest, data))
+                pos += 1
+                cur = c.execute(
+                    "INSERT INTO images (name, path, sha256, width, height, position, added_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)", (name, path, digest, w, h, pos, time.time()))
+                ids.append(cur.lastrowid)
+        return [self.image(i) for i in ids]
+
+    _IMAGE_QUERY = """
+        SELECT i.id, i.name, i.path, i.sha256, i.width, i.height, i.status, i.position, i.rev,
+               count(a.ann_id), coalesce(sum(a.review = 'accepted'), 0), i.prelabel
+        FROM images i LEFT JOIN annotations a ON a.image_id = i.id
+    """
+
+    @staticmethod
+    def _image_info(row) -> ImageInfo:
+        return ImageInfo(*row[:11], prelabel=None if row[11] is None else json.loads(row[11]))
+
+    def images(self) -> list[ImageInfo]:
+        """Every image in the order added, with per-image progress."""
+        with self._lock:
+            rows = self._conn.execute(self._IMAGE_QUERY + " GROUP BY i.id ORDER BY i.position").fetchall()
+        return [self._image_info(r) for r in rows]
+
+    def image(self, image_id: int) -> ImageInfo:
+        with self._lock:
+            row = self._conn.execute(self._IMAGE_QUERY + " WHERE i.id = ? GROUP BY i.id",
+                                     (image_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no image with id {image_id} in {self.path.name}")
+        return self._image_info(row)
+
+    def find_image(self, source) -> ImageInfo | None:
+        """The entry for a file or upload already in the project, by content; None if absent."""
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            digest = hashlib.sha256(bytes(source)).hexdigest()
+        else:
+            digest = _file_sha256(Path(source).expanduser())
+        with self._lock:
+            row = self._conn.execute("SELECT id FROM images WHERE sha256 = ?", (digest,)).fetchone()
+        return None if row is None else self.image(row[0])
+
+    def load_pixels(self, image_id: int):
+        """The image as an (H, W, 3) uint8 RGB array. A server file that changed since it was
+        added is an error: its masks would no longer match it."""
+        info = self.image(image_id)
+        if info.path is None:
+            with self._lock:
+                data = self._conn.execute("SELECT bytes FROM image_data WHERE sha256 = ?",
+                                          (info.sha256,)).fetchone()[0]
+            return load_image(data)
+        path = Path(info.path)
+        if not path.is_file():
+            raise ImageError(f"{info.name} is no longer at {info.path}")
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != info.sha256:
+            raise ImageError(f"{info.path} changed since it was added to the project; "
+                             "its masks may not match it any more")
+        return load_image(data)
+
+    def set_status(self, image_id: int, status: str) -> None:
+        if status not in IMAGE_STATUSES:
+            raise ValueError(f"status must be one of {IMAGE_STATUSES}, got {status!r}")
+        with self._write() as c:
+            if c.execute("UPDATE images SET status = ? WHERE id = ?", (status, image_id)).rowcount == 0:
+                raise KeyError(f"no image with id {image_id}")
+
+    def remove_image(self, image_id: int) -> None:
+        """Remove an image with its annotations and history (uploaded bytes too)."""
+        with self._write() as c:
+            row = c.execute("SELECT sha256 FROM images WHERE id = ?", (image_id,)).fetchone()
+            if row is None:
+                raise KeyError(f"no image with id {image_id}")
+            c.execute("DELETE FROM images WHERE id = ?", (image_id,))
+            c.execute("DELETE FROM image_data WHERE sha256 = ?", (row[0],))
+
+    def mark_prelabeled(self, image_id: int, settings: Mapping | None) -> None:
+        """Record that batch segment-everything finished for this image (None clears it)."""
+        value = None if settings is None else _json({**settings, "at": time.time()})
+        with self._write() as c:
+            c.execute("UPDATE images SET prelabel = ? WHERE id = ?", (value, image_id))
+
+    # -- annotations -------------------------------------------------------------------------
+    def records(self, image_id: int) -> list[dict]:
+        """The image's annotation records, bottom first, each with its ``z``: exactly what
+        ``AnnotationDocument.from_records`` takes."""
+        with self._read() as c:
+            self._image_row(c, image_id)
+            return self._records(c, image_id)
+
+    @staticmethod
+    def _records(c: sqlite3.Connection, image_id: int) -> list[dict]:
+        rows = c.execute("SELECT z, counts, record FROM annotations WHERE image_id = ? ORDER BY z",
+                         (image_id,)).fetchall()
+        return [{**json.loads(rec), "counts": counts, "z": z} for z, counts, rec in rows]
+
+    @staticmethod
+    def _image_row(c: sqlite3.Connection, image_id: int) -> tuple[int, int, int]:
+        row = c.execute("SELECT height, width, rev FROM images WHERE id = ?", (image_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no image with id {image_id}")
+        return row
+
+    def load_document(self, image_id: int, **kwargs):
+        """An ``AnnotationDocument`` holding the image's annotations (its undo history starts
+        here; ``undo``/``redo`` below reach back past it)."""
+        from annotator.masks import AnnotationDocument
+
+        with self._read() as c:
+            h, w, _ = self._image_row(c, image_id)
+            records = self._records(c, image_id)
+        return AnnotationDocument.from_records(h, w, records, image_id=image_id, **kwargs)
+
+    def save(self, image_id: int, annotations, *, action: str | None = None,
+             base_rev: int | None = None) -> int:
+        """Store the image's annotations: an ``AnnotationDocument`` or a list of its records.
+
+        One transaction, committed before returning; the change (only the masks that differ)
+        becomes one undo step named ``action`` (default: the document's last action). Returns
+        the new revision; nothing changed, nothing is written and the current one is returned.
+        ``base_rev``, when given, must be the revision the caller loaded: if another session
+        saved since, ``ConflictError`` is raised and nothing is written.
+        """
+        if hasattr(annotations, "records"):
+            action = action or getattr(annotations, "undo_action", None)
+            annotations = annotations.records()
+        action = action or "edit"
+        annotations = sorted(annotations, key=lambda r: r.get("z", 0)) if any(
+            "z" in r for r in annotations) else list(annotations)
+        with self._write() as c:
+            h, w, head = self._image_row(c, image_id)
+            if base_rev is not None and base_rev != head:
+                raise ConflictError(
+                    f"image {image_id} was changed by another session (revision {head}, you had "
+                    f"{base_rev}); reload it before editing")
+            new: dict[int, tuple[str, str]] = {}
+            order = []
+            for rec in annotations:
+                ann_id, counts, rest = _split_record(rec, (h, w))
+                if ann_id in new:
+                    raise ValueError(f"annotation id {ann_id} appears twice")
+                new[ann_id] = (counts, rest)
+                order.append(ann_id)
+            old = {ann_id: (counts, rec) for ann_id, counts, rec in c.execute(
+                "SELECT ann_id, counts, record FROM annotations WHERE image_id = ?", (image_id,))}
+            old_order = [r[0] for r in c.execute(
+                "SELECT ann_id FROM annotations WHERE image_id = ? ORDER BY z", (image_id,))]
+            changes = [(i, old.get(i), new.get(i)) for i in sorted(set(old) | set(new))
+                       if old.get(i) != new.get(i)]
+            if not changes and order == old_order:
+                return head  # an empty transaction: commits nothing, syncs nothing
+            rev = head + 1
+            c.execute("DELETE FROM revisions WHERE image_id = ? AND rev >= ?", (image_id, rev))
+            c.execute("INSERT INTO revisions VALUES (?, ?, ?, ?, ?, ?)",
+                      (image_id, rev, action, time.time(), _json(old_order), _json(order)))
+            c.executemany("INSERT INTO revision_changes VALUES (?, ?, ?, ?, ?)",
+                          [(image_id, rev, i, _full(before), _full(after)) for i, before, after in changes])
+            self._apply(c, image_id, [(i, after) for i, _, after in changes], order)
+            self._register_labels(c, (json.loads(after[1]).get("label") for _, _, after in changes
+                                      if after is not None))
+            c.execute("UPDATE images SET rev = ? WHERE id = ?", (rev, image_id))
+            c.execute("DELETE FROM revisions WHERE image_id = ? AND rev <= ?",
+                      (image_id, rev - self.max_history))
+            return rev
+
+    @staticmethod
+    def _apply(c: sqlite3.Connection, image_id: int, changes, order: Sequence[int]) -> None:
+        """Write changed rows (``None``: delete) and the z-order."""
+        for ann_id, value in changes:
+            if value is None:
+                c.execute("DELETE FROM annotations WHERE image_id = ? AND ann_id = ?", (image_id, ann_id))
+            else:
+                c.execute("INSERT OR REPLACE INTO annotations (image_id, ann_id, z, counts, record) "
+                          "VALUES (?, ?, -1, ?, ?)", (image_id, ann_id, *value))
+        c.executemany("UPDATE annotations SET z = ? WHERE image_id = ? AND ann_id = ? AND z != ?",
+                      [(z, image_id, ann_id, z) for z, ann_id in enumerate(order)])
+
+    def _step(self, image_id: int, forward: bool) -> list[dict] | None:
+        with self._write() as c:
+            _, _, head = self._image_row(c, image_id)
+            rev = head + 1 if forward else head
+            row = c.execute("SELECT order_before, order_after FROM revisions WHERE image_id = ? AND rev = ?",
+                            (image_id, rev)).fetchone()
+            if row is None:
+                return None
+            changes = c.execute("SELECT ann_id, before, after FROM revision_changes "
+                                "WHERE image_id = ? AND rev = ?", (image_id, rev)).fetchall()
+            self._apply(c, image_id, [(i, _split_full(after if forward else before))
+                                      for i, before, after in changes],
+                        json.loads(row[1] if forward else row[0]))
+            c.execute("UPDATE images SET rev = ? WHERE id = ?", (rev if forward else head - 1, image_id))
+            return self._records(c, image_id)
+
+    def undo(self, image_id: int) -> list[dict] | None:
+        """Step the image back one saved edit (even one saved before a restart); returns the
+        records now current, or None when there is nothing to undo. Committed on return."""
+        return self._step(image_id, forward=False)
+
+    def redo(self, image_id: int) -> list[dict] | None:
+        return self._step(image_id, forward=True)
+
+    def undo_state(self, image_id: int) -> UndoState:
+        with self._read() as c:
+            _, _, head = self._image_row(c, image_id)
+            actions = dict(c.execute("SELECT rev, action FROM revisions WHERE image_id = ? AND rev IN (?, ?)",
+                                     (image_id, head, head + 1)))
+        return UndoState(head, actions.get(head), actions.get(head + 1))
+
+    def history(self, image_id: int) -> list[Revision]:
+        """The image's stored edits, oldest first (those past the head were undone)."""
+        with self._read() as c:
+            self._image_row(c, image_id)
+            return [Revision(*r) for r in c.execute(
+                "SELECT rev, action, created_at FROM revisions WHERE image_id = ? ORDER BY rev", (image_id,))]
+
+    # -- categories --------------------------------------------------------------------------
+    def categories(self) -> list[Category]:
+        with self._lock:
+            return [Category(*r) for r in self._conn.execute(
+                "SELECT id, name, supercategory, color FROM categories ORDER BY id")]
+
+    def add_category(self, name: str, *, supercategory: str | None = None,
+                     color: str | None = None) -> Category:
+        """Add a category (labels used in saved annotations are added automatically); an
+        existing name keeps its id and gets the given supercategory/color."""
+        name = str(name).strip()
+        if not name:
+            raise ValueError("a category needs a name")
+        with self._write() as c:
+            c.execute("INSERT INTO categories (name, supercategory, color) VALUES (?, ?, ?) "
+                      "ON CONFLICT (name) DO UPDATE SET supercategory = coalesce(excluded.supercategory, "
+                      "supercategory), color = coalesce(excluded.color, color)",
+                      (name, supercategory, color))
+            return Category(*c.execute("SELECT id, name, supercategory, color FROM categories "
+                                       "WHERE name = ?", (name,)).fetchone())
+
+    @staticmethod
+    def _register_labels(c: sqlite3.Connection, labels: Iterable) -> None:
+        c.executemany("INSERT OR IGNORE INTO categories (name) VALUES (?)",
+                      [(str(lb),) for lb in set(labels) if lb is not None and str(lb).strip()])
+
+    # -- key/value state ---------------------------------------------------------------------
+    def get_state(self, key: str, default=None):
+        """A value saved with ``set_state`` (e.g. ``"current_image"``, UI preferences)."""
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def set_state(self, key: str, value) -> None:
+        """Save a JSON-serialisable value under ``key`` (None deletes it); committed on return."""
+        with self._write() as c:
+            if value is None:
+                c.execute("DELETE FROM state WHERE key = ?", (key,))
+            else:
+                c.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, _json(value)))
+
+
+def _full(value: tuple[str, str] | None) -> str | None:
+    """A stored (counts, record JSON) pair as one JSON record for the undo log."""
+    if value is None:
+        return None
+    return _json({**json.loads(value[1]), "counts": value[0]})
+
+
+def _split_full(text: str | None) -> tuple[str, str] | None:
+    if text is None:
+        return None
+    rec = json.loads(text)
+    counts = rec.pop("counts")
+    return counts, _json(rec)
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
