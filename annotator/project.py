@@ -337,29 +337,23 @@ class Project:
         added once: the existing entry is returned."""
         return self.add_images([source], names=None if name is None else [name])[0]
 
-    def add_images(self, sources: Sequence, *, names: Sequence[str] | None = None) -> list[ImageInfo]:
-        """Add many images in one transaction (all or none), in the given order."""
+    def add_images(self, sources: Sequence, *, names: Sequence[str] | None = None,
+                   errors: dict | None = None) -> list[ImageInfo]:
+        """Add many images in one transaction, in the given order.
+
+        An unreadable image fails the whole call, unless ``errors`` (a dict) is given: then it
+        is skipped and ``errors[source]`` says why.
+        """
         if names is not None and len(names) != len(sources):
             raise ValueError(f"{len(sources)} images but {len(names)} names")
         prepared = []
         for k, source in enumerate(sources):
-            if isinstance(source, (bytes, bytearray, memoryview)):
-                data = bytes(source)
-                if not data:
-                    raise ImageError("the upload is empty (0 bytes)")
-                h, w = _oriented_size(io.BytesIO(data))
-                digest = hashlib.sha256(data).hexdigest()
-                name = names[k] if names else f"upload-{digest[:12]}"
-                prepared.append((name, None, digest, w, h, data))
-            elif isinstance(source, (str, os.PathLike)):
-                path = Path(source).expanduser().resolve()
-                if not path.is_file():
-                    raise ImageError(f"no such file: {source}")
-                h, w = _oriented_size(path)
-                digest = _file_sha256(path)
-                prepared.append((names[k] if names else path.name, str(path), digest, w, h, None))
-            else:
-                raise TypeError(f"an image is a path or bytes, got {type(source).__name__}")
+            try:
+                prepared.append(self._prepare_image(source, names[k] if names else None))
+            except ImageError as e:
+                if errors is None:
+                    raise
+                errors[source] = str(e)
         ids = []
         with self._write() as c:
             pos = c.execute("SELECT coalesce(max(position), -1) FROM images").fetchone()[0]
@@ -377,6 +371,24 @@ class Project:
                     "VALUES (?, ?, ?, ?, ?, ?, ?)", (name, path, digest, w, h, pos, time.time()))
                 ids.append(cur.lastrowid)
         return [self.image(i) for i in ids]
+
+    @staticmethod
+    def _prepare_image(source, name: str | None):
+        """(name, path, sha256, width, height, bytes or None) of an image about to be added."""
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            data = bytes(source)
+            if not data:
+                raise ImageError("the upload is empty (0 bytes)")
+            h, w = _oriented_size(io.BytesIO(data))
+            digest = hashlib.sha256(data).hexdigest()
+            return name or f"upload-{digest[:12]}", None, digest, w, h, data
+        if isinstance(source, (str, os.PathLike)):
+            path = Path(source).expanduser().resolve()
+            if not path.is_file():
+                raise ImageError(f"no such file: {source}")
+            h, w = _oriented_size(path)
+            return name or path.name, str(path), _file_sha256(path), w, h, None
+        raise TypeError(f"an image is a path or bytes, got {type(source).__name__}")
 
     _IMAGE_QUERY = """
         SELECT i.id, i.name, i.path, i.sha256, i.width, i.height, i.status, i.position, i.rev,
@@ -446,12 +458,6 @@ class Project:
             c.execute("DELETE FROM images WHERE id = ?", (image_id,))
             c.execute("DELETE FROM image_data WHERE sha256 = ?", (row[0],))
 
-    def mark_prelabeled(self, image_id: int, settings: Mapping | None) -> None:
-        """Record that batch segment-everything finished for this image (None clears it)."""
-        value = None if settings is None else _json({**settings, "at": time.time()})
-        with self._write() as c:
-            c.execute("UPDATE images SET prelabel = ? WHERE id = ?", (value, image_id))
-
     # -- annotations -------------------------------------------------------------------------
     def records(self, image_id: int) -> list[dict]:
         """The image's annotation records, bottom first, each with its ``z``: exactly what
@@ -484,14 +490,16 @@ class Project:
         return AnnotationDocument.from_records(h, w, records, image_id=image_id, **kwargs)
 
     def save(self, image_id: int, annotations, *, action: str | None = None,
-             base_rev: int | None = None) -> int:
+             base_rev: int | None = None, prelabel: Mapping | None = None) -> int:
         """Store the image's annotations: an ``AnnotationDocument`` or a list of its records.
 
         One transaction, committed before returning; the change (only the masks that differ)
         becomes one undo step named ``action`` (default: the document's last action). Returns
         the new revision; nothing changed, nothing is written and the current one is returned.
         ``base_rev``, when given, must be the revision the caller loaded: if another session
-        saved since, ``ConflictError`` is raised and nothing is written.
+        saved since, ``ConflictError`` is raised and nothing is written. ``prelabel`` (the
+        batch run's settings) marks the image pre-labelled in the same transaction, so a batch
+        run killed at any moment never adds an image's masks twice.
         """
         if hasattr(annotations, "records"):
             action = action or getattr(annotations, "undo_action", None)
@@ -519,8 +527,11 @@ class Project:
                 "SELECT ann_id FROM annotations WHERE image_id = ? ORDER BY z", (image_id,))]
             changes = [(i, old.get(i), new.get(i)) for i in sorted(set(old) | set(new))
                        if old.get(i) != new.get(i)]
+            if prelabel is not None:
+                c.execute("UPDATE images SET prelabel = ? WHERE id = ?",
+                          (_json({**prelabel, "at": time.time()}), image_id))
             if not changes and order == old_order:
-                return head  # an empty transaction: commits nothing, syncs nothing
+                return head
             rev = head + 1
             c.execute("DELETE FROM revisions WHERE image_id = ? AND rev >= ?", (image_id, rev))
             c.execute("INSERT INTO revisions VALUES (?, ?, ?, ?, ?, ?)",
@@ -584,6 +595,36 @@ class Project:
             self._image_row(c, image_id)
             return [Revision(*r) for r in c.execute(
                 "SELECT rev, action, created_at FROM revisions WHERE image_id = ? ORDER BY rev", (image_id,))]
+
+    # -- export ------------------------------------------------------------------------------
+    def export_coco(self, path: str | os.PathLike, *, image_ids: Sequence[int] | None = None,
+                    include_rejected: bool = False, model: str | None = None,
+                    parameters: Mapping | None = None) -> Path:
+        """Write the project (or the images ``image_ids``, in that order) as one COCO instances
+        file with RLE masks, atomically. Category ids are the project's; image ids too."""
+        from annotator import coco
+
+        with self._read() as c:
+            infos = {i.id: i for i in self.images()}
+            ids = [i for i in infos] if image_ids is None else list(image_ids)
+            missing = [i for i in ids if i not in infos]
+            if missing:
+                raise KeyError(f"no image with id {missing[0]} in {self.path.name}")
+            cats = [{"id": k.id, "name": k.name, "supercategory": k.supercategory or ""}
+                    for k in self.categories()]
+            records = {i: self._records(c, i) for i in ids}
+        items = ((self._document(infos[i], records.pop(i)),
+                  {"id": i, "file_name": infos[i].name, "sha256": infos[i].sha256}) for i in ids)
+        dataset = coco.from_documents(items, categories=cats, model=model, parameters=parameters,
+                                      include_rejected=include_rejected,
+                                      description=f"annotator project {self.path.name}")
+        return coco.save(dataset, path)
+
+    @staticmethod
+    def _document(info: ImageInfo, records: list[dict]):
+        from annotator.masks import AnnotationDocument
+
+        return AnnotationDocument.from_records(info.height, info.width, records, image_id=info.id)
 
     # -- categories --------------------------------------------------------------------------
     def categories(self) -> list[Category]:
