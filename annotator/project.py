@@ -167,6 +167,18 @@ class UndoState:
     redo_action: str | None
 
 
+@dataclass(frozen=True)
+class _SavedRows:
+    """An image's stored annotation rows as of ``rev``, and the immutable ``Annotation``
+    objects they were encoded from, so the next save re-encodes only what changed."""
+
+    data_version: int
+    rev: int
+    rows: dict  # ann_id -> (counts, record JSON)
+    objects: dict  # ann_id -> Annotation
+    order: list
+
+
 def _json(value) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
 
@@ -246,6 +258,7 @@ class Project:
             if not self.path.parent.is_dir():
                 raise ProjectError(f"cannot create {self.path}: {self.path.parent} is not a directory")
         self._lock = threading.RLock()
+        self._saved: dict[int, _SavedRows] = {}  # per image: the rows as this connection last saved them
         try:
             self._conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None,
                                          check_same_thread=False)
@@ -456,6 +469,7 @@ class Project:
             if row is None:
                 raise KeyError(f"no image with id {image_id}")
             c.execute("DELETE FROM images WHERE id = ?", (image_id,))
+            self._remember(image_id, None)
             c.execute("DELETE FROM image_data WHERE sha256 = ?", (row[0],))
 
     # -- annotations -------------------------------------------------------------------------
@@ -501,64 +515,102 @@ class Project:
         batch run's settings) marks the image pre-labelled in the same transaction, so a batch
         run killed at any moment never adds an image's masks twice.
         """
-        if hasattr(annotations, "records"):
+        objects = None
+        if hasattr(annotations, "records"):  # an AnnotationDocument
             action = action or getattr(annotations, "undo_action", None)
-            annotations = annotations.records()
+            objects = annotations.annotations if hasattr(annotations, "annotations") else None
+            if objects is None:
+                annotations = annotations.records()
+        else:
+            annotations = list(annotations)
+            if any("z" in r for r in annotations):
+                annotations.sort(key=lambda r: r.get("z", 0))
         action = action or "edit"
-        annotations = sorted(annotations, key=lambda r: r.get("z", 0)) if any(
-            "z" in r for r in annotations) else list(annotations)
         with self._write() as c:
             h, w, head = self._image_row(c, image_id)
             if base_rev is not None and base_rev != head:
                 raise ConflictError(
                     f"image {image_id} was changed by another session (revision {head}, you had "
                     f"{base_rev}); reload it before editing")
+            saved = self._saved_rows(c, image_id, head)
+            old, old_order = saved.rows, saved.order
             new: dict[int, tuple[str, str]] = {}
+            new_objects = {}
             order = []
-            for rec in annotations:
-                ann_id, counts, rest = _split_record(rec, (h, w))
+            for item in (objects if objects is not None else annotations):
+                if objects is not None and saved.objects.get(item.id) is item:
+                    ann_id, value = item.id, old[item.id]  # unchanged record: no re-encoding
+                else:
+                    ann_id, counts, rest = _split_record(
+                        item.to_record() if objects is not None else item, (h, w))
+                    value = (counts, rest)
                 if ann_id in new:
                     raise ValueError(f"annotation id {ann_id} appears twice")
-                new[ann_id] = (counts, rest)
+                new[ann_id] = value
+                if objects is not None:
+                    new_objects[ann_id] = item
                 order.append(ann_id)
-            old = {ann_id: (counts, rec) for ann_id, counts, rec in c.execute(
-                "SELECT ann_id, counts, record FROM annotations WHERE image_id = ?", (image_id,))}
-            old_order = [r[0] for r in c.execute(
-                "SELECT ann_id FROM annotations WHERE image_id = ? ORDER BY z", (image_id,))]
             changes = [(i, old.get(i), new.get(i)) for i in sorted(set(old) | set(new))
                        if old.get(i) != new.get(i)]
             if prelabel is not None:
                 c.execute("UPDATE images SET prelabel = ? WHERE id = ?",
                           (_json({**prelabel, "at": time.time()}), image_id))
-            if not changes and order == old_order:
-                return head
-            rev = head + 1
-            c.execute("DELETE FROM revisions WHERE image_id = ? AND rev >= ?", (image_id, rev))
-            c.execute("INSERT INTO revisions VALUES (?, ?, ?, ?, ?, ?)",
-                      (image_id, rev, action, time.time(), _json(old_order), _json(order)))
-            c.executemany("INSERT INTO revision_changes VALUES (?, ?, ?, ?, ?)",
-                          [(image_id, rev, i, _full(before), _full(after)) for i, before, after in changes])
-            self._apply(c, image_id, [(i, after) for i, _, after in changes], order)
-            self._register_labels(c, (json.loads(after[1]).get("label") for _, _, after in changes
-                                      if after is not None))
-            c.execute("UPDATE images SET rev = ? WHERE id = ?", (rev, image_id))
-            c.execute("DELETE FROM revisions WHERE image_id = ? AND rev <= ?",
-                      (image_id, rev - self.max_history))
-            return rev
+            rev = head
+            if changes or order != old_order:
+                rev = head + 1
+                c.execute("DELETE FROM revisions WHERE image_id = ? AND rev >= ?", (image_id, rev))
+                c.execute("INSERT INTO revisions VALUES (?, ?, ?, ?, ?, ?)",
+                          (image_id, rev, action, time.time(), _json(old_order), _json(order)))
+                c.executemany("INSERT INTO revision_changes VALUES (?, ?, ?, ?, ?)",
+                              [(image_id, rev, i, _full(b), _full(a)) for i, b, a in changes])
+                self._apply(c, image_id, [(i, after) for i, _, after in changes], old_order, order)
+                self._register_labels(c, (json.loads(after[1]).get("label") for _, _, after in changes
+                                          if after is not None))
+                c.execute("UPDATE images SET rev = ? WHERE id = ?", (rev, image_id))
+                c.execute("DELETE FROM revisions WHERE image_id = ? AND rev <= ?",
+                          (image_id, rev - self.max_history))
+            data_version = saved.data_version
+        self._remember(image_id, _SavedRows(data_version, rev, new, new_objects, order))
+        return rev
+
+    def _saved_rows(self, c: sqlite3.Connection, image_id: int, head: int) -> "_SavedRows":
+        """The image's stored rows: remembered from this connection's last save when no other
+        connection has committed since (PRAGMA data_version), otherwise read back."""
+        data_version = c.execute("PRAGMA data_version").fetchone()[0]
+        saved = self._saved.get(image_id)
+        if saved is not None and saved.data_version == data_version and saved.rev == head:
+            return saved
+        rows = c.execute("SELECT ann_id, counts, record FROM annotations WHERE image_id = ? ORDER BY z",
+                         (image_id,)).fetchall()
+        return _SavedRows(data_version, head, {i: (counts, rec) for i, counts, rec in rows}, {},
+                          [r[0] for r in rows])
+
+    def _remember(self, image_id: int, saved: "_SavedRows | None") -> None:
+        with self._lock:
+            self._saved.pop(image_id, None)
+            if saved is not None:
+                self._saved[image_id] = saved
+                while len(self._saved) > 4:  # the images being edited now
+                    self._saved.pop(next(iter(self._saved)))
 
     @staticmethod
-    def _apply(c: sqlite3.Connection, image_id: int, changes, order: Sequence[int]) -> None:
-        """Write changed rows (``None``: delete) and the z-order."""
+    def _apply(c: sqlite3.Connection, image_id: int, changes, old_order: Sequence[int],
+               order: Sequence[int]) -> None:
+        """Write changed rows (``None``: delete) and the z of every mask whose z changed."""
         for ann_id, value in changes:
             if value is None:
                 c.execute("DELETE FROM annotations WHERE image_id = ? AND ann_id = ?", (image_id, ann_id))
             else:
                 c.execute("INSERT OR REPLACE INTO annotations (image_id, ann_id, z, counts, record) "
                           "VALUES (?, ?, -1, ?, ?)", (image_id, ann_id, *value))
-        c.executemany("UPDATE annotations SET z = ? WHERE image_id = ? AND ann_id = ? AND z != ?",
-                      [(z, image_id, ann_id, z) for z, ann_id in enumerate(order)])
+        written = {ann_id for ann_id, value in changes if value is not None}
+        old_z = {ann_id: z for z, ann_id in enumerate(old_order)}
+        c.executemany("UPDATE annotations SET z = ? WHERE image_id = ? AND ann_id = ?",
+                      [(z, image_id, ann_id) for z, ann_id in enumerate(order)
+                       if ann_id in written or old_z.get(ann_id) != z])
 
     def _step(self, image_id: int, forward: bool) -> list[dict] | None:
+        self._remember(image_id, None)
         with self._write() as c:
             _, _, head = self._image_row(c, image_id)
             rev = head + 1 if forward else head
@@ -568,9 +620,11 @@ class Project:
                 return None
             changes = c.execute("SELECT ann_id, before, after FROM revision_changes "
                                 "WHERE image_id = ? AND rev = ?", (image_id, rev)).fetchall()
+            before_order, after_order = json.loads(row[0]), json.loads(row[1])
             self._apply(c, image_id, [(i, _split_full(after if forward else before))
                                       for i, before, after in changes],
-                        json.loads(row[1] if forward else row[0]))
+                        before_order if forward else after_order,
+                        after_order if forward else before_order)
             c.execute("UPDATE images SET rev = ? WHERE id = ?", (rev if forward else head - 1, image_id))
             return self._records(c, image_id)
 

@@ -375,3 +375,47 @@ def test_two_processes_writing_at_once_do_not_corrupt_the_file(tmp_path):
         assert final in ([k for k in range(n_saves)], [100 + k for k in range(n_saves)])
         assert p.image(shared).rev == 2 * n_saves
         assert len(p.history(shared)) == 2 * n_saves
+
+
+# -- with the annotation document ----------------------------------------------------------
+def test_a_document_round_trips_and_saves_only_what_changed(project, image_id):
+    from annotator.masks import AnnotationDocument
+
+    doc = AnnotationDocument(H, W)
+    a = doc.add(np.pad(np.ones((10, 10), bool), ((0, H - 10), (0, W - 10))), label="dog")
+    doc.add_many([{"segmentation": np.pad(np.ones((5, 5), bool), ((30, H - 35), (30, W - 35))),
+                   "predicted_iou": 0.5}])
+    assert project.save(image_id, doc) == 1
+    assert project.history(image_id)[0].action == "add 1 mask"
+    loaded = project.load_document(image_id)
+    assert loaded.records() == doc.records() and loaded.image_id == image_id
+    doc.relabel([a], "cat")
+    doc.bring_to_front([a])
+    project.save(image_id, doc, action="relabel and raise")
+    assert project.records(image_id) == doc.records()
+    # the undo step holds only the mask that changed
+    conn = sqlite3.connect(project.path)
+    changed = conn.execute("SELECT ann_id FROM revision_changes WHERE image_id = ? AND rev = 2",
+                           (image_id,)).fetchall()
+    conn.close()
+    assert changed == [(a,)]
+    assert {c.name for c in project.categories()} == {"dog", "cat"}
+
+
+def test_another_connections_writes_are_never_overwritten_from_memory(tmp_path):
+    from annotator.masks import AnnotationDocument
+
+    path = tmp_path / "p.annotator"
+    with Project(path) as p1, Project(path) as p2:
+        img = p1.add_image(write_png(tmp_path / "a.png")).id
+        doc = AnnotationDocument(H, W)
+        doc.add(np.pad(np.ones((10, 10), bool), ((0, H - 10), (0, W - 10))))
+        assert p1.save(img, doc) == 1
+        # meanwhile another session undoes that and saves something else as revision 1
+        assert p2.undo(img) == []
+        theirs = [rect_record(5, (30, 30, 50, 40))]
+        assert p2.save(img, theirs, action="theirs") == 1
+        doc.add(np.pad(np.ones((4, 4), bool), ((40, H - 44), (40, W - 44))))
+        assert p1.save(img, doc, action="mine") == 2
+        assert p1.records(img) == doc.records()
+        assert p1.undo(img) == with_z(theirs)
