@@ -9,6 +9,7 @@ with ``generate(image) -> list of SAM records`` in ``coco_rle`` output mode
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +91,13 @@ class BatchResult:
     skipped: list[int] = field(default_factory=list)  # already pre-labelled or marked done
     failed: dict[int, str] = field(default_factory=dict)  # image id -> why
     n_masks: int = 0
+
+
+def recorded_settings(infos: Iterable) -> dict | None:
+    """The settings all these images were pre-labelled with, when they share one set."""
+    seen = {json.dumps({k: v for k, v in i.prelabel.items() if k != "at"}, sort_keys=True)
+            for i in infos if i.prelabel}
+    return json.loads(seen.pop()) if len(seen) == 1 else None
 
 
 def needs_prelabel(info) -> bool:

@@ -56,7 +56,8 @@ def add_generator_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_auto(args) -> int:
-    from annotator.batch import GENERATOR_PARAMS, find_images, needs_prelabel, sidecar_path
+    from annotator.batch import (GENERATOR_PARAMS, find_images, needs_prelabel, recorded_settings,
+                                 sidecar_path)
     from annotator.image_io import ImageError
     from annotator.project import Project, ProjectError
 
@@ -103,7 +104,9 @@ def cmd_auto(args) -> int:
             for image_id, why in result.failed.items():
                 print(f"annotator: failed on {project.image(image_id).name}: {why}", file=sys.stderr)
         if args.output:
-            project.export_coco(args.output, image_ids=ids)
+            settings = recorded_settings(project.image(i) for i in ids) or {}
+            project.export_coco(args.output, image_ids=ids, model=settings.pop("model", None),
+                                parameters=settings or None)
             n = sum(project.image(i).n_annotations for i in ids)
             print(f"annotator: wrote {n} masks on {len(ids)} images to {args.output}", file=sys.stderr)
     return 1 if unreadable or (result and result.failed) else 0

@@ -20,7 +20,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from annotator.batch import BatchResult, needs_prelabel, store_prelabels
+from annotator.batch import ACTION, BatchResult, needs_prelabel, store_prelabels
 from annotator.image_io import ImageError, load_image
 from annotator.project import Project
 
@@ -105,12 +105,13 @@ class SegmentEverything:
 
 
 def merge_rows(project: Project, rows: Iterable[Mapping], settings: Mapping,
-               result: BatchResult | None = None, *, progress: bool = True) -> BatchResult:
+               result: BatchResult | None = None, *, progress: bool = True,
+               total: int | None = None) -> BatchResult:
     """Commit the actors' output rows into the project, one image per transaction."""
     from tqdm.auto import tqdm
 
     result = result or BatchResult()
-    for row in tqdm(rows, desc="segment everything", unit="image", disable=not progress):
+    for row in tqdm(rows, desc=ACTION, unit="image", total=total, disable=not progress):
         image_id = int(row["image_id"])
         if row["error"]:
             result.failed[image_id] = str(row["error"])
@@ -148,4 +149,4 @@ def run(project: Project, image_ids: Sequence[int], settings: Mapping, *, concur
         fn_constructor_kwargs={"model": model, "checkpoint": checkpoint, "device": device,
                                "precision": precision, "generator_params": dict(generator_params or {})},
         batch_size=batch_size, concurrency=concurrency, num_gpus=num_gpus)
-    return merge_rows(project, ds.iter_rows(), settings, result, progress=progress)
+    return merge_rows(project, ds.iter_rows(), settings, result, progress=progress, total=len(todo))

@@ -170,3 +170,82 @@ def test_export_of_prelabelled_images_loads_in_pycocotools(tmp_path):
     assert len(coco.getAnnIds(imgIds=[ids[1]])) == 2
     m = coco.annToMask(anns[0])
     assert m.shape == (24, 32) and m[:12, :16].all() and m.sum() == 12 * 16
+
+
+# -- with SAM: the command line and the Ray actor, on the real photos ------------------------
+FAST = ["--points-per-side", "2", "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
+
+
+@pytest.fixture
+def counted_generate(monkeypatch):
+    """Counts calls of the real generator's ``generate``."""
+    from annotator.amg import MaskGenerator
+
+    calls = []
+    real = MaskGenerator.generate
+
+    def generate(self, image, *args, **kwargs):
+        calls.append(image.shape)
+        return real(self, image, *args, **kwargs)
+
+    monkeypatch.setattr(MaskGenerator, "generate", generate)
+    return calls
+
+
+def test_auto_prelabels_the_photos_into_coco_and_resumes(tmp_path, tiny_checkpoint, counted_generate):
+    from annotator.cli import main
+
+    out = tmp_path / "prelabels.json"
+    argv = ["auto", str(IMAGES), "-o", str(out), "--model", "tiny", "--checkpoint", str(tiny_checkpoint),
+            "--device", "cpu", *FAST]
+    assert main(argv) == 0
+    photos = sorted(IMAGES.glob("*.jpg"))
+    assert len(counted_generate) == len(photos) == 4
+    coco = COCO(str(out))
+    assert sorted(img["file_name"] for img in coco.imgs.values()) == [p.name for p in photos]
+    for img in coco.imgs.values():
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=[img["id"]]))
+        assert anns, img["file_name"]
+        assert coco.annToMask(anns[0]).shape == (img["height"], img["width"])
+        assert all(a["source"] == "auto" and "predicted_iou" in a for a in anns)
+    first = json.loads(out.read_text())
+    assert first["info"]["parameters"]["points_per_side"] == 2
+    # again: nothing is segmented twice, the file holds the same masks
+    assert main(argv) == 0
+    assert len(counted_generate) == 4
+    again = json.loads(out.read_text())
+    assert [a["segmentation"] for a in again["annotations"]] == [a["segmentation"] for a in first["annotations"]]
+    # a new photo in a second folder: only it is segmented, into the same project
+    extra = tmp_path / "more"
+    extra.mkdir()
+    (extra / "copy.jpg").write_bytes(photos[0].read_bytes())  # same picture: already done
+    make_images(extra, 1)
+    assert main(argv[:2] + [str(extra)] + argv[2:]) == 0
+    assert len(counted_generate) == 5
+    assert len(COCO(str(out)).imgs) == 5
+
+
+def test_auto_refuses_what_it_cannot_do(tmp_path, tiny_checkpoint, capsys):
+    from annotator.cli import main
+
+    assert main(["auto", str(IMAGES)]) == 2
+    assert "-o OUT.json" in capsys.readouterr().err
+    assert main(["auto", str(tmp_path / "missing"), "-o", str(tmp_path / "o.json")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        assert main(["auto", str(IMAGES), "-o", str(tmp_path / "o.json"), "--ray", "2"]) == 2
+        assert "annotator[ray]" in capsys.readouterr().err
+
+
+def test_the_ray_actor_loads_sam_once_and_segments_batches(tiny_checkpoint, counted_generate):
+    actor = distributed.SegmentEverything(
+        "tiny", str(tiny_checkpoint), device="cpu",
+        generator_params={"points_per_side": 2, "pred_iou_thresh": 0, "stability_score_thresh": 0})
+    dog = IMAGES / "dog.jpg"
+    out = actor({"image_id": np.array([7, 8]), "path": np.array([str(dog), str(IMAGES / "nope.jpg")])})
+    assert list(out["image_id"]) == [7, 8] and out["error"][0] == "" and "nope.jpg" in out["error"][1]
+    records = json.loads(out["records"][0])
+    assert records and records[0]["segmentation"]["size"] == [534, 800]
+    assert len(counted_generate) == 1
