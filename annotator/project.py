@@ -212,29 +212,35 @@ def _oriented_size(source) -> tuple[int, int]:
     return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
 
 
-def _split_record(rec: Mapping, size: tuple[int, int]) -> tuple[int, str, str]:
-    """(id, counts, the rest without z as canonical JSON) of one annotation record, checked against the image."""
-    if not isinstance(rec, Mapping):
-        raise ValueError(f"an annotation record is a dict, got {type(rec).__name__}")
-    missing = {"id", "size", "counts"} - set(rec)
-    if missing:
-        raise ValueError(f"annotation record lacks {sorted(missing)}")
-    ann_id = rec["id"]
-    if isinstance(ann_id, bool) or not isinstance(ann_id, int):
-        raise ValueError(f"annotation id must be an integer, got {ann_id!r}")
-    if [int(v) for v in rec["size"]] != [size[0], size[1]]:
-        raise ValueError(f"annotation {ann_id} is {rec['size'][0]}x{rec['size'][1]} (h x w) but "
-                         f"the image is {size[0]}x{size[1]}")
-    counts = rec["counts"]
-    if isinstance(counts, (bytes, bytearray)):
-        counts = bytes(counts).decode("ascii")
-    if not isinstance(counts, str):
-        raise ValueError(f"annotation {ann_id}: counts must be compressed RLE (a string)")
-    rest = {k: v for k, v in rec.items() if k not in ("counts", "z")}
+def _annotations_of(records: Iterable[Mapping]) -> list:
+    """``Annotation`` records (validated as the document validates them), in z-order."""
+    from annotator.masks import Annotation
+
+    records = list(records)
+    if any("z" in r for r in records):
+        records.sort(key=lambda r: r.get("z", 0))
+    out = []
+    for k, rec in enumerate(records):
+        if not isinstance(rec, Mapping):
+            raise ValueError(f"annotation {k}: a record is a dict, got {type(rec).__name__}")
+        try:
+            out.append(Annotation.from_record(rec))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"annotation {rec.get('id', k)}: {e}") from None
+    return out
+
+
+def _encode(ann, size: tuple[int, int]) -> tuple[str, str]:
+    """(counts, every other field as canonical JSON) of one ``Annotation`` for this image."""
+    if tuple(ann.size) != tuple(size):
+        raise ValueError(f"annotation {ann.id} is {ann.size[0]}x{ann.size[1]} (h x w) but the "
+                         f"image is {size[0]}x{size[1]}")
+    rec = ann.to_record()
+    counts = rec.pop("counts")
     try:
-        return ann_id, counts, _json(rest)
+        return counts, _json(rec)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"annotation {ann_id} cannot be stored as JSON: {e}") from None
+        raise ValueError(f"annotation {ann.id} cannot be stored as JSON: {e}") from None
 
 
 class Project:
@@ -505,7 +511,9 @@ class Project:
 
     def save(self, image_id: int, annotations, *, action: str | None = None,
              base_rev: int | None = None, prelabel: Mapping | None = None) -> int:
-        """Store the image's annotations: an ``AnnotationDocument`` or a list of its records.
+        """Store the image's annotations: an ``AnnotationDocument``, or records as its
+        ``records()`` gives them (validated like ``Annotation.from_record``; area and bbox
+        are recomputed from the mask).
 
         One transaction, committed before returning; the change (only the masks that differ)
         becomes one undo step named ``action`` (default: the document's last action). Returns
@@ -515,16 +523,11 @@ class Project:
         batch run's settings) marks the image pre-labelled in the same transaction, so a batch
         run killed at any moment never adds an image's masks twice.
         """
-        objects = None
-        if hasattr(annotations, "records"):  # an AnnotationDocument
-            action = action or getattr(annotations, "undo_action", None)
-            objects = annotations.annotations if hasattr(annotations, "annotations") else None
-            if objects is None:
-                annotations = annotations.records()
+        if hasattr(annotations, "annotations"):  # an AnnotationDocument
+            action = action or annotations.undo_action
+            items = annotations.annotations
         else:
-            annotations = list(annotations)
-            if any("z" in r for r in annotations):
-                annotations.sort(key=lambda r: r.get("z", 0))
+            items = _annotations_of(annotations)
         action = action or "edit"
         with self._write() as c:
             h, w, head = self._image_row(c, image_id)
@@ -537,19 +540,15 @@ class Project:
             new: dict[int, tuple[str, str]] = {}
             new_objects = {}
             order = []
-            for item in (objects if objects is not None else annotations):
-                if objects is not None and saved.objects.get(item.id) is item:
-                    ann_id, value = item.id, old[item.id]  # unchanged record: no re-encoding
+            for item in items:
+                if item.id in new:
+                    raise ValueError(f"annotation id {item.id} appears twice")
+                if saved.objects.get(item.id) is item:
+                    new[item.id] = old[item.id]  # the same immutable record: no re-encoding
                 else:
-                    ann_id, counts, rest = _split_record(
-                        item.to_record() if objects is not None else item, (h, w))
-                    value = (counts, rest)
-                if ann_id in new:
-                    raise ValueError(f"annotation id {ann_id} appears twice")
-                new[ann_id] = value
-                if objects is not None:
-                    new_objects[ann_id] = item
-                order.append(ann_id)
+                    new[item.id] = _encode(item, (h, w))
+                new_objects[item.id] = item
+                order.append(item.id)
             changes = [(i, old.get(i), new.get(i)) for i in sorted(set(old) | set(new))
                        if old.get(i) != new.get(i)]
             if prelabel is not None:

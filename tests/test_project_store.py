@@ -139,8 +139,12 @@ def test_bad_records_are_refused_and_nothing_is_written(project, image_id):
         project.save(image_id, [rect_record(1, (0, 0, 5, 5), size=(10, 10))])
     with pytest.raises(ValueError, match="appears twice"):
         project.save(image_id, [rect_record(2, (0, 0, 5, 5)), rect_record(2, (1, 1, 5, 5))])
-    with pytest.raises(ValueError, match="JSON"):
+    with pytest.raises(ValueError, match="annotation 3: predicted_iou must be a finite number"):
         project.save(image_id, [rect_record(3, (0, 0, 5, 5), predicted_iou=float("nan"))])
+    with pytest.raises(ValueError, match="annotation 4: .*unknown fields"):
+        project.save(image_id, [rect_record(4, (0, 0, 5, 5), colour="red")])
+    with pytest.raises(ValueError, match="annotation 5: .*sum to"):
+        project.save(image_id, [rect_record(5, (0, 0, 5, 5)) | {"counts": "0"}])
     with pytest.raises(KeyError):
         project.save(999, [])
     assert [r["id"] for r in project.records(image_id)] == [1]
