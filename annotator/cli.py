@@ -151,6 +151,39 @@ def _ray_runner(args, params: dict):
     return run, {"model": args.model, **params}
 
 
+def cmd_convert(args) -> int:
+    from annotator import coco
+
+    try:
+        dataset = coco.load(args.input)
+        coco.save(dataset, args.output, args.segmentation, tolerance=args.tolerance)
+    except (coco.CocoError, OSError) as e:
+        print(f"annotator: {e}", file=sys.stderr)
+        return 2
+    print(f"annotator: wrote {len(dataset.annotations)} annotations on {len(dataset.images)} images "
+          f"({args.segmentation}) to {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import json
+
+    from annotator import coco, metrics
+
+    try:
+        gt = coco.load(args.ground_truth)
+        pred = coco.load(args.predictions, images=gt.images)
+        report = metrics.evaluate(pred, gt)
+    except (coco.CocoError, OSError, ValueError) as e:
+        print(f"annotator: {e}", file=sys.stderr)
+        return 2
+    print(report.table())
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(report.to_dict(), f, indent=2)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="annotator", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -176,6 +209,21 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--gpus-per-actor", type=float, default=1.0, help="GPUs each actor holds (default: 1)")
     dist.add_argument("--batch-size", type=int, default=4, help="images per actor call (default: 4)")
     auto.set_defaults(func=cmd_auto)
+
+    convert = sub.add_parser("convert", help="rewrite COCO / SAM amg.py annotations as COCO with RLE or polygons")
+    convert.add_argument("input", help="COCO instances JSON, SAM amg.py JSON or amg.py binary_mask folder")
+    convert.add_argument("-o", "--output", required=True, help="COCO instances JSON to write")
+    convert.add_argument("--segmentation", choices=("rle", "polygon"), default="rle",
+                         help="mask format to write (default: rle; polygons keep holes and parts)")
+    convert.add_argument("--tolerance", type=float, default=0.0,
+                         help="polygon simplification in pixels (default 0: exact outlines)")
+    convert.set_defaults(func=cmd_convert)
+
+    ev = sub.add_parser("eval", help="compare predicted masks with ground truth and print metrics")
+    ev.add_argument("predictions", help="COCO instances, COCO results list or SAM amg.py output")
+    ev.add_argument("ground_truth", help="COCO instances JSON")
+    ev.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+    ev.set_defaults(func=cmd_eval)
     return parser
 
 
