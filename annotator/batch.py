@@ -9,6 +9,7 @@ with ``generate(image) -> list of SAM records`` in ``coco_rle`` output mode
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from dataclasses import dataclass, field
@@ -104,6 +105,13 @@ def needs_prelabel(info) -> bool:
     return info.prelabel is None and info.status != "done"
 
 
+def _progress_kwargs(generator, bar, name: str) -> dict:
+    """``progress=`` for generators that report it (ours: point batches done of total)."""
+    if bar.disable or "progress" not in inspect.signature(generator.generate).parameters:
+        return {}
+    return {"progress": lambda p: bar.set_postfix_str(f"{name} {p.done}/{p.total}")}
+
+
 def prelabel(project: Project, generator, image_ids: Sequence[int], settings: Mapping, *,
              progress: bool = True) -> BatchResult:
     """Segment everything on each image not yet pre-labelled (nor marked done), committing
@@ -125,7 +133,7 @@ def prelabel(project: Project, generator, image_ids: Sequence[int], settings: Ma
             result.failed[image_id] = str(e)
             log.warning("skipping %s: %s", info.name, e)
             continue
-        records = generator.generate(pixels)
+        records = generator.generate(pixels, **_progress_kwargs(generator, bar, info.name))
         result.n_masks += store_prelabels(project, image_id, records, settings)
         result.processed.append(image_id)
     bar.close()
