@@ -13,7 +13,8 @@ field, z-order in a column); its status (done / pending) and how far batch pre-l
 Per project: categories and a small key/value state (current image, UI preferences).
 
 Undo survives restarts through a per-image revision log: every save stores, for each mask it
-added, changed or removed, the record before and after, plus the z-order before and after.
+added, changed or removed, the version the annotations table no longer holds (undo and redo
+swap it with the table's), plus the z-order before and after.
 ``undo``/``redo`` move the image along that log (a head pointer, like the document's cursor)
 and a save after an undo drops the redone branch, exactly like ``AnnotationDocument``. Storing
 differences, not snapshots, keeps a one-mask edit a few KB however many masks the image has.
@@ -99,12 +100,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             order_after TEXT NOT NULL,
             PRIMARY KEY (image_id, rev)
         ) WITHOUT ROWID""",
+        # For each mask a revision changed, the version of it that the annotations table does
+        # not hold: before the revision while it is applied, after it once it is undone.
+        # Undo and redo swap the two, so every version of a mask is stored once.
         """CREATE TABLE revision_changes (
             image_id INTEGER NOT NULL,
             rev INTEGER NOT NULL,
             ann_id INTEGER NOT NULL,
-            before TEXT,  -- JSON record without z; NULL: the mask did not exist
-            after TEXT,   -- NULL: the mask was removed
+            other TEXT,  -- JSON record with counts, without z; NULL: the mask did not exist
             PRIMARY KEY (image_id, rev, ann_id),
             FOREIGN KEY (image_id, rev) REFERENCES revisions (image_id, rev) ON DELETE CASCADE
         ) WITHOUT ROWID""",
@@ -280,28 +283,50 @@ class Project:
         c = self._conn
         try:
             c.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            app_id = c.execute("PRAGMA application_id").fetchone()[0]
-            has_tables = c.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0] > 0
+            with self._read():  # refuse a foreign file before changing anything in it
+                self._check_identity(c)
+            self._enable_wal(time.monotonic() + busy_timeout)
+            c.execute("PRAGMA synchronous = FULL")  # a commit is on disk when it returns
+            c.execute("PRAGMA foreign_keys = ON")
+            with self._write():  # a file another process is creating is ready once we get the lock
+                version = self._check_identity(c)
+                if version > SCHEMA_VERSION:
+                    raise ProjectError(
+                        f"{self.path} was written by a newer annotator (schema {version}, this one "
+                        f"knows up to {SCHEMA_VERSION}); upgrade annotator to open it")
+                if version < SCHEMA_VERSION:
+                    c.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                    _migrate(c, version)
         except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+                raise ProjectError(f"{self.path} is locked by another program: {e}") from None
             raise ProjectError(f"{self.path} is not an annotator project ({e})") from None
+
+    def _check_identity(self, c: sqlite3.Connection) -> int:
+        """The schema version of an annotator project (0 for an empty file); anything else is
+        refused. Call inside a transaction, so the reads agree with each other."""
+        app_id = c.execute("PRAGMA application_id").fetchone()[0]
+        has_tables = c.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0] > 0
         if has_tables and app_id != APPLICATION_ID:
             raise ProjectError(f"{self.path} is an SQLite file but not an annotator project")
-        mode = c.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode.lower() != "wal":
-            raise ProjectError(f"{self.path}: SQLite refused WAL mode (got {mode!r}); "
-                               "put the project on a local disk")
-        # FULL: a commit is on disk when it returns, so "saved" survives a power cut too
-        c.execute("PRAGMA synchronous = FULL")
-        c.execute("PRAGMA foreign_keys = ON")
-        with self._write():
-            version = c.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise ProjectError(
-                    f"{self.path} was written by a newer annotator (schema {version}, this one "
-                    f"knows up to {SCHEMA_VERSION}); upgrade annotator to open it")
-            if version < SCHEMA_VERSION:
-                c.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                _migrate(c, version)
+        return c.execute("PRAGMA user_version").fetchone()[0]
+
+    def _enable_wal(self, deadline: float) -> None:
+        """Switch the file to WAL (it stays so). On a new file this needs a moment alone with
+        it, and SQLite answers "busy" instead of waiting while another process creates it."""
+        while True:
+            try:
+                mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                mode = None
+            if mode is not None and mode.lower() == "wal":
+                return
+            if mode is not None and time.monotonic() > deadline:
+                raise ProjectError(f"{self.path}: SQLite refused WAL mode (got {mode!r}); "
+                                   "put the project on a local disk")
+            time.sleep(0.01)
 
     # -- transactions ------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -560,8 +585,8 @@ class Project:
                 c.execute("DELETE FROM revisions WHERE image_id = ? AND rev >= ?", (image_id, rev))
                 c.execute("INSERT INTO revisions VALUES (?, ?, ?, ?, ?, ?)",
                           (image_id, rev, action, time.time(), _json(old_order), _json(order)))
-                c.executemany("INSERT INTO revision_changes VALUES (?, ?, ?, ?, ?)",
-                              [(image_id, rev, i, _full(b), _full(a)) for i, b, a in changes])
+                c.executemany("INSERT INTO revision_changes VALUES (?, ?, ?, ?)",
+                              [(image_id, rev, i, _full(before)) for i, before, _ in changes])
                 self._apply(c, image_id, [(i, after) for i, _, after in changes], old_order, order)
                 self._register_labels(c, (json.loads(after[1]).get("label") for _, _, after in changes
                                           if after is not None))
@@ -617,11 +642,17 @@ class Project:
                             (image_id, rev)).fetchone()
             if row is None:
                 return None
-            changes = c.execute("SELECT ann_id, before, after FROM revision_changes "
-                                "WHERE image_id = ? AND rev = ?", (image_id, rev)).fetchall()
+            changes = c.execute("SELECT ann_id, other FROM revision_changes WHERE image_id = ? AND rev = ?",
+                                (image_id, rev)).fetchall()
+            changed = {i for i, _ in changes}
+            current = {i: (counts, rec) for i, counts, rec in c.execute(
+                "SELECT ann_id, counts, record FROM annotations WHERE image_id = ?", (image_id,))
+                if i in changed}
+            # swap: the log's version goes into the table and the table's into the log
+            c.executemany("UPDATE revision_changes SET other = ? WHERE image_id = ? AND rev = ? AND ann_id = ?",
+                          [(_full(current.get(i)), image_id, rev, i) for i, _ in changes])
             before_order, after_order = json.loads(row[0]), json.loads(row[1])
-            self._apply(c, image_id, [(i, _split_full(after if forward else before))
-                                      for i, before, after in changes],
+            self._apply(c, image_id, [(i, _split_full(other)) for i, other in changes],
                         before_order if forward else after_order,
                         after_order if forward else before_order)
             c.execute("UPDATE images SET rev = ? WHERE id = ?", (rev if forward else head - 1, image_id))

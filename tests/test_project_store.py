@@ -352,7 +352,10 @@ def test_two_processes_writing_at_once_do_not_corrupt_the_file(tmp_path):
         Project(fresh).close()
         p = Project(path)
         open(f"{go}.{who}", "w").close()  # both are open: start writing together
+        deadline = time.monotonic() + 60
         while not all(os.path.exists(f"{go}.{w}") for w in (0, 1)):
+            if time.monotonic() > deadline:
+                sys.exit("the other writer never opened the project")
             time.sleep(0.001)
         mine = []
         for k in range(n):
@@ -431,3 +434,25 @@ def test_another_connections_writes_are_never_overwritten_from_memory(tmp_path):
         assert p1.save(img, doc, action="mine") == 2
         assert p1.records(img) == doc.records()
         assert p1.undo(img) == with_z(theirs)
+
+
+def test_processes_creating_one_project_at_once_all_open_it(tmp_path):
+    n_files, go = 20, tmp_path / "go"
+    children = [run_child("""
+        import os
+        folder, go, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+        while not os.path.exists(go):
+            time.sleep(0.0005)
+        for k in range(n):  # all race to create each file: the first creates, the others wait
+            with Project(f"{folder}/new{k}.annotator") as p:
+                p.set_state(f"opened by {os.getpid()}", True)
+        print("ok")
+    """, tmp_path, go, n_files) for _ in range(5)]
+    time.sleep(1.0)  # all started and waiting
+    go.touch()
+    for child in children:
+        out, err = child.communicate(timeout=120)
+        assert child.returncode == 0 and out.strip() == "ok", err
+    for k in range(n_files):
+        with Project(tmp_path / f"new{k}.annotator") as p:
+            assert p.schema_version == SCHEMA_VERSION and p.integrity_check() == []
