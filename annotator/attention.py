@@ -1,10 +1,11 @@
-"""Fused attention for SAM's image encoder and mask decoder.
+"""Fused attention for SAM's image encoders (ViT, and MobileSAM's TinyViT) and mask decoder.
 
 The official modules write attention out by hand (``softmax(q @ k.T * scale) @ v``), which
 materialises the whole attention matrix and runs several unfused kernels. The classes here
 compute the same function with ``torch.nn.functional.scaled_dot_product_attention``; they
-subclass the official ones and only replace ``forward``, so parameters, state-dict keys and
-checkpoints are unchanged. ``fuse_attention(model)`` switches a built model over in place.
+subclass the official ones (for TinyViT, ours in ``annotator.tinyvit``) and only replace
+``forward``, so parameters, state-dict keys and checkpoints are unchanged.
+``fuse_attention(model)`` switches a built model over in place.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling import image_encoder, transformer
+
+from annotator import tinyvit
 
 
 class FusedEncoderAttention(image_encoder.Attention):
@@ -46,9 +49,19 @@ class FusedDecoderAttention(transformer.Attention):
         return self.out_proj(self._recombine_heads(out))
 
 
+class FusedWindowAttention(tinyvit.WindowAttention):
+    """TinyViT's (MobileSAM's) window attention through SDPA, its learned bias as the mask."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.split_heads(x)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.bias().to(q.dtype), scale=self.scale)
+        return self.merge_heads(out)
+
+
 _FUSED = {
     image_encoder.Attention: FusedEncoderAttention,
     transformer.Attention: FusedDecoderAttention,
+    tinyvit.WindowAttention: FusedWindowAttention,
 }
 
 

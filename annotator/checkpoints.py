@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from annotator.registry import SamVariant
+from annotator.tinyvit import MOBILE_SAM_CONFIG
 
 log = logging.getLogger(__name__)
 
@@ -168,15 +169,36 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def guess_variant(state: dict[str, torch.Tensor], variants) -> str | None:
-    """The variant whose encoder width and depth match ``state`` (cheap: builds nothing)."""
-    pos = state.get("image_encoder.pos_embed")
-    if pos is None:
+    """The variant whose image encoder matches ``state`` (cheap: builds nothing): ViTs by
+    width and depth, TinyViTs (vit_t) by their stages' depths and final width."""
+    signature = _encoder_signature(state)
+    if signature is None:
         return None
-    blocks = {int(m.group(1)) for k in state if (m := re.match(r"image_encoder\.blocks\.(\d+)\.", k))}
     for variant in variants:
-        if pos.shape[-1] == variant.encoder_embed_dim and len(blocks) == variant.encoder_depth:
+        if _variant_signature(variant) == signature:
             return variant.name
     return None
+
+
+def _encoder_signature(state) -> tuple | None:
+    pos = state.get("image_encoder.pos_embed")
+    if pos is not None:
+        blocks = {int(m.group(1)) for k in state if (m := re.match(r"image_encoder\.blocks\.(\d+)\.", k))}
+        return ("vit", pos.shape[-1], len(blocks))
+    neck = state.get("image_encoder.neck.0.weight")
+    stages: dict[int, set[int]] = {}
+    for k in state:
+        if m := re.match(r"image_encoder\.layers\.(\d+)\.blocks\.(\d+)\.", k):
+            stages.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+    if neck is None or not stages:
+        return None
+    return ("tinyvit", neck.shape[1], tuple(len(stages.get(i, ())) for i in range(max(stages) + 1)))
+
+
+def _variant_signature(variant) -> tuple:
+    if variant.encoder == "tinyvit":
+        return ("tinyvit", MOBILE_SAM_CONFIG["embed_dims"][-1], MOBILE_SAM_CONFIG["depths"])
+    return ("vit", variant.encoder_embed_dim, variant.encoder_depth)
 
 
 def check_layout(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], what: str, path) -> None:
@@ -199,11 +221,13 @@ def check_layout(state: dict[str, torch.Tensor], expected: dict[str, torch.Tenso
     raise CheckpointError(f"{path} is not a {what} checkpoint: " + "; ".join(problems))
 
 
-def load_sam(variant: SamVariant, path: Path):
-    """Build ``variant`` and load the checkpoint at ``path`` into it (strict layout check)."""
+def load_sam(variant: SamVariant, path: Path, *, state: dict[str, torch.Tensor] | None = None):
+    """Build ``variant`` and load the checkpoint at ``path`` into it (strict layout check).
+    ``state``: the file's tensors if the caller has already read them."""
     from annotator.registry import VARIANTS
 
-    state = read_state_dict(Path(path))
+    if state is None:
+        state = read_state_dict(Path(path))
     model = variant.build()
     expected = model.state_dict()
     try:

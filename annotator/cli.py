@@ -12,8 +12,9 @@ from annotator.device import PRECISIONS
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """The model flags every command that runs SAM shares."""
-    p.add_argument("--model", default=os.environ.get("ANNOTATOR_MODEL"),
-                   help="SAM variant: vit_h, vit_l or vit_b (default: vit_h on CUDA, vit_b on CPU)")
+    p.add_argument("--model", default=None,
+                   help="SAM variant: vit_h, vit_l, vit_b or vit_t (MobileSAM); default: $ANNOTATOR_MODEL, "
+                        "else the model a --checkpoint file holds, else vit_h on CUDA, vit_b on MPS, vit_t on CPU")
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint file to load (default: $ANNOTATOR_CHECKPOINT, the cache, or a download)")
     p.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best available)")

@@ -32,20 +32,33 @@ def _variant(variant: str | SamVariant) -> SamVariant:
 
 
 def random_sam(variant: str | SamVariant = "tiny", seed: int = 0):
-    """A SAM of ``variant``'s architecture with seeded random weights, in eval mode.
-
-    The relative-position tables start at zero in the official code; they get small random
-    values here so the code paths that use them are actually exercised.
-    """
+    """A SAM of ``variant``'s architecture with seeded random weights, in eval mode."""
     variant = _variant(variant)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = variant.build()
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if "rel_pos" in name:
-                    p.normal_(0.0, 0.02)
+        randomize_inert_parameters(model)
     return model.eval()
+
+
+@torch.no_grad()
+def randomize_inert_parameters(model: torch.nn.Module) -> torch.nn.Module:
+    """Give random values to what initialisation leaves inert, so the code paths that use
+    them are actually exercised: the ViT's relative-position tables and TinyViT's attention
+    biases (zeros), and BatchNorm (an identity: unit weight and variance, zero bias and mean).
+    Works on any model with those names (ours or upstream's); uses the global torch RNG."""
+    for name, p in model.named_parameters():
+        if "rel_pos" in name:
+            p.normal_(0.0, 0.02)
+        elif name.endswith("attention_biases"):
+            p.normal_(0.0, 0.5)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.weight.uniform_(0.5, 1.5)
+            module.bias.normal_(0.0, 0.1)
+            module.running_mean.normal_(0.0, 0.1)
+            module.running_var.uniform_(0.5, 2.0)
+    return model
 
 
 def write_random_checkpoint(path: str | Path, variant: str | SamVariant = "tiny", seed: int = 0) -> Path:

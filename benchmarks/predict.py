@@ -1,11 +1,15 @@
 """Prompted segmentation: official SamPredictor vs annotator's SamSegmenter, side by side.
 
-Same seeded random weights, same photo (truck.jpg, 1800x1200), one process. Prints the
-image-encoder time (fp32 official, fp32 fused ours, bf16 ours), the click-to-mask time
-(prompt encoder + decoder + postprocessing to full-resolution masks, cached embedding) at
-p50/p95, the ratios, and how far ours is from the official masks.
+Same seeded random weights, same photo (truck.jpg, 1800x1200), one process. Prints, for
+each model, the image-encoder time (fp32 official, fp32 fused ours, bf16 ours), the
+click-to-mask time (prompt encoder + decoder + postprocessing to full-resolution masks,
+cached embedding) at p50/p95, the ratios, and how far ours is from the official masks;
+then the models side by side, each encoder's speed-up over the first model's.
 
-    python benchmarks/predict.py                  # vit_b architecture
+For vit_t (MobileSAM) "official" is SamPredictor over the TinyViT with hand-written
+attention, which tests/test_mobilesam.py shows computes exactly what upstream MobileSAM does.
+
+    python benchmarks/predict.py                  # vit_b and vit_t
     python benchmarks/predict.py --model tiny --clicks 10   # quick smoke run
 """
 
@@ -46,25 +50,14 @@ def pct(values, q):
     return float(np.percentile(np.asarray(values) * 1000, q))
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="vit_b")
-    p.add_argument("--image", default=str(DATA / "truck.jpg"))
-    p.add_argument("--clicks", type=int, default=40)
-    p.add_argument("--repeats", type=int, default=2, help="encoder runs per variant (min is reported)")
-    p.add_argument("--threads", type=int, default=None)
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    image = load_image(args.image)
+def measure(model, image, args) -> dict:
     h, w = image.shape[:2]
-    print(f"model {args.model} (random weights, seed 0) · image {Path(args.image).name} {w}x{h} · "
-          f"torch {torch.__version__} · {torch.get_num_threads()} threads")
+    print()
+    print(f"=== model {model} (random weights, seed 0) ===")
 
-    official = SamPredictor(random_sam(args.model, seed=0))
-    ours = SamSegmenter(random_sam(args.model, seed=0), device="cpu")
-    ours_bf16 = SamSegmenter(random_sam(args.model, seed=0), device="cpu", precision="bf16")
+    official = SamPredictor(random_sam(model, seed=0))
+    ours = SamSegmenter(random_sam(model, seed=0), device="cpu")
+    ours_bf16 = SamSegmenter(random_sam(model, seed=0), device="cpu", precision="bf16")
 
     def encode_ours(seg):
         seg.cache.clear()
@@ -113,6 +106,34 @@ def main(argv=None) -> int:
           f"max |score diff| {max(score_err):.2e}")
     print(f"bf16 masks vs fp32: min IoU {min(ious_bf16):.4f}, mean {np.mean(ious_bf16):.4f}, "
           f"{np.mean(np.array(ious_bf16) >= 0.98) * 100:.1f}% of candidates at IoU >= 0.98")
+    return dict(model=model, encoder=t_off, encoder_ours=t_ours, encoder_bf16=t_bf16,
+                click_p50_ms=pct(t_click_ours, 50))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", nargs="+", default=["vit_b", "vit_t"], help="one or more models, compared side by side")
+    p.add_argument("--image", default=str(DATA / "truck.jpg"))
+    p.add_argument("--clicks", type=int, default=40)
+    p.add_argument("--repeats", type=int, default=2, help="encoder runs per variant (min is reported)")
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    image = load_image(args.image)
+    h, w = image.shape[:2]
+    print(f"image {Path(args.image).name} {w}x{h} · torch {torch.__version__} · {torch.get_num_threads()} threads")
+    results = [measure(model, image, args) for model in args.model]
+    if len(results) > 1:
+        base = results[0]
+        print()
+        print(f"side by side: image-encoder seconds (official fp32, ours fused fp32, ours bf16), "
+              f"speed-up over {base['model']}, click p50")
+        for r in results:
+            print(f"  {r['model']:<8}official {r['encoder']:6.2f} s ({base['encoder'] / r['encoder']:5.2f}x)   "
+                  f"ours {r['encoder_ours']:6.2f} s ({base['encoder_ours'] / r['encoder_ours']:5.2f}x)   "
+                  f"bf16 {r['encoder_bf16']:6.2f} s   click {r['click_p50_ms']:6.1f} ms")
     return 0
 
 
