@@ -46,6 +46,112 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def add_generator_args(p: argparse.ArgumentParser) -> None:
+    """SAM's automatic-generator parameters, under SAM's names (``--points-per-side`` ...)."""
+    from annotator.batch import GENERATOR_PARAMS
+
+    group = p.add_argument_group("segment-everything parameters (SAM's names and defaults)")
+    for name, (default, what) in GENERATOR_PARAMS.items():
+        group.add_argument("--" + name.replace("_", "-"), dest=name, type=type(default), default=None,
+                           metavar=type(default).__name__.upper(), help=f"{what} (default: {default:g})")
+
+
+def cmd_auto(args) -> int:
+    from annotator.batch import (GENERATOR_PARAMS, find_images, needs_prelabel, recorded_settings,
+                                 sidecar_path)
+    from annotator.image_io import ImageError
+    from annotator.project import Project, ProjectError
+
+    if not args.output and not args.project:
+        print("annotator: say where the masks go: -o OUT.json and/or --project FILE", file=sys.stderr)
+        return 2
+    params = {k: getattr(args, k) for k in GENERATOR_PARAMS if getattr(args, k) is not None}
+    project_path = args.project or sidecar_path(args.output)
+    try:
+        paths = find_images(args.inputs, recursive=args.recursive)
+        project = Project(project_path)
+    except (ImageError, ProjectError) as e:
+        print(f"annotator: {e}", file=sys.stderr)
+        return 2
+    with project:
+        unreadable: dict = {}
+        infos = project.add_images(paths, errors=unreadable)
+        for path, why in unreadable.items():
+            print(f"annotator: skipping {path}: {why}", file=sys.stderr)
+        ids = list(dict.fromkeys(i.id for i in infos))
+        todo = [i for i in infos if needs_prelabel(i)]
+        print(f"annotator: {len(ids)} images, {len(ids) - len(todo)} already done, "
+              f"{len(todo)} to segment; progress is kept in {project_path}", file=sys.stderr)
+        result = None
+        if todo:
+            if args.ray:
+                run, settings = _ray_runner(args, params)
+            else:
+                run, settings = _local_runner(args, params)
+            if run is None:
+                return 2
+            others = {i.name for i in infos if i.prelabel and
+                      {k: v for k, v in i.prelabel.items() if k != "at"} != settings}
+            if others:
+                print(f"annotator: note: {len(others)} images were pre-labelled earlier with other "
+                      f"settings and are kept as they are", file=sys.stderr)
+            try:
+                result = run(project, [i.id for i in todo], settings)
+            except KeyboardInterrupt:
+                done = sum(not needs_prelabel(project.image(i)) for i in ids)
+                print(f"\nannotator: interrupted; {done} of {len(ids)} images are saved in "
+                      f"{project_path}; run the same command again to go on", file=sys.stderr)
+                return 130
+            for image_id, why in result.failed.items():
+                print(f"annotator: failed on {project.image(image_id).name}: {why}", file=sys.stderr)
+        if args.output:
+            settings = recorded_settings(project.image(i) for i in ids) or {}
+            project.export_coco(args.output, image_ids=ids, model=settings.pop("model", None),
+                                parameters=settings or None)
+            n = sum(project.image(i).n_annotations for i in ids)
+            print(f"annotator: wrote {n} masks on {len(ids)} images to {args.output}", file=sys.stderr)
+    return 1 if unreadable or (result and result.failed) else 0
+
+
+def _local_runner(args, params: dict):
+    """(run(project, image_ids, settings), the settings to record), or (None, None) after
+    saying why SAM cannot run."""
+    from annotator.batch import prelabel
+    from annotator.checkpoints import CheckpointError
+
+    try:
+        segmenter, info = load_backend(args)
+    except (CheckpointError, ValueError) as e:
+        print(f"annotator: {e}", file=sys.stderr)
+        return None, None
+    if info.backend != "sam":
+        print(f"annotator: segment everything needs SAM weights: {info.reason}", file=sys.stderr)
+        return None, None
+    from annotator.amg import MaskGenerator
+
+    print(f"annotator: {info.status}", file=sys.stderr)
+    generator = MaskGenerator(segmenter, output_mode="coco_rle", **params)
+    return (lambda project, ids, settings: prelabel(project, generator, ids, settings)), \
+        {"model": info.model, **params}
+
+
+def _ray_runner(args, params: dict):
+    from annotator import distributed
+
+    try:
+        distributed.require_ray()
+    except ImportError as e:
+        print(f"annotator: {e}", file=sys.stderr)
+        return None, None
+
+    def run(project, ids, settings):
+        return distributed.run(project, ids, settings, concurrency=args.ray,
+                               num_gpus=args.gpus_per_actor, batch_size=args.batch_size,
+                               model=args.model, checkpoint=args.checkpoint, device=args.device,
+                               precision=args.precision, generator_params=params)
+    return run, {"model": args.model, **params}
+
+
 def cmd_convert(args) -> int:
     from annotator import coco
 
@@ -89,6 +195,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     serve.set_defaults(func=cmd_serve)
+
+    auto = sub.add_parser("auto", help="pre-label images with segment everything (resumable)")
+    auto.add_argument("inputs", nargs="+", metavar="IMAGES_OR_DIR", help="image files and/or folders")
+    auto.add_argument("-o", "--output", default=None,
+                      help="COCO file to write (progress is kept beside it in OUT.annotator)")
+    auto.add_argument("--project", default=None, help="project file to pre-label into")
+    auto.add_argument("-r", "--recursive", action="store_true", help="search folders recursively")
+    add_model_args(auto)
+    add_generator_args(auto)
+    dist = auto.add_argument_group("distributed (needs annotator[ray]; see docs/distributed.md)")
+    dist.add_argument("--ray", type=int, default=0, metavar="ACTORS",
+                      help="run on this many Ray Data actors instead of in this process")
+    dist.add_argument("--gpus-per-actor", type=float, default=1.0, help="GPUs each actor holds (default: 1)")
+    dist.add_argument("--batch-size", type=int, default=4, help="images per actor call (default: 4)")
+    auto.set_defaults(func=cmd_auto)
 
     convert = sub.add_parser("convert", help="rewrite COCO / SAM amg.py annotations as COCO with RLE or polygons")
     convert.add_argument("input", help="COCO instances JSON, SAM amg.py JSON or amg.py binary_mask folder")

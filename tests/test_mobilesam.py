@@ -136,3 +136,18 @@ def test_checkpoint_mixups_name_the_right_model(upstream_checkpoint, tiny_checkp
     with pytest.raises(CheckpointError, match="not a SAM vit_t checkpoint.*missing") as e:
         load_sam(VIT_T, tiny_checkpoint)
     assert "try --model" not in str(e.value)  # a tiny test model is no official variant
+
+
+def test_automatic_masks_match_upstream_generator(upstream_sam, upstream_checkpoint, dog):
+    """Segment everything through annotator.amg.MaskGenerator on our vit_t (loaded from the
+    upstream file, fused attention) finds the masks upstream's own generator finds."""
+    from mobile_sam import SamAutomaticMaskGenerator as UpstreamGenerator
+    from test_amg import EVERY_CANDIDATE, assert_parity
+
+    from annotator.amg import MaskGenerator
+
+    params = dict(points_per_side=6, points_per_batch=12, output_mode="coco_rle", **EVERY_CANDIDATE)
+    upstream = UpstreamGenerator(upstream_sam, **params).generate(dog)
+    ours = MaskGenerator(SamSegmenter(load_sam(VIT_T, upstream_checkpoint), name="vit_t"), **params).generate(dog)
+    assert len(upstream) == 6 * 6 * 3  # every candidate survives: all 108 are compared
+    assert assert_parity(upstream, ours) >= 0.99 * len(upstream)
