@@ -18,13 +18,13 @@ from pathlib import Path
 import gradio as gr
 
 from annotator.backends import BackendInfo
-from annotator.workbench import MODES, REVIEW_FILTERS, SORT_KEYS, TABLE_HEADERS, View, Workbench, WorkbenchError
+from annotator.workbench import AMG_DEFAULTS, REVIEW_FILTERS, TABLE_HEADERS, View, Workbench, WorkbenchError
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 MODEL = "model"  # the concurrency group of every event that runs the model
 
-MODE_CHOICES = [("Positive point (P)", "positive"), ("Negative point (N)", "negative"),
-                ("Box: 2 clicks (B)", "box"), ("Select (S)", "select")]
+MODE_CHOICES = [("Positive point (P)", "positive"), ("Negative (N)", "negative"),
+                ("Box, 2 clicks (B)", "box"), ("Select (S)", "select")]
 SORT_CHOICES = [("id", "id"), ("predicted IoU", "predicted_iou"), ("stability", "stability_score"),
                 ("area", "area")]
 
@@ -34,6 +34,7 @@ CSS = """
 #canvas { min-height: 360px; }
 #canvas img { cursor: crosshair; }
 #masks-table { font-size: 12px; }
+#masks-table [role=gridcell], #masks-table [role=columnheader] { padding: 2px 5px !important; }
 .tight { gap: 6px !important; }
 footer { display: none !important; }
 """
@@ -124,39 +125,43 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
     with gr.Blocks(title="annotator · Segment Anything") as demo:
         with gr.Row(equal_height=True):
             gr.Markdown("### annotator", elem_id="title")
-            status = gr.Textbox(info.status, label="Status", show_label=False, interactive=False, container=False,
-                                elem_id="status", scale=8)
+            status = gr.Textbox(info.status, label="Status", show_label=False, interactive=False,
+                                container=False, elem_id="status", scale=8)
         with gr.Row():
-            with gr.Column(scale=7, min_width=520):
-                with gr.Row(equal_height=True):
-                    mode = gr.Radio(MODE_CHOICES, value="positive", label="Mode", show_label=False, container=False,
-                                    elem_id="mode", scale=3)
-                    undo_btn = gr.Button("↶ Undo", elem_id="undo", size="sm", scale=0, min_width=80)
-                    redo_btn = gr.Button("↷ Redo", elem_id="redo", size="sm", scale=0, min_width=80)
+            with gr.Column(scale=6, min_width=520):
+                mode = gr.Radio(MODE_CHOICES, value="positive", label="Mode", show_label=False,
+                                container=False, elem_id="mode")
                 canvas = gr.Image(None, format="jpeg", interactive=False, label="Canvas", show_label=False,
-                                  elem_id="canvas", height="64vh", buttons=["fullscreen"],
+                                  elem_id="canvas", height="60vh", buttons=["fullscreen"],
                                   placeholder="Upload an image on the right, paste one, or pick an example.")
-                message = gr.Textbox("", label="Message", show_label=False, interactive=False, container=False,
-                                     elem_id="message")
+                message = gr.Textbox("", label="Message", show_label=False, interactive=False,
+                                     container=False, elem_id="message")
                 with gr.Row(equal_height=True):
                     candidates = gr.Radio([], label="SAM's candidates (same pixel again cycles)",
-                                          elem_id="candidates", scale=5)
+                                          elem_id="candidates", scale=4)
                     label = gr.Textbox("object", label="Label", elem_id="label", scale=2, max_lines=1)
-                    with gr.Column(scale=1, min_width=130):
-                        accept_btn = gr.Button("Accept (Enter)", variant="primary", elem_id="accept", size="sm")
+                    with gr.Column(scale=1, min_width=120):
+                        accept_btn = gr.Button("Accept (Enter)", variant="primary", elem_id="accept",
+                                               size="sm")
                         clear_btn = gr.Button("Clear (Esc)", elem_id="clear", size="sm")
+                    with gr.Column(scale=1, min_width=120):
+                        undo_btn = gr.Button("↶ Undo (Ctrl+Z)", elem_id="undo", size="sm")
+                        redo_btn = gr.Button("↷ Redo (Ctrl+Y)", elem_id="redo", size="sm")
                 with gr.Row(equal_height=True):
-                    alpha = gr.Slider(0.0, 1.0, 0.5, step=0.05, label="Mask opacity", elem_id="alpha", scale=3)
+                    alpha = gr.Slider(0.0, 1.0, 0.5, step=0.05, label="Mask opacity", elem_id="alpha",
+                                      scale=3)
                     outlines = gr.Checkbox(True, label="Outlines", elem_id="outlines", scale=1)
-                    only_selected = gr.Checkbox(False, label="Only selected", elem_id="only-selected", scale=1)
+                    only_selected = gr.Checkbox(False, label="Only selected", elem_id="only-selected",
+                                                scale=1)
                     coverage = gr.Checkbox(False, label="Coverage map", elem_id="coverage", scale=1)
 
-            with gr.Column(scale=4, min_width=380):
+            with gr.Column(scale=5, min_width=420):
                 with gr.Tabs(selected="image") as tabs:
                     with gr.Tab("Image", id="image"):
                         upload = gr.Image(None, type="filepath", sources=["upload", "clipboard"],
                                           label="Upload or paste an image", elem_id="upload", height=220)
-                        gr.Examples(examples, inputs=upload, label="Examples (assets/)")
+                        gr.Examples(examples, inputs=upload, label="Examples (assets/)", elem_id="examples",
+                                    example_labels=[Path(e).stem for e in examples])
                         gr.Markdown(HELP)
                     with gr.Tab("Masks", id="masks"):
                         with gr.Row(elem_classes="tight"):
@@ -169,46 +174,100 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
                                                  elem_id="min-area")
                             review_filter = gr.Dropdown(list(REVIEW_FILTERS), value="all", label="review",
                                                         elem_id="review-filter")
-                            sort_by = gr.Dropdown(SORT_CHOICES, value="id", label="sort by", elem_id="sort-by")
-                            descending = gr.Checkbox(False, label="descending", elem_id="descending")
-                        table = gr.Dataframe(headers=TABLE_HEADERS, value=[], interactive=False, label="Masks",
-                                             show_label=False,
-                                             elem_id="masks-table", max_height=360, wrap=False,
-                                             datatype="str")
+                            sort_by = gr.Dropdown(SORT_CHOICES, value="id", label="sort by",
+                                                  elem_id="sort-by")
+                            descending = gr.Checkbox(False, label="desc.", elem_id="descending", scale=0,
+                                                     min_width=70)
+                        table = gr.Dataframe(headers=TABLE_HEADERS, value=[], interactive=False,
+                                             label="Masks", show_label=False, elem_id="masks-table",
+                                             max_height=380, wrap=False, datatype="str")
                         with gr.Row(elem_classes="tight"):
-                            merge_btn = gr.Button("Merge (M)", elem_id="merge", size="sm")
-                            subtract_btn = gr.Button("Subtract", elem_id="subtract", size="sm")
-                            delete_btn = gr.Button("Delete (Del)", elem_id="delete", size="sm", variant="stop")
-                            hide_btn = gr.Button("Hide/show (H)", elem_id="hide", size="sm")
+                            merge_btn = gr.Button("Merge (M)", elem_id="merge", size="sm", min_width=80)
+                            subtract_btn = gr.Button("Subtract", elem_id="subtract", size="sm", min_width=80)
+                            delete_btn = gr.Button("Delete (Del)", elem_id="delete", size="sm",
+                                                   variant="stop", min_width=80)
+                            hide_btn = gr.Button("Hide/show (H)", elem_id="hide", size="sm", min_width=80)
                         with gr.Row(elem_classes="tight"):
                             relabel_btn = gr.Button("Set label", elem_id="relabel", size="sm")
-                            select_shown_btn = gr.Button("Select all shown", elem_id="select-shown", size="sm")
+                            select_shown_btn = gr.Button("Select all shown", elem_id="select-shown",
+                                                         size="sm")
                             clear_sel_btn = gr.Button("Clear selection", elem_id="clear-selection", size="sm")
-                        gr.Markdown("**Review** — one mask at a time, in the table's order:")
+                        gr.Markdown("**Review** one mask at a time, in the table's order (Y / X / J / K):")
                         with gr.Row(elem_classes="tight"):
-                            prev_btn = gr.Button("◀ Prev (K)", elem_id="review-prev", size="sm")
-                            accept_review_btn = gr.Button("Accept (Y)", elem_id="review-accept", size="sm",
-                                                          variant="primary")
-                            reject_review_btn = gr.Button("Reject (X)", elem_id="review-reject", size="sm",
-                                                          variant="stop")
-                            next_btn = gr.Button("Next ▶ (J)", elem_id="review-next", size="sm")
+                            small = {"size": "sm", "min_width": 80}
+                            prev_btn = gr.Button("◀ Prev (K)", elem_id="review-prev", **small)
+                            accept_review_btn = gr.Button("✓ Accept (Y)", elem_id="review-accept", **small)
+                            reject_review_btn = gr.Button("✗ Reject (X)", elem_id="review-reject", **small)
+                            next_btn = gr.Button("Next (J) ▶", elem_id="review-next", **small)
 
+                    with gr.Tab("Segment everything", id="everything"):
+                        gr.Markdown("SAM's automatic mask generator (parameters keep SAM's names). "
+                                    "Masks appear as point batches finish; afterwards filter, sort "
+                                    "and review them in the Masks tab without re-running.")
+                        d = AMG_DEFAULTS
+                        with gr.Row():
+                            points_per_side = gr.Slider(2, 64, d["points_per_side"], step=1,
+                                                        label="points_per_side", elem_id="points-per-side")
+                            points_per_batch = gr.Slider(4, 256, d["points_per_batch"], step=4,
+                                                         label="points_per_batch", elem_id="points-per-batch")
+                        with gr.Row():
+                            pred_iou_thresh = gr.Slider(0.0, 1.0, d["pred_iou_thresh"], step=0.01,
+                                                        label="pred_iou_thresh", elem_id="pred-iou-thresh")
+                            stability_score_thresh = gr.Slider(
+                                0.0, 1.0, d["stability_score_thresh"], step=0.01,
+                                label="stability_score_thresh", elem_id="stability-score-thresh")
+                        with gr.Row():
+                            box_nms_thresh = gr.Slider(0.0, 1.0, d["box_nms_thresh"], step=0.01,
+                                                       label="box_nms_thresh", elem_id="box-nms-thresh")
+                            crop_n_layers = gr.Slider(0, 3, d["crop_n_layers"], step=1, label="crop_n_layers",
+                                                      elem_id="crop-n-layers")
+                        min_mask_region_area = gr.Number(d["min_mask_region_area"], precision=0, minimum=0,
+                                                         label="min_mask_region_area (px)",
+                                                         elem_id="min-mask-region-area")
+                        with gr.Row():
+                            run_amg_btn = gr.Button("Segment everything", variant="primary",
+                                                    elem_id="run-amg", size="sm")
+                            cancel_amg_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-amg",
+                                                       size="sm")
+                        amg_progress = gr.Textbox("", label="Progress", interactive=False, lines=2,
+                                                  elem_id="amg-progress")
+                        gr.Markdown("**Duplicates**: groups of shown masks that overlap more than the "
+                                    "IoU threshold; the best-scored mask leads each group. Click a group "
+                                    "to select it (then Merge or Delete as usual), or resolve all groups.")
+                        with gr.Row(equal_height=True):
+                            dup_iou = gr.Slider(0.5, 0.99, 0.8, step=0.01, label="IoU threshold",
+                                                elem_id="dup-iou", scale=2)
+                            find_dup_btn = gr.Button("Find duplicates", elem_id="find-duplicates", size="sm",
+                                                     scale=1)
+                        dup_table = gr.Dataframe(headers=["group", "best", "duplicates", "masks"],
+                                                 value=[], interactive=False, label="Duplicate groups",
+                                                 show_label=False, elem_id="duplicates-table",
+                                                 max_height=220, datatype="str")
+                        with gr.Row():
+                            keep_best_btn = gr.Button("Keep the best of each group", elem_id="keep-best",
+                                                      size="sm")
+                            merge_groups_btn = gr.Button("Merge each group", elem_id="merge-groups",
+                                                         size="sm")
                     with gr.Tab("Export / import", id="export"):
-                        segmentation = gr.Radio([("COCO JSON, RLE masks", "rle"), ("COCO JSON, polygons", "polygon")],
-                                                value="rle", label="Mask format", elem_id="segmentation")
+                        segmentation = gr.Radio(
+                            [("COCO JSON, RLE masks", "rle"), ("COCO JSON, polygons", "polygon")],
+                            value="rle", label="Mask format", elem_id="segmentation")
                         with gr.Row():
                             include_pending = gr.Checkbox(True, label="Include pending masks",
                                                           elem_id="include-pending")
                             with_figures = gr.Checkbox(True, label="Review figures (matplotlib)",
                                                        elem_id="with-figures")
-                        export_btn = gr.Button("Prepare export", variant="primary", elem_id="export")
-                        download_coco = gr.DownloadButton("Download COCO JSON", interactive=False,
-                                                          elem_id="download-coco")
+                        with gr.Row():
+                            export_btn = gr.Button("Prepare export", variant="primary", elem_id="export",
+                                                   size="sm")
+                            download_coco = gr.DownloadButton("Download COCO JSON", interactive=False,
+                                                              elem_id="download-coco", size="sm")
                         export_files = gr.File(label="All files: COCO JSON, instance and class PNGs, "
                                                      "overlay, figures", file_count="multiple",
                                                interactive=False, elem_id="export-files")
                         gr.Markdown("Rejected masks are never exported. Masks are in original image pixels.")
-                        import_file = gr.File(None, label="Import COCO JSON or SAM amg.py output (for review)",
+                        import_file = gr.File(None, label="Import COCO JSON or SAM amg.py output "
+                                                          "(for review)",
                                               file_types=[".json"], type="filepath", elem_id="import")
 
         # API-only twins of the events gradio_client cannot drive (.select) or that take
@@ -223,27 +282,28 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
             api_filter = gr.Button("filter")
             api_view = gr.Button("view")
 
-        view_out = [canvas, status, message, candidates, table, mode]
+        # (the mode radio is not an output: a late response must never switch it back)
+        view_out = [canvas, status, message, candidates, table]
 
         def show(v: View):
             return (gr.skip() if v.canvas is None else v.canvas, v.status, v.message,
                     gr.Radio(choices=v.candidates, value=v.candidate),
-                    gr.skip() if v.table is None else v.table, v.mode)
+                    gr.skip() if v.table is None else v.table)
 
         def sid(request: gr.Request) -> str:
             return request.session_hash
 
         # -- image ---------------------------------------------------------------------
         @_user_errors
-        def on_upload(path, request: gr.Request, progress=gr.Progress()):
+        def on_upload(path, request: gr.Request):
             if not path:
                 return
+            # the image shows at once; the embedding follows (the status line shows the timer)
             yield (*show(wb.load(sid(request), path)), gr.Tabs(selected="masks"))
-            progress(0.0, desc="Computing the image embedding…")
             yield (*show(wb.encode(sid(request))), gr.skip())
 
-        upload.change(on_upload, [upload], [*view_out, tabs], concurrency_limit=1,
-                      concurrency_id=MODEL, api_name="upload")
+        upload.change(on_upload, [upload], [*view_out, tabs], concurrency_limit=1, concurrency_id=MODEL,
+                      show_progress="full", show_progress_on=[status], api_name="upload")
 
         # -- clicks --------------------------------------------------------------------
         @_user_errors
@@ -289,24 +349,23 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
         def on_accept(text, request: gr.Request):
             return show(wb.accept(sid(request), text))
 
-        accept_btn.click(on_accept, [label], view_out, api_name="accept")
-        label.submit(on_accept, [label], view_out, api_visibility="private")
-        clear_btn.click(action(wb.clear_prompt), None, view_out, api_name="clear_prompt")
+        quick = {"show_progress": "minimal"}  # no overlay over the canvas for fast actions
+        accept_btn.click(on_accept, [label], view_out, api_name="accept", **quick)
+        label.submit(on_accept, [label], view_out, api_visibility="private", **quick)
+        # undo may re-run the model (the last prompt point), so it queues with the clicks
         undo_btn.click(action(wb.undo), None, view_out, concurrency_limit=1, concurrency_id=MODEL,
-                       api_name="undo")
-        redo_btn.click(action(wb.redo), None, view_out, api_name="redo")
-        merge_btn.click(action(wb.merge), None, view_out, api_name="merge")
-        subtract_btn.click(action(wb.subtract), None, view_out, api_name="subtract")
-        delete_btn.click(action(wb.delete), None, view_out, api_name="delete")
-        hide_btn.click(action(wb.toggle_visibility), None, view_out, api_name="toggle_visibility")
-        select_shown_btn.click(action(wb.select_shown), None, view_out, api_name="select_shown")
-        clear_sel_btn.click(action(wb.clear_selection), None, view_out, api_name="clear_selection")
+                       api_name="undo", **quick)
+        for button, method in ((clear_btn, wb.clear_prompt), (redo_btn, wb.redo), (merge_btn, wb.merge),
+                               (subtract_btn, wb.subtract), (delete_btn, wb.delete),
+                               (hide_btn, wb.toggle_visibility), (select_shown_btn, wb.select_shown),
+                               (clear_sel_btn, wb.clear_selection)):
+            button.click(action(method), None, view_out, api_name=method.__name__, **quick)
 
         @_user_errors
         def on_relabel(text, request: gr.Request):
             return show(wb.relabel(sid(request), text))
 
-        relabel_btn.click(on_relabel, [label], view_out, api_name="relabel")
+        relabel_btn.click(on_relabel, [label], view_out, api_name="relabel", **quick)
 
         def review(state):
             @_user_errors
@@ -320,10 +379,10 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
                 return show(wb.step(sid(request), delta))
             return run
 
-        accept_review_btn.click(review("accepted"), None, view_out, api_name="review_accept")
-        reject_review_btn.click(review("rejected"), None, view_out, api_name="review_reject")
-        next_btn.click(step(1), None, view_out, api_name="review_next")
-        prev_btn.click(step(-1), None, view_out, api_name="review_prev")
+        accept_review_btn.click(review("accepted"), None, view_out, api_name="review_accept", **quick)
+        reject_review_btn.click(review("rejected"), None, view_out, api_name="review_reject", **quick)
+        next_btn.click(step(1), None, view_out, api_name="review_next", **quick)
+        prev_btn.click(step(-1), None, view_out, api_name="review_prev", **quick)
 
         # -- the mask table ------------------------------------------------------------
         @_user_errors
@@ -333,13 +392,13 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
                 return show(wb.resend(sid(request)))
             return show(wb.select_mask(sid(request), int(row[1])))
 
-        table.select(on_row, None, view_out, api_visibility="private")
+        table.select(on_row, None, view_out, api_visibility="private", **quick)
 
         @_user_errors
         def on_api_select(ann_id, request: gr.Request):
             return show(wb.select_mask(sid(request), int(ann_id)))
 
-        api_select.click(on_api_select, [api_id], view_out, api_name="select_mask")
+        api_select.click(on_api_select, [api_id], view_out, api_name="select_mask", **quick)
 
         @_user_errors
         def on_filter(mi, ms, ma, rf, sb, desc, request: gr.Request):
@@ -350,7 +409,7 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
             comp.release(on_filter, filter_in, view_out, show_progress="hidden", api_visibility="private")
         for comp in (min_area, review_filter, sort_by, descending):
             comp.input(on_filter, filter_in, view_out, show_progress="hidden", api_visibility="private")
-        api_filter.click(on_filter, filter_in, view_out, api_name="set_filter")
+        api_filter.click(on_filter, filter_in, view_out, api_name="set_filter", **quick)
 
         @_user_errors
         def on_view(a, o, only, cov, request: gr.Request):
@@ -360,12 +419,71 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
         alpha.release(on_view, view_in, view_out, show_progress="hidden", api_visibility="private")
         for comp in (outlines, only_selected, coverage):
             comp.input(on_view, view_in, view_out, show_progress="hidden", api_visibility="private")
-        api_view.click(on_view, view_in, view_out, api_name="set_view")
+        api_view.click(on_view, view_in, view_out, api_name="set_view", **quick)
 
         def on_table(request: gr.Request):
             return wb.table(sid(request))
 
         api_table.click(on_table, None, table, api_name="masks")
+
+        # -- segment everything ----------------------------------------------------------
+        amg_in = [points_per_side, points_per_batch, pred_iou_thresh, stability_score_thresh,
+                  box_nms_thresh, crop_n_layers, min_mask_region_area]
+
+        @_user_errors
+        def on_segment_everything(pps, ppb, iou, stab, nms, crops, min_area, request: gr.Request,
+                                  progress=gr.Progress()):
+            params = dict(points_per_side=pps, points_per_batch=ppb, pred_iou_thresh=iou,
+                          stability_score_thresh=stab, box_nms_thresh=nms, crop_n_layers=crops,
+                          min_mask_region_area=min_area or 0)
+            progress(0.0, desc="Segment everything: first point batch")
+            for step in wb.segment_everything(sid(request), **params):
+                if not step.final:
+                    eta = f", ETA {step.eta_s:.0f} s" if step.eta_s is not None else ""
+                    progress((step.done, step.total), desc=f"Segment everything{eta}", unit="batches")
+                yield (*show(step.view), step.view.message,
+                       gr.Tabs(selected="masks") if step.final else gr.skip())
+
+        # the progress bar shows on the progress box, so the canvas stays visible as masks appear
+        run_amg_btn.click(on_segment_everything, amg_in, [*view_out, amg_progress, tabs], concurrency_limit=1,
+                          concurrency_id=MODEL, show_progress="full", show_progress_on=[amg_progress],
+                          api_name="segment_everything")
+
+        def on_cancel(request: gr.Request):
+            wb.cancel(sid(request))
+
+        # not in the model group: it must run while the generator holds the model
+        cancel_amg_btn.click(on_cancel, None, None, concurrency_limit=None, show_progress="hidden",
+                             api_name="cancel")
+
+        # -- duplicates ------------------------------------------------------------------
+        @_user_errors
+        def on_find_duplicates(thresh, request: gr.Request):
+            v = wb.find_duplicates(sid(request), float(thresh))
+            return (*show(v), wb.duplicate_rows(sid(request)))
+
+        find_dup_btn.click(on_find_duplicates, [dup_iou], [*view_out, dup_table], api_name="find_duplicates",
+                           **quick)
+
+        def resolve(how):
+            @_user_errors
+            def run(request: gr.Request):
+                v = wb.resolve_duplicates(sid(request), how)
+                return (*show(v), wb.duplicate_rows(sid(request)))
+            return run
+
+        keep_best_btn.click(resolve("keep_best"), None, [*view_out, dup_table], api_name="keep_best", **quick)
+        merge_groups_btn.click(resolve("merge"), None, [*view_out, dup_table], api_name="merge_groups",
+                               **quick)
+
+        @_user_errors
+        def on_dup_row(evt: gr.SelectData, request: gr.Request):
+            row = evt.row_value
+            if not row or row[0] in (None, ""):
+                return show(wb.resend(sid(request)))
+            return show(wb.select_duplicates(sid(request), int(row[0])))
+
+        dup_table.select(on_dup_row, None, view_out, api_visibility="private", **quick)
 
         # -- export and import ---------------------------------------------------------
         @_user_errors
@@ -377,7 +495,8 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
                     gr.DownloadButton(value=str(out.coco), interactive=True))
 
         export_btn.click(on_export, [segmentation, include_pending, with_figures],
-                         [*view_out, export_files, download_coco], api_name="export_coco")
+                         [*view_out, export_files, download_coco], show_progress="full",
+                         show_progress_on=[export_files], api_name="export_coco")
 
         @_user_errors
         def on_import(path, request: gr.Request):
@@ -385,7 +504,8 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
                 return show(wb.resend(sid(request)))
             return show(wb.import_annotations(sid(request), path))
 
-        import_file.upload(on_import, [import_file], view_out, api_name="import_annotations")
+        import_file.upload(on_import, [import_file], view_out, show_progress="minimal",
+                           api_name="import_annotations")
 
         # -- sessions ------------------------------------------------------------------
         def on_load(request: gr.Request):

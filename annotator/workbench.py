@@ -22,25 +22,39 @@ import math
 import shutil
 import tempfile
 import threading
+import time
+import weakref
+from collections import OrderedDict
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from annotator import canvas as cv
-from annotator import coco, render
+from annotator import coco, redundancy, render
 from annotator import figures as figs
+from annotator.amg import Cancelled, MaskGenerator
 from annotator.backends import BackendInfo
+from annotator.embeddings import image_key
 from annotator.image_io import ImageError, as_rgb_array, load_image
 from annotator.masks import AnnotationDocument, next_in_stack
 from annotator.prompting import SAME_PIXEL, Prompt, click as prompt_click, undo_last
 from annotator.sessions import SessionStore
+from annotator.zerogpu import gpu
 
 MODES = ("positive", "negative", "box", "select")
+MAX_DOCUMENTS = 16  # per session: the documents of the last images opened, kept for reopening
+KEEP_EXPORTS = 3  # per session: export folders kept for download
 SORT_KEYS = ("id", "predicted_iou", "stability_score", "area")
 REVIEW_FILTERS = ("all", "pending", "accepted", "rejected")
 PREVIEW_COLOR_BASE = 1 << 20  # palette keys for masks still being found, apart from real ids
-TABLE_HEADERS = ["", "id", "label", "source", "pred IoU", "stability", "area", "review", "visible"]
+# "Segment everything" parameters the app exposes: SAM's names and defaults
+AMG_DEFAULTS = {"points_per_side": 32, "points_per_batch": 64, "pred_iou_thresh": 0.88,
+                "stability_score_thresh": 0.95, "box_nms_thresh": 0.7, "crop_n_layers": 0,
+                "min_mask_region_area": 0}
+# first column: ▶ the mask under review, ● selected, ◌ hidden
+TABLE_HEADERS = ["", "id", "label", "source", "IoU", "stab.", "area", "review"]
 
 
 class WorkbenchError(ValueError):
@@ -93,7 +107,6 @@ class MaskFilter:
 class Session:
     image: np.ndarray | None = None
     name: str = ""
-    display: np.ndarray | None = None  # the image as the canvas shows it
     scale: float = 1.0  # display pixels per image pixel
     embedding: object | None = None
     doc: AnnotationDocument | None = None
@@ -106,8 +119,10 @@ class Session:
     cancel: threading.Event = field(default_factory=threading.Event)
     amg_params: dict = field(default_factory=dict)
     preview: list = field(default_factory=list)  # RLEs a running "segment everything" has found
+    duplicates: list = field(default_factory=list)  # groups of ids (best first) from find_duplicates
     lock: threading.RLock = field(default_factory=threading.RLock)
     exports: list = field(default_factory=list)  # folders written by export, removed on free
+    documents: OrderedDict = field(default_factory=OrderedDict)  # image content key -> its document
     # what the canvas layer under the prompt was last rendered from, and the result
     layer_key: tuple | None = None
     layer: np.ndarray | None = None
@@ -130,6 +145,17 @@ class View:
 
 
 @dataclass
+class AmgStep:
+    """One step of "segment everything": the View, and progress in point batches."""
+
+    view: View
+    done: int
+    total: int
+    eta_s: float | None
+    final: bool
+
+
+@dataclass
 class Export:
     files: list[Path]
     coco: Path
@@ -147,6 +173,10 @@ class Workbench:
                                                             idle_seconds=idle_seconds)
         self.max_display_side = max_display_side
         self.renderer = render.Renderer()
+        # every export folder lives under one root, removed with the workbench (sessions the
+        # store evicts never get a free() call)
+        self.export_root = Path(tempfile.mkdtemp(prefix="annotator-exports-"))
+        weakref.finalize(self, shutil.rmtree, str(self.export_root), True)
 
     # -- sessions ------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -161,7 +191,7 @@ class Workbench:
 
     def free(self, sid: str) -> None:
         """Forget a session (the browser tab closed)."""
-        s = self.sessions.get(sid) if sid in self.sessions else None
+        s = self.sessions.peek(sid)
         if s is not None:
             s.cancel.set()  # a running "segment everything" stops at its next batch
             for folder in s.exports:
@@ -178,31 +208,39 @@ class Workbench:
         return self.encode(sid)
 
     def load(self, sid: str, source, name: str | None = None) -> View:
-        """Show a new image and start a fresh document; the embedding comes from ``encode``."""
+        """Show an image; the embedding comes from ``encode``. Each image keeps its own
+        document for the session's life: opening an image again brings its masks back."""
         try:
             image = as_rgb_array(source) if isinstance(source, np.ndarray) else load_image(source)
         except ImageError as e:
             raise WorkbenchError(str(e)) from None
         if name is None:
             name = Path(source).name if isinstance(source, (str, Path)) else "image"
+        key = image_key(image)
         with self._session(sid) as s:
-            s.cancel.set()
+            s.cancel.set()  # a "segment everything" still running on the previous image stops
             s.image, s.name = image, name
             s.scale = cv.display_scale(image.shape[:2], self.max_display_side)
-            s.display = cv.to_display(image, s.scale)
             s.embedding = None
-            s.doc = AnnotationDocument(*image.shape[:2], image_id=name)
-            s.prompt, s.cursor, s.last_pick, s.preview = Prompt(), None, None, []
+            doc = s.documents.pop(key, None)
+            again = doc is not None and len(doc) > 0
+            s.doc = doc if doc is not None else AnnotationDocument(*image.shape[:2], image_id=name)
+            s.documents[key] = s.doc
+            while len(s.documents) > MAX_DOCUMENTS:
+                s.documents.popitem(last=False)
+            s.prompt, s.cursor, s.last_pick, s.preview, s.duplicates = Prompt(), None, None, [], []
             s.layer_key = s.sent_canvas_key = s.sent_table_key = None
             h, w = image.shape[:2]
             shown = "" if s.scale == 1 else f", shown at {s.scale:.0%}"
-            return self._view(s, f"{name}: {w}x{h}{shown}. Computing the image embedding…")
+            n = len(s.doc)
+            back = f" Its {_plural(n, 'mask')} from before {'is' if n == 1 else 'are'} back." if again else ""
+            return self._view(s, f"{name}: {w}x{h}{shown}.{back} Computing the image embedding…")
 
     def encode(self, sid: str) -> View:
         with self._session(sid) as s:
             self._need_image(s)
             cached = self.segmenter.is_cached(s.image)
-            s.embedding = self.segmenter.embed(s.image)
+            s.embedding = _embed(self.segmenter, s.image)
             what = "from the cache" if cached else "computed"
             return self._view(s, f"Embedding {what}. Click on the image to segment an object.")
 
@@ -211,14 +249,21 @@ class Workbench:
         if mode not in MODES:
             raise WorkbenchError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
         with self._session(sid) as s:
-            s.mode = mode
-            s.prompt.corner = None
+            self._switch_mode(s, mode)
             hints = {"positive": "Click the object to add a positive point.",
                      "negative": "Click where the mask should not reach.",
                      "box": "Click two opposite corners of a box.",
                      "select": "Click a mask to (de)select it; click again at the same spot "
                                "for the mask beneath."}
             return self._view(s, hints[mode])
+
+    @staticmethod
+    def _switch_mode(s: Session, mode: str) -> None:
+        # Idempotent: the UI sends the mode with every click and separately when it changes,
+        # and the two may arrive in either order; only a real change drops a half-drawn box.
+        if mode != s.mode:
+            s.mode = mode
+            s.prompt.corner = None
 
     def click_display(self, sid: str, x: float, y: float, mode: str | None = None) -> View:
         """A click on the canvas, in canvas pixels (what the browser reports)."""
@@ -232,10 +277,10 @@ class Workbench:
         """A click at (x, y) in original image pixels, in ``mode`` (default: the session's)."""
         with self._session(sid) as s:
             self._need_image(s)
-            if mode is not None and mode != s.mode:
+            if mode is not None:
                 if mode not in MODES:
                     raise WorkbenchError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
-                s.mode = mode
+                self._switch_mode(s, mode)
             if not (math.isfinite(x) and math.isfinite(y)):
                 raise WorkbenchError("click coordinates must be numbers")
             if s.mode == "select":
@@ -293,7 +338,9 @@ class Workbench:
         s.doc.select(new, "replace")
         s.last_pick = (x, y, pick)
         what = "selected" if pick in new else "deselected"
-        depth = f" ({hits.index(pick) + 1} of {len(hits)} here; click again for the next)" if len(hits) > 1 else ""
+        depth = ""
+        if len(hits) > 1:
+            depth = f" ({hits.index(pick) + 1} of {len(hits)} here; click again for the next)"
         return f"Mask {pick} {what}{depth}."
 
     def select_mask(self, sid: str, ann_id: int, mode: str = "toggle") -> View:
@@ -424,6 +471,155 @@ class Workbench:
                 return i
         return None
 
+    # -- segment everything ------------------------------------------------------------------
+    def segment_everything(self, sid: str, **params) -> Iterator[AmgStep]:
+        """Run SAM's automatic mask generator on the session's image, yielding a step per
+        point batch (its masks drawn as a provisional preview) and a final step once the
+        deduplicated masks are in the document (one undoable edit, review "pending").
+        ``cancel(sid)`` stops it after the current batch; the masks found so far are kept.
+        Parameters are SAM's (``AMG_DEFAULTS``)."""
+        s = self.sessions.get(sid)
+        with s.lock:
+            self._need_image(s)
+            self._need_embedding(s)
+            if self.info.backend != "sam":
+                raise WorkbenchError("Segment everything needs SAM; the classical backend (GrabCut) "
+                                     "cannot do it. Start the app with SAM weights.")
+            unknown = set(params) - set(AMG_DEFAULTS)
+            if unknown:
+                raise WorkbenchError(f"unknown segment-everything parameters: {', '.join(sorted(unknown))}")
+            p = dict(AMG_DEFAULTS)
+            p.update({k: v for k, v in params.items() if v is not None})
+            for k in ("points_per_side", "points_per_batch", "crop_n_layers", "min_mask_region_area"):
+                p[k] = int(p[k])
+            for k in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh"):
+                p[k] = float(p[k])
+            try:
+                MaskGenerator(self.segmenter, output_mode="coco_rle", **p)  # checks the values
+            except (ValueError, TypeError) as e:
+                raise WorkbenchError(str(e)) from None
+            s.cancel = threading.Event()
+            cancel, image, doc = s.cancel, s.image, s.doc
+            s.preview = []
+            s.amg_params = p
+        t0 = time.perf_counter()
+        records, note = None, ""
+        try:
+            for update in _generate(self.segmenter, image, p, cancel):
+                if update.final:
+                    records = update.records
+                    break
+                with s.lock:
+                    if s.doc is not doc:  # another image was opened meanwhile
+                        return
+                    s.preview.extend(r["segmentation"] for r in update.records)
+                    pr = update.progress
+                    eta = f", about {pr.eta_s:.0f} s left" if pr.eta_s is not None else ""
+                    view = self._view(s, f"Segment everything: batch {pr.done} of {pr.total}, "
+                                         f"{len(s.preview)} candidate masks so far{eta}.")
+                yield AmgStep(view, pr.done, pr.total, pr.eta_s, False)
+        except Cancelled as e:
+            records = e.records
+            note = f" Cancelled after {e.done} of {e.total} batches; kept what was found."
+        finally:
+            with s.lock:
+                s.preview = []
+        with s.lock:
+            if s.doc is not doc:
+                return
+            action = f"segment everything: {_plural(len(records or []), 'mask')}"
+            ids = doc.add_many(records, source="auto", action=action) if records else []
+            secs = time.perf_counter() - t0
+            msg = (f"Segment everything found {_plural(len(ids), 'mask')} in {secs:.1f} s.{note} "
+                   "Filter and sort them in the Masks tab; review with J (next), Y (accept), X (reject).")
+            yield AmgStep(self._view(s, msg), 1, 1, 0.0, True)
+
+    def cancel(self, sid: str) -> None:
+        """Ask a running "segment everything" of this session to stop after its current batch."""
+        s = self.sessions.peek(sid)
+        if s is not None:
+            s.cancel.set()
+
+    # -- duplicates ------------------------------------------------------------------------
+    def find_duplicates(self, sid: str, iou_thresh: float = 0.8) -> View:
+        """Group the shown masks whose IoU exceeds ``iou_thresh`` (greedy, best score leads:
+        ``redundancy.group_by_iou``); groups of two or more are listed for resolving."""
+        if not 0.0 < float(iou_thresh) < 1.0:
+            raise WorkbenchError("the IoU threshold must be between 0 and 1")
+        with self._session(sid) as s:
+            self._need_image(s)
+            anns = [a for a in self._shown(s) if a.review != "rejected"]
+            groups = []
+            if len(anns) > 1:
+                leader = redundancy.group_by_iou([a.rle for a in anns], [_quality(a) for a in anns],
+                                                 float(iou_thresh))
+                for k in np.unique(leader):
+                    members = [anns[i].id for i in np.flatnonzero(leader == k)]
+                    if len(members) > 1:
+                        members.remove(anns[k].id)
+                        groups.append([anns[k].id, *members])
+            groups.sort(key=lambda g: -len(g))
+            s.duplicates = groups
+            if not groups:
+                return self._view(s, "No duplicates: no two shown masks overlap with IoU > "
+                                     f"{iou_thresh:.2f}.")
+            extra = sum(len(g) - 1 for g in groups)
+            return self._view(s, f"{_plural(len(groups), 'group')} of near-duplicates "
+                                 f"(IoU > {iou_thresh:.2f}), "
+                                 f"{extra} masks more than needed. Click a group to see it; keep the best "
+                                 "of each or merge each into one.")
+
+    def duplicate_rows(self, sid: str) -> list[list]:
+        """The duplicate groups for the inspector's table: group, best mask, others, size."""
+        with self._session(sid) as s:
+            return [[k + 1, g[0], ", ".join(map(str, g[1:])), len(g)] for k, g in enumerate(self._groups(s))]
+
+    def select_duplicates(self, sid: str, group: int) -> View:
+        """Select the masks of one group (1-based, as listed) to look at them."""
+        with self._session(sid) as s:
+            groups = self._groups(s)
+            if not 1 <= int(group) <= len(groups):
+                raise WorkbenchError(f"there are {len(groups)} duplicate groups; {group} is not one")
+            ids = groups[int(group) - 1]
+            s.doc.select(ids, "replace")
+            return self._view(s, f"Group {int(group)}: best mask {ids[0]}, duplicates {_ids_text(ids[1:])}.")
+
+    def resolve_duplicates(self, sid: str, how: str = "keep_best", group: int | None = None) -> View:
+        """``keep_best``: delete all but each group's best mask (one undoable step);
+        ``merge``: replace each group by the union of its masks (one step per group).
+        ``group`` (1-based) limits it to one group."""
+        if how not in ("keep_best", "merge"):
+            raise WorkbenchError("resolve duplicates by 'keep_best' or 'merge'")
+        with self._session(sid) as s:
+            groups = self._groups(s)
+            if group is not None:
+                if not 1 <= int(group) <= len(groups):
+                    raise WorkbenchError(f"there are {len(groups)} duplicate groups; {group} is not one")
+                groups = [groups[int(group) - 1]]
+            if not groups:
+                raise WorkbenchError("No duplicate groups: press Find duplicates first.")
+            if how == "keep_best":
+                gone = [i for g in groups for i in g[1:]]
+                s.doc.delete(gone)
+                msg = (f"Kept the best of {_plural(len(groups), 'group')}; "
+                       f"deleted {_plural(len(gone), 'mask')}.")
+            else:
+                new = [s.doc.merge(g) for g in groups]
+                msg = f"Merged {_plural(len(groups), 'group')} into {_ids_text(new)}."
+            if s.cursor is not None and s.cursor not in s.doc:
+                s.cursor = None
+            s.duplicates = []
+            return self._view(s, msg)
+
+    @staticmethod
+    def _groups(s: Session) -> list[list[int]]:
+        """The last duplicate search, less the masks deleted since (groups left with one
+        mask are gone; if a group's best mask went, the next one leads)."""
+        if s.doc is None:
+            return []
+        s.duplicates = [g for g in ([i for i in g if i in s.doc] for g in s.duplicates) if len(g) > 1]
+        return s.duplicates
+
     # -- export and import ----------------------------------------------------------------
     def export(self, sid: str, segmentation: str = "rle", include_pending: bool = True,
                figures: bool = True, out_dir: str | Path | None = None) -> "Export":
@@ -443,10 +639,14 @@ class Workbench:
             keep = {a.id for a in anns}
             doc = AnnotationDocument.from_records(
                 *s.doc.size, [r for r in s.doc.records() if r["id"] in keep], image_id=s.name)
-            folder = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="annotator-export-"))
-            folder.mkdir(parents=True, exist_ok=True)
             if out_dir is None:
+                folder = Path(tempfile.mkdtemp(prefix="export-", dir=self.export_root))
                 s.exports.append(folder)
+                while len(s.exports) > KEEP_EXPORTS:  # only recent downloads stay available
+                    shutil.rmtree(s.exports.pop(0), ignore_errors=True)
+            else:
+                folder = Path(out_dir)
+                folder.mkdir(parents=True, exist_ok=True)
             stem = Path(s.name).stem or "image"
             h, w = s.doc.size
             dataset = coco.from_documents(
@@ -470,7 +670,8 @@ class Workbench:
                 scores = {k: [getattr(a, k) if getattr(a, k) is not None else float("nan") for a in anns]
                           for k in ("predicted_iou", "stability_score")
                           if any(getattr(a, k) is not None for a in anns)}
-                files.append(figs.mask_grid(s.image, rles, folder / f"{stem}_masks.png", scores=scores or None))
+                files.append(figs.mask_grid(s.image, rles, folder / f"{stem}_masks.png",
+                                            scores=scores or None))
                 files.append(figs.size_views(s.image, rles, folder / f"{stem}_sizes.png"))
                 if "predicted_iou" in scores:
                     files.append(figs.quality_views(s.image, rles, scores["predicted_iou"],
@@ -508,8 +709,8 @@ class Workbench:
     def _matching_image(self, s: Session, dataset, file_label: str) -> dict:
         h, w = s.image.shape[:2]
         names = {Path(s.name).name, Path(s.name).stem}
-        by_name = [i for i in dataset.images
-                   if Path(str(i.get("file_name", ""))).name in names or Path(str(i.get("file_name", ""))).stem in names]
+        files = [Path(str(i.get("file_name", ""))) for i in dataset.images]
+        by_name = [i for i, f in zip(dataset.images, files) if f.name in names or f.stem in names]
         candidates = by_name or (dataset.images if len(dataset.images) == 1 else [])
         if not candidates:
             listed = ", ".join(str(i.get("file_name")) for i in dataset.images[:5])
@@ -570,9 +771,10 @@ class Workbench:
         sel = s.doc.selection if s.doc is not None else frozenset()
         rows = []
         for a in self.table_order(s):
-            mark = ("▶" if a.id == s.cursor else "") + ("●" if a.id in sel else "")
+            mark = (("▶" if a.id == s.cursor else "") + ("●" if a.id in sel else "")
+                    + ("" if a.visible else "◌"))
             rows.append([mark, a.id, a.label or "", a.source, _fmt(a.predicted_iou),
-                         _fmt(a.stability_score), a.area, a.review, "yes" if a.visible else "no"])
+                         _fmt(a.stability_score), a.area, a.review])
         return rows
 
     def status(self, sid: str) -> str:
@@ -724,12 +926,32 @@ class Workbench:
         return f" · predicted IoU {score:.2f}" if score is not None else " · (no score: not SAM)"
 
 
+@gpu
+def _embed(segmenter, image: np.ndarray):
+    """The image encoder (on ZeroGPU, the one step that needs the GPU per image)."""
+    return segmenter.embed(image)
+
+
+@gpu(duration=120)
+def _generate(segmenter, image: np.ndarray, params: dict, cancel):
+    """SAM's automatic generator as a stream of updates (see ``MaskGenerator.iter_generate``)."""
+    yield from MaskGenerator(segmenter, output_mode="coco_rle", **params).iter_generate(image, cancel=cancel)
+
+
 def _write_rgb_png(path: Path, rgb: np.ndarray) -> Path:
     import cv2
 
     if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
         raise OSError(f"could not write {path}")
     return path
+
+
+def _quality(a) -> float:
+    """What makes the best of a group of duplicates: SAM's predicted IoU, else stability."""
+    for v in (a.predicted_iou, a.stability_score):
+        if v is not None:
+            return v
+    return 0.0
 
 
 def _plural(n: int, word: str) -> str:

@@ -6,7 +6,7 @@ chromium these tests are skipped, unless ANNOTATOR_REQUIRE_BROWSER=1 (CI), where
 """
 
 import os
-import shutil
+import re
 import socket
 import time
 from pathlib import Path
@@ -34,6 +34,8 @@ TO_SCREEN = """(el, [x, y]) => { const r = el.getBoundingClientRect();
 PIXEL = """(el, [x, y]) => { const c = document.createElement('canvas');
   c.width = el.naturalWidth; c.height = el.naturalHeight; const g = c.getContext('2d');
   g.drawImage(el, 0, 0); return Array.from(g.getImageData(x, y, 1, 1).data.slice(0, 3)); }"""
+READY = """sel => { const el = document.querySelector(sel);
+  return el && el.complete && el.naturalWidth > 0; }"""
 LOADED = """([sel, old]) => { const el = document.querySelector(sel);
   return el && el.src && el.src !== old && el.complete && el.naturalWidth > 0; }"""
 
@@ -105,6 +107,8 @@ class Canvas:
         self.page.wait_for_function(LOADED, arg=["#canvas img", old])
 
     def click(self, x: float, y: float, wait: bool = True) -> None:
+        # an image being swapped in has naturalWidth 0, which would put the click elsewhere
+        self.page.wait_for_function(READY, arg="#canvas img")
         old = self.src()
         cx, cy = self.img.evaluate(TO_SCREEN, [x, y])
         self.page.mouse.click(cx, cy)
@@ -145,6 +149,10 @@ def wait_ids(page, ids: list[int]) -> None:
         arg=[ID_CELLS, [str(i) for i in ids]])
 
 
+def wait_status(page, text: str) -> None:
+    page.wait_for_function("t => document.querySelector('#status textarea').value.includes(t)", arg=text)
+
+
 def wait_message(page, text: str) -> None:
     page.wait_for_function("t => document.querySelector('#message textarea').value.includes(t)", arg=text)
 
@@ -153,26 +161,52 @@ def session_showing(demo, name: str):
     """The server-side session that most recently opened ``name`` (sessions are keyed by
     the page's hash, which the page does not expose)."""
     wb = demo.workbench
-    keys = [k for k in wb.sessions.keys() if wb.sessions.peek(k) is not None and wb.sessions.peek(k).name == name]
+    keys = [k for k in wb.sessions.keys() if getattr(wb.sessions.peek(k), "name", None) == name]
     assert keys, f"no session shows {name}"
     return wb.session(keys[-1])
 
 
-def interior_pixel(doc, ann_id) -> tuple[int, int]:
-    """A pixel where ``ann_id`` is the topmost mask, as deep inside that region as possible
-    (so a click a pixel off still lands on it)."""
+# Records, from now on, the texts the progress box shows and how often the canvas changes.
+RECORD_UPDATES = """() => {
+  window.__seen = {progress: [], canvas: 0};
+  const box = document.querySelector('#amg-progress');
+  new MutationObserver(() => { const t = box.innerText; const p = window.__seen.progress;
+    if (p[p.length - 1] !== t) { p.push(t); } })
+    .observe(box, {subtree: true, childList: true, characterData: true});
+  const canvas = document.querySelector('#canvas');
+  new MutationObserver(() => { window.__seen.canvas += 1; })
+    .observe(canvas, {subtree: true, attributes: true, attributeFilter: ['src']});
+}"""
+
+
+def _topmost_depth(doc):
     import cv2
 
     from annotator.render import label_map_from_rles
 
     anns = doc.annotations
     labels = label_map_from_rles([a.rle for a in anns], doc.size)
-    k = [a.id for a in anns].index(ann_id) + 1
-    region = (labels == k).astype(np.uint8)
-    dist = cv2.distanceTransform(np.pad(region, 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
-    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    assert dist[y, x] >= 3, f"mask {ann_id} has no pixel 3 px from its edge"
-    return int(x), int(y)
+    for k, a in enumerate(anns, start=1):
+        region = (labels == k).astype(np.uint8)
+        dist = cv2.distanceTransform(np.pad(region, 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
+        y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+        yield a.id, float(dist[y, x]), (int(x), int(y))
+
+
+def pickable(doc) -> list[int]:
+    """Ids of masks a click can pick (topmost somewhere, 3+ px from that region's edge),
+    deepest first."""
+    found = sorted(((d, i) for i, d, _ in _topmost_depth(doc) if d >= 3), reverse=True)
+    assert len(found) >= 2, f"fewer than two pickable masks: {found}"
+    return [i for _, i in found]
+
+
+def interior_pixel(doc, ann_id) -> tuple[int, int]:
+    """A pixel where ``ann_id`` is the topmost mask, as deep inside that region as possible
+    (so a click a pixel off still lands on it)."""
+    (depth, xy), = [(d, xy) for i, d, xy in _topmost_depth(doc) if i == ann_id]
+    assert depth >= 3, f"mask {ann_id} has no pixel 3 px from its edge"
+    return xy
 
 
 def test_newcomer_path(app, page, tmp_path):
@@ -182,10 +216,10 @@ def test_newcomer_path(app, page, tmp_path):
 
     # upload a real photo
     page.locator("#upload input[type=file]").set_input_files(str(IMAGES / "truck.jpg"))
-    page.wait_for_function("() => document.querySelector('#status textarea').value.includes('embedding cached')")
+    wait_status(page, "embedding cached")
     page.wait_for_function(LOADED, arg=["#canvas img", ""])
     sess = session_showing(demo, "truck.jpg")
-    assert page.locator("#canvas img").first.evaluate("e => [e.naturalWidth, e.naturalHeight]") == [1800, 1200]
+    assert canvas.img.evaluate("e => [e.naturalWidth, e.naturalHeight]") == [1800, 1200]
     shot(page, "02-uploaded")
 
     # a positive point: a mask appears on the image, with SAM's 3 candidates
@@ -199,7 +233,7 @@ def test_newcomer_path(app, page, tmp_path):
     ys, xs = np.nonzero(mask)
     k = len(xs) // 2
     inside = (int(xs[k]), int(ys[k]))
-    assert canvas.pixel(*inside) != sess.display[inside[1], inside[0]].tolist()
+    assert canvas.pixel(*inside) != sess.image[inside[1], inside[0]].tolist()  # shown at scale 1
     shot(page, "03-point")
     assert plain  # the pixel read works before and after
     page.keyboard.press("Enter")  # accept (shortcut)
@@ -221,29 +255,64 @@ def test_newcomer_path(app, page, tmp_path):
     assert sess.doc.annotations[-1].label == "truck"
     shot(page, "05-accepted")
 
+    # segment everything on a small grid: progress shows, masks appear batch by batch
+    page.get_by_role("tab", name="Segment everything").click()
+    for elem, value in (("points-per-side", 4), ("points-per-batch", 4), ("pred-iou-thresh", 0),
+                        ("stability-score-thresh", 0)):
+        box = page.locator(f"#{elem} input[type=number]")
+        box.fill(str(value))
+        box.press("Enter")
+    page.wait_for_function("() => document.querySelector('#points-per-side input[type=number]').value == 4")
+    page.evaluate(RECORD_UPDATES)
+    page.locator("#run-amg").click()
+    wait_message(page, "Segment everything found")
+    seen = page.evaluate("() => window.__seen")
+    assert any("Segment everything" in text and "%" in text for text in seen["progress"]), seen["progress"]
+    assert seen["canvas"] >= 3, seen  # the canvas changed while batches were still coming
+    auto = [a for a in sess.doc.annotations if a.source == "auto"]
+    assert auto and all(a.review == "pending" for a in auto)
+    wait_ids(page, [a.id for a in sess.doc.annotations])
+    shot(page, "06-segment-everything")
+    # review with the keyboard: J goes to the first mask in the table, Y accepts it
+    page.keyboard.press("j")
+    wait_message(page, "Reviewing mask")
+    reviewed = sess.cursor
+    page.keyboard.press("y")
+    wait_message(page, "accepted")
+    assert sess.doc[reviewed].review == "accepted"
+
     # select mode: clicking a mask selects it; merge two, delete one, undo
-    first, second = (a.id for a in sess.doc.annotations)
+    first, second = pickable(sess.doc)[:2]
     page.keyboard.press("s")
     page.wait_for_function("() => document.querySelector('#mode input[value=select]').checked")
-    canvas.click(*interior_pixel(sess.doc, second))
+    # (the message is the signal here: selecting the mask under review looks the same)
+    canvas.click(*interior_pixel(sess.doc, second), wait=False)
     wait_message(page, f"Mask {second} selected")
-    canvas.click(*interior_pixel(sess.doc, first))
+    canvas.click(*interior_pixel(sess.doc, first), wait=False)
     wait_message(page, f"Mask {first} selected")
     assert sess.doc.selection == {first, second}
-    shot(page, "06-two-selected")
+    shot(page, "07-two-selected")
+    before = len(sess.doc)
     page.keyboard.press("m")
     wait_message(page, "Merged")
-    (merged,) = sess.doc.ids
-    assert set(sess.doc[merged].parents) == {first, second}
-    wait_ids(page, [merged])
-    shot(page, "07-merged")
+    (merged,) = sess.doc.selected()
+    assert set(sess.doc[merged].parents) == {first, second} and len(sess.doc) == before - 1
+    wait_ids(page, sorted(sess.doc.ids))
+    shot(page, "08-merged")
     page.keyboard.press("Delete")
     wait_message(page, "Deleted")
-    wait_ids(page, [])
+    assert merged not in sess.doc
+    wait_ids(page, sorted(sess.doc.ids))
     page.keyboard.press("Control+z")
     wait_message(page, "Undid")
-    wait_ids(page, [merged])
-    shot(page, "08-undo")
+    assert merged in sess.doc
+    wait_ids(page, sorted(sess.doc.ids))
+    shot(page, "09-undo")
+    # a click on a table row toggles that mask's selection
+    selected = set(sess.doc.selection)
+    page.locator(ID_CELLS).filter(has_text=re.compile(rf"^\s*{merged}\s*$")).first.click()
+    wait_message(page, f"Mask {merged} {'deselected' if merged in selected else 'selected'}")
+    assert sess.doc.selection == selected ^ {merged}
 
     # export COCO and load the downloaded file with pycocotools
     page.get_by_role("tab", name="Export / import").click()
@@ -257,9 +326,19 @@ def test_newcomer_path(app, page, tmp_path):
     from pycocotools.coco import COCO
 
     coco = COCO(str(path))
-    (ann,) = coco.loadAnns(coco.getAnnIds())
+    anns = coco.loadAnns(coco.getAnnIds())
+    assert sorted(a["annotator_id"] for a in anns) == sorted(sess.doc.ids)
+    (ann,) = [a for a in anns if a["annotator_id"] == merged]
     assert np.array_equal(coco.annToMask(ann).astype(bool), sess.doc[merged].mask())
-    shot(page, "09-exported")
+    shot(page, "10-exported")
+
+
+def test_an_example_image_opens_with_one_click(app, page):
+    page.get_by_role("tab", name="Image").click()
+    page.locator("#examples").get_by_text("tabletop", exact=True).click()
+    wait_status(page, "tabletop.jpg 1200x800")
+    page.wait_for_function(LOADED, arg=["#canvas img", ""])
+    shot(page, "example-opened")
 
 
 def test_closing_the_tab_frees_the_session(app, browser):
@@ -271,7 +350,7 @@ def test_closing_the_tab_frees_the_session(app, browser):
     before = set(wb.sessions.keys())
     page.goto(url)
     page.wait_for_selector("#canvas")
-    page.wait_for_function("() => document.querySelector('#status textarea').value.includes('no image')")
+    wait_status(page, "no image")
     (key,) = [k for k in wb.sessions.keys() if k not in before]
     page.close()
     deadline = time.monotonic() + 10

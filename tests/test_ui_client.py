@@ -13,7 +13,7 @@ from pycocotools.coco import COCO
 from conftest import IMAGES
 
 # outputs of every view endpoint, in order
-CANVAS, STATUS, MESSAGE, CANDIDATES, TABLE, MODE = range(6)
+CANVAS, STATUS, MESSAGE, CANDIDATES, TABLE = range(5)
 
 
 def _free_port() -> int:
@@ -138,3 +138,35 @@ def test_user_errors_come_back_as_messages(app):
         c.predict(api_name="/merge")
     with pytest.raises(AppError, match="Nothing to export"):
         c.predict("rle", True, False, api_name="/export_coco")
+
+
+def test_segment_everything_streams_and_cancels(app):
+    c = client(app[1])
+    c.predict(handle_file(str(IMAGES / "dog.jpg")), api_name="/upload")
+    grid = (4, 4, 0.0, 0.0, 0.7, 0, 0)  # points_per_side ... min_mask_region_area
+    job = c.submit(*grid, api_name="/segment_everything")
+    outputs = list(job)
+    assert len(outputs) == 5  # one per point batch, then the result
+    assert "batch 1 of 4" in outputs[0][MESSAGE] and "found" in outputs[-1][MESSAGE]
+    auto = [r for r in c.predict(api_name="/masks")["data"] if r[3] == "auto"]
+    assert auto and all(r[7] == "pending" for r in auto)
+    # a bigger run, cancelled from another call while it streams
+    job = c.submit(8, 4, 0.0, 0.0, 0.7, 0, 0, api_name="/segment_everything")
+    for out in job:
+        if "batch" in out[MESSAGE]:
+            c.predict(api_name="/cancel")
+            break
+    final = job.result()
+    assert "Cancelled after" in final[MESSAGE] and "of 16 batches" in final[MESSAGE]
+
+
+def test_duplicate_inspector(app):
+    c = client(app[1])
+    c.predict(handle_file(str(IMAGES / "dog.jpg")), api_name="/upload")
+    for _ in range(2):  # the same prompt twice: two identical masks
+        c.predict(300, 300, "positive", api_name="/click")
+        c.predict("dog", api_name="/accept")
+    out = c.predict(0.9, api_name="/find_duplicates")
+    assert "1 group" in out[MESSAGE] and out[-1]["data"] == [[1, 1, "2", 2]]
+    out = c.predict(api_name="/keep_best")
+    assert ids(out[TABLE]) == [1] and out[-1]["data"] == []

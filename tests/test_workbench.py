@@ -62,6 +62,15 @@ def test_reopening_an_image_reuses_the_cached_embedding(wb, sid):
     assert "from the cache" in v.message
 
 
+def test_reopening_an_image_brings_its_masks_back(wb, sid):
+    (a,) = with_rects(wb, sid, (0, 0, 50, 50))
+    wb.open_image(sid, IMAGES / "truck.jpg")
+    assert len(wb.session(sid).doc) == 0
+    v = wb.load(sid, DOG)
+    assert wb.session(sid).doc.ids == (a,) and col(v.table, "id") == [a]
+    assert "Its 1 mask from before is back" in v.message
+
+
 def test_unreadable_upload_is_a_clear_error_and_keeps_the_session(wb, sid, tmp_path):
     wb.open_image(sid, DOG)
     bad = tmp_path / "notes.jpg"
@@ -214,8 +223,8 @@ def test_merge_subtract_delete_hide_relabel_and_undo(wb, sid):
     assert doc[m].area == 200 * 200 * 2 - 100 * 100 - 30 * 30
     wb.clear_selection(sid)
     wb.select_mask(sid, c)
-    wb.toggle_visibility(sid)
-    assert not doc[c].visible
+    v = wb.toggle_visibility(sid)
+    assert not doc[c].visible and col(v.table, "")[col(v.table, "id").index(c)] == "●◌"
     wb.relabel(sid, "hole")
     assert doc[c].label == "hole"
     wb.delete(sid)
@@ -364,6 +373,15 @@ def test_sessions_are_isolated_and_freed(wb):
     assert two in wb.sessions
 
 
+def test_only_recent_exports_stay_on_disk(wb, sid):
+    from annotator.workbench import KEEP_EXPORTS
+
+    with_rects(wb, sid, (0, 0, 50, 50), review="accepted")
+    folders = [wb.export(sid, figures=False).coco.parent for _ in range(KEEP_EXPORTS + 1)]
+    assert not folders[0].exists() and all(f.is_dir() for f in folders[1:])
+    assert all(f.parent == wb.export_root for f in folders)
+
+
 def test_classical_backend_says_it_is_not_sam(sid):
     info = BackendInfo("classical", None, None, "cpu", "n/a", reason="no SAM weights (offline)")
     wb = Workbench(GrabCutSegmenter(), info)
@@ -375,3 +393,108 @@ def test_classical_backend_says_it_is_not_sam(sid):
     assert "no score" in v.message
     wb.accept(sid, "bowl")
     assert wb.session(sid).doc.annotations[0].predicted_iou is None
+
+
+# -- segment everything ------------------------------------------------------------------------
+SMALL_GRID = dict(points_per_side=4, points_per_batch=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+
+
+def test_segment_everything_streams_batches_then_adds_one_undoable_step(wb, sid):
+    wb.open_image(sid, DOG)
+    wb.click(sid, 300, 300)
+    wb.accept(sid, "dog")
+    steps = list(wb.segment_everything(sid, **SMALL_GRID))
+    *batches, final = steps
+    assert [s.done for s in batches] == [1, 2, 3, 4] and all(s.total == 4 for s in batches)
+    assert all(not s.final and s.view.canvas is not None for s in batches)  # masks appear per batch
+    assert "candidate masks so far" in batches[0].view.message
+    assert batches[-1].eta_s == pytest.approx(0.0, abs=1e-6) and batches[0].eta_s > 0
+    assert final.final and "Segment everything found" in final.view.message
+    doc = wb.session(sid).doc
+    auto = [a for a in doc.annotations if a.source == "auto"]
+    assert auto and all(a.review == "pending" and a.predicted_iou is not None
+                        and a.stability_score is not None and a.point_coords for a in auto)
+    assert wb.session(sid).preview == []
+    assert wb.session(sid).amg_params["points_per_side"] == 4
+    wb.undo(sid)
+    assert [a.label for a in doc.annotations] == ["dog"]  # one step undoes the whole run
+
+
+def test_cancel_keeps_the_masks_found_so_far(wb, sid):
+    wb.open_image(sid, DOG)
+    run = wb.segment_everything(sid, **SMALL_GRID)
+    first = next(run)
+    assert first.done == 1
+    wb.cancel(sid)
+    (final,) = list(run)
+    assert final.final and "Cancelled after 1 of 4 batches" in final.view.message
+    assert len(wb.session(sid).doc) >= 1
+
+
+def test_segment_everything_checks_its_parameters(wb, sid):
+    wb.open_image(sid, DOG)
+    with pytest.raises(WorkbenchError, match="points_per_side"):
+        list(wb.segment_everything(sid, points_per_side=0))
+    with pytest.raises(WorkbenchError, match="unknown"):
+        list(wb.segment_everything(sid, points_per_sid=8))
+
+
+def test_segment_everything_on_the_classical_backend_says_it_needs_sam(sid):
+    info = BackendInfo("classical", None, None, "cpu", "n/a", reason="no SAM weights")
+    wb = Workbench(GrabCutSegmenter(), info)
+    wb.open_image(sid, DOG)
+    with pytest.raises(WorkbenchError, match="needs SAM"):
+        list(wb.segment_everything(sid, **SMALL_GRID))
+
+
+# -- duplicates ------------------------------------------------------------------------------
+def with_duplicates(wb, sid):
+    """Two groups of near-duplicates (scores decide the best) and one lone mask."""
+    ids = with_rects(wb, sid, (100, 100, 200, 200), (101, 100, 200, 200), (100, 101, 200, 201),
+                     (400, 300, 500, 400), (402, 300, 500, 400), (600, 50, 700, 150), source="auto")
+    doc = wb.session(sid).doc
+    for i, score in zip(ids, (0.90, 0.95, 0.80, 0.70, 0.60, 0.99)):
+        doc.update(i, predicted_iou=score)
+    return ids
+
+
+def test_find_duplicates_groups_them_best_first(wb, sid):
+    a, b, c, d, e, f = with_duplicates(wb, sid)
+    v = wb.find_duplicates(sid, 0.9)
+    assert "2 groups" in v.message
+    assert wb.duplicate_rows(sid) == [[1, b, f"{a}, {c}", 3], [2, d, f"{e}", 2]]
+    v = wb.select_duplicates(sid, 2)
+    assert wb.session(sid).doc.selection == {d, e}
+    assert wb.duplicate_rows(sid)[1][1] == d  # selecting does not invalidate the groups
+    with pytest.raises(WorkbenchError):
+        wb.select_duplicates(sid, 3)
+
+
+def test_keep_best_deletes_the_rest_in_one_undoable_step(wb, sid):
+    a, b, c, d, e, f = with_duplicates(wb, sid)
+    wb.find_duplicates(sid, 0.9)
+    v = wb.resolve_duplicates(sid, "keep_best")
+    doc = wb.session(sid).doc
+    assert sorted(doc.ids) == sorted([b, d, f]) and "deleted 3 masks" in v.message
+    assert wb.duplicate_rows(sid) == []
+    wb.undo(sid)
+    assert len(doc) == 6
+
+
+def test_merge_each_group_into_its_union(wb, sid):
+    a, b, c, d, e, f = with_duplicates(wb, sid)
+    wb.find_duplicates(sid, 0.9)
+    wb.resolve_duplicates(sid, "merge")
+    doc = wb.session(sid).doc
+    merged = [x for x in doc.annotations if x.source == "merge"]
+    assert sorted(len(m.parents) for m in merged) == [2, 3]
+    assert sorted(m.area for m in merged) == [100 * 100, 100 * 101]
+    assert f in doc and len(doc) == 3
+
+
+def test_no_duplicates_and_resolving_nothing(wb, sid):
+    with_rects(wb, sid, (0, 0, 50, 50), (100, 100, 150, 150))
+    v = wb.find_duplicates(sid)
+    assert "No duplicates" in v.message
+    with pytest.raises(WorkbenchError, match="Find duplicates first"):
+        wb.resolve_duplicates(sid, "merge")
