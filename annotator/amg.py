@@ -26,6 +26,7 @@ batches that finished. ``iter_generate`` yields ``Update``s: one per batch with 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -211,7 +212,7 @@ class MaskGenerator:
         orig_hw = image.shape[:2]
         crop_boxes, layer_idxs = generate_crop_boxes(orig_hw, self.crop_n_layers, self.crop_overlap_ratio)
         n_batches = [math.ceil(len(self.point_grids[layer]) / self.points_per_batch) for layer in layer_idxs]
-        clock = _Clock(total=sum(n_batches), crops=len(crop_boxes), crop_batches=n_batches)
+        clock = _Clock(total=sum(n_batches), crops=len(crop_boxes))
         per_crop: list[MaskSet] = []
         for ci, (crop_box, layer) in enumerate(zip(crop_boxes, layer_idxs)):
             self._check(cancel, per_crop, [], clock)
@@ -227,7 +228,7 @@ class MaskGenerator:
             batches: list[MaskSet] = []
             for start in range(0, len(points), self.points_per_batch):
                 self._check(cancel, per_crop, [(batches, frame)], clock)
-                batch = self._process_batch(decoder, points[start : start + self.points_per_batch], frame, emb)
+                batch = self._process_batch(decoder, points[start : start + self.points_per_batch], frame)
                 batches.append(batch)
                 clock.batch_done()
                 records = self._records(self._uncrop(batch, frame)) if provisional else []
@@ -246,11 +247,11 @@ class MaskGenerator:
 
     def _precision(self):
         if self._autocast is None:
-            return _null()
+            return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self._autocast)
 
     @torch.inference_mode()
-    def _process_batch(self, decoder: PointDecoder, points: np.ndarray, frame: CropFrame, emb) -> MaskSet:
+    def _process_batch(self, decoder: PointDecoder, points: np.ndarray, frame: CropFrame) -> MaskSet:
         transformed = self.segmenter.transform.apply_coords(points, frame.crop_hw)
         in_points = torch.as_tensor(transformed, device=self.device)[:, None, :]
         in_labels = torch.ones((len(points), 1), dtype=torch.int, device=self.device)
@@ -407,22 +408,13 @@ def _box_of(mask: np.ndarray) -> list[int]:
     return [int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])]
 
 
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
 class _Clock:
     """Progress bookkeeping: batches done / total, and an ETA from the measured time per
     batch plus the measured encoder time for each crop still to encode."""
 
-    def __init__(self, total: int, crops: int, crop_batches: list[int]):
+    def __init__(self, total: int, crops: int):
         self.total = total
         self.crops = crops
-        self.crop_batches = crop_batches
         self.done = 0
         self.crop = 0
         self.t0 = time.perf_counter()

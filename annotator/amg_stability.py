@@ -35,9 +35,12 @@ WINDOW = 3  # low-res values that reach a cell's output pixels: [c, c + 2] per a
 class AxisMap:
     """How one axis of the low-res map reaches one axis of the output."""
 
-    counts: torch.Tensor  # (L,) output pixels per low-res cell
-    weights: torch.Tensor  # (L, R, WINDOW) composite weights of each cell's pixels on [c, c+2];
-    #                        NaN in the slots beyond a cell's pixel count
+    counts: torch.Tensor  # (span,) output pixels per low-res cell
+    weights: torch.Tensor  # (span, R, WINDOW) composite weights of each cell's pixels on
+    #                        [c, c+2]; NaN in the slots beyond a cell's pixel count
+    span: int  # low-res cells that can reach the output: the last used cell + its window
+    size: int  # output pixels along the axis
+    all_used: bool  # every cell up to the last used one has output pixels
 
 
 def axis_map(low: int, factor: int, inp: int, out: int, device=None) -> AxisMap:
@@ -72,9 +75,13 @@ def axis_map(low: int, factor: int, inp: int, out: int, device=None) -> AxisMap:
     # padding slots get NaN weights: their values compare False with any threshold
     weights = np.full((low, r, WINDOW), np.nan, np.float32)
     weights[cell, slot] = dense
+    span = min(low, int(cell.max()) + WINDOW)
     return AxisMap(
-        torch.as_tensor(counts, dtype=torch.float32, device=device),
-        torch.as_tensor(weights, device=device),
+        torch.as_tensor(counts[:span], dtype=torch.float32, device=device),
+        torch.as_tensor(weights[:span], device=device),
+        span,
+        out,
+        bool((counts[: int(cell.max()) + 1] > 0).all()),
     )
 
 
@@ -91,19 +98,16 @@ def _window_min_max(low: torch.Tensor):
     return sliding(low, torch.minimum, float("inf")), sliding(low, torch.maximum, -float("inf"))
 
 
-def count_above(
-    low: torch.Tensor, maps: tuple[AxisMap, AxisMap], thresh: float, window=None, max_work: int | None = None
-) -> torch.Tensor | None:
-    """Number of full-resolution pixels above ``thresh`` for each map in ``low`` (n, L, L)
-    (dim 1 resized by ``maps[0]``, dim 2 by ``maps[1]``), as int64; None if more than
-    ``max_work`` pixels would need evaluating one by one."""
+def _count_cells(low, maps, thresh, window, max_work):
+    """``count_above`` by cells for maps already cut to the maps' spans."""
     amap, bmap = maps
-    lo, hi = window if window is not None else _window_min_max(low)
+    lo, hi = window
     above = lo > thresh
     # integers below 2**24 at every step, so float32 sums are exact
     certain = torch.einsum("nij,i,j->n", above.float(), amap.counts, bmap.counts)
     unsure = (hi > thresh) & ~above
-    unsure &= (amap.counts > 0)[:, None] & (bmap.counts > 0)[None, :]
+    if not (amap.all_used and bmap.all_used):
+        unsure &= (amap.counts > 0)[:, None] & (bmap.counts > 0)[None, :]
     cells = torch.nonzero(unsure)  # (E, 3): map, cell along dim 1, cell along dim 2
     ra, rb = amap.weights.shape[1], bmap.weights.shape[1]
     if max_work is not None and len(cells) * ra * rb > max_work:
@@ -113,13 +117,40 @@ def count_above(
         return total
     m, i, j = cells.unbind(1)
     offsets = torch.arange(WINDOW, device=low.device)
-    n_low = low.shape[-1]
-    ii = (i[:, None] + offsets).clamp_(0, n_low - 1)
-    jj = (j[:, None] + offsets).clamp_(0, n_low - 1)
+    ii = (i[:, None] + offsets).clamp_(max=low.shape[1] - 1)
+    jj = (j[:, None] + offsets).clamp_(max=low.shape[2] - 1)
     values = low[m[:, None, None], ii[:, :, None], jj[:, None, :]]  # (E, 3, 3)
     full = amap.weights[i] @ values @ bmap.weights[j].transpose(1, 2)  # (E, ra, rb)
     hits = (full > thresh).sum(dim=(1, 2))  # NaN in padding slots never counts
     return total.index_add_(0, m, hits)
+
+
+def count_above(
+    low: torch.Tensor, maps: tuple[AxisMap, AxisMap], thresholds, max_work: int | None = None
+) -> list[torch.Tensor] | None:
+    """For each threshold, the number of full-resolution pixels above it for each map in
+    ``low`` (n, L, L) (dim 1 resized by ``maps[0]``, dim 2 by ``maps[1]``), as int64; None if
+    more than ``max_work`` pixels would need evaluating one by one."""
+    amap, bmap = maps
+    low = low[:, : amap.span, : bmap.span]
+    flat = low.flatten(1)
+    vmin, vmax = flat.amin(dim=1), flat.amax(dim=1)
+    # a threshold below or above all of a map's values needs no cells
+    easy = torch.ones_like(vmin, dtype=torch.bool)
+    for t in thresholds:
+        easy &= (vmin > t) | (vmax <= t)
+    hard = torch.nonzero(~easy).flatten()
+    window = _window_min_max(low[hard]) if len(hard) else None
+    out = []
+    for t in thresholds:
+        counts = torch.where(vmin > t, amap.size * bmap.size, 0)
+        if len(hard):
+            by_cells = _count_cells(low[hard], maps, t, window, max_work)
+            if by_cells is None:
+                return None
+            counts[hard] = by_cells
+        out.append(counts)
+    return out
 
 
 def stability_from_low_res(
@@ -127,11 +158,8 @@ def stability_from_low_res(
 ) -> torch.Tensor | None:
     """``calculate_stability_score`` of the full-resolution logits of ``low`` (n, L, L), or
     None when the caller should compute it at full resolution."""
-    window = _window_min_max(low)
-    inter = count_above(low, maps, mask_threshold + offset, window, max_work)
-    if inter is None:
+    counts = count_above(low, maps, (mask_threshold + offset, mask_threshold - offset), max_work)
+    if counts is None:
         return None
-    union = count_above(low, maps, mask_threshold - offset, window, max_work)
-    if union is None:
-        return None
+    inter, union = counts
     return inter.to(torch.int32) / union.to(torch.int32)

@@ -129,29 +129,28 @@ def test_parity_default_thresholds_with_crops(dog):
     """SAM's default thresholds with a crop layer on a real photo (box NMS off, so that the
     thresholds decide what is compared; the photo's crop masks all touch crop edges and go)."""
     official, ours = run_both(
-        dog, make_model=calibrated_sam, points_per_side=6, crop_n_layers=1, crop_n_points_downscale_factor=2,
+        dog, make_model=calibrated_sam, points_per_side=6, crop_n_layers=1, crop_n_points_downscale_factor=3,
         box_nms_thresh=1.0, crop_nms_thresh=1.0,
     )
     assert 15 <= len(official) <= 90  # of 108 full-image candidates: the thresholds kept some, dropped some
     assert_parity(official, ours)
 
 
-@pytest.mark.parametrize("nms", [1.0, 0.7])
-def test_parity_crops_keep_masks(nms):
+def test_parity_all_defaults_crops_keep_masks():
+    """Every default but the grid, with a crop layer: masks from the crops survive the
+    crop-edge filter, the box NMS and the cross-crop NMS."""
     official, ours = run_both(
-        discs_image(), make_model=calibrated_sam, points_per_side=6, crop_n_layers=1,
-        crop_n_points_downscale_factor=2, box_nms_thresh=nms, crop_nms_thresh=nms,
+        discs_image(), make_model=calibrated_sam, points_per_side=4, crop_n_layers=1, crop_n_points_downscale_factor=2,
     )
     from_crops = [r for r in official if r["crop_box"] != [0, 0, 600, 400]]
-    # crop-layer masks survived the crop-edge filter (and, at 0.7, the box and crop NMS)
-    assert len(from_crops) >= (25 if nms == 1.0 else 3)
+    assert len(from_crops) >= 3 and len(official) > len(from_crops)
     assert_parity(official, ours)
 
 
-def test_parity_point_grids_and_small_regions(truck):
+def test_parity_point_grids_and_small_regions(dog):
     grid = np.array([[0.1, 0.1], [0.5, 0.5], [0.9, 0.2], [0.3, 0.8], [0.75, 0.6], [0.02, 0.98]])
     official, ours = run_both(
-        truck, make_model=calibrated_sam, points_per_side=None, point_grids=[grid],
+        dog, make_model=calibrated_sam, points_per_side=None, point_grids=[grid],
         pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0, min_mask_region_area=400,
     )
     assert len(official) >= 12
@@ -159,7 +158,7 @@ def test_parity_point_grids_and_small_regions(truck):
     plain = MaskGenerator(
         calibrated_sam(), points_per_side=None, point_grids=[grid], output_mode="coco_rle",
         pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0,
-    ).generate(truck)
+    ).generate(dog)
     assert sorted(r["area"] for r in plain) != sorted(r["area"] for r in ours)  # regions were removed
 
 
@@ -273,12 +272,13 @@ def test_stability_counts_from_low_res_match_full_resolution(image_hw, crop_box)
     frame = CropFrame(crop_box, (H, W), (ih, iw))
     maps = (axis_map(256, 4, iw, cw), axis_map(256, 4, ih, ch))
     noise = torch.randn(2, 256, 256, generator=torch.Generator().manual_seed(5)) * 0.5
-    for low in (smooth_logits(4, 10.0, H), noise):
+    faint = smooth_logits(2, 0.3, H)  # like random weights: clear of +-1 everywhere
+    for low in (smooth_logits(4, 10.0, H), noise, faint, faint + 5.0):
         full = upscale_transposed(low, frame)
         for t in (-1.0, 0.0, 1.0, 4.0):
             exact = (full > t).sum(dim=(1, 2))
             # to float rounding: a pixel within ~1e-6 of the threshold may count differently
-            assert (count_above(low, maps, t) - exact).abs().max() <= max(2, 1e-5 * ch * cw)
+            assert (count_above(low, maps, [t])[0] - exact).abs().max() <= max(2, 1e-5 * ch * cw)
         ref = calculate_stability_score(full, 0.0, 1.0)
         mine = stability_from_low_res(low, maps, 0.0, 1.0, max_work=10**9)
         assert torch.allclose(mine, ref, atol=1e-5, rtol=0)
@@ -393,6 +393,19 @@ def test_iter_generate_can_be_cancelled(dog, small_generator):
     with pytest.raises(Cancelled) as info:
         next(it)
     assert info.value.done == 1 and len(info.value.records) == 12
+
+
+def test_bf16_autocast_runs_and_stays_close(dog):
+    """The GPU option on CPU: bf16 encoder and decoder give nearly the fp32 masks."""
+    grid = np.array([[0.2, 0.3], [0.6, 0.7], [0.8, 0.2]])
+    kwargs = dict(points_per_side=None, point_grids=[grid], output_mode="coco_rle", **EVERY_CANDIDATE)
+    fp32 = MaskGenerator(calibrated_sam(), **kwargs).generate(dog)
+    bf16_gen = MaskGenerator(calibrated_sam(), precision="bf16", **kwargs)
+    assert bf16_gen.precision == "bf16" and bf16_gen.segmenter.precision == "bf16"
+    bf16 = bf16_gen.generate(dog)
+    assert len(bf16) == len(fp32) == 9
+    ious = mask_utils.iou([r["segmentation"] for r in fp32], [r["segmentation"] for r in bf16], [0] * 9)
+    assert ious.max(axis=1).min() > 0.9  # about 0.98 here
 
 
 def test_clear_errors():
