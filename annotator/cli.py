@@ -31,6 +31,11 @@ def load_backend(args):
 
 
 def cmd_serve(args) -> int:
+    # A click runs small parallel regions; with OpenMP's default active waiting, torch's
+    # threads spin against whatever else is busy and a vit_b click on a shared 2-core CPU
+    # took ~800 ms instead of ~100 ms (benchmarks/ui_latency.py). The policy is read when
+    # torch loads, so it is set before the first torch import; an explicit setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from annotator.checkpoints import CheckpointError
 
     try:
