@@ -8,6 +8,7 @@ import os
 import sys
 
 from annotator.device import PRECISIONS
+from annotator.limits import add_limit_args
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -37,17 +38,19 @@ def cmd_serve(args) -> int:
     # torch loads, so it is set before the first torch import; an explicit setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from annotator.checkpoints import CheckpointError
+    from annotator.limits import Limits, LimitsError
 
     try:
+        limits = Limits.from_args(args)
         segmenter, info = load_backend(args)
-    except (CheckpointError, ValueError) as e:
+    except (CheckpointError, LimitsError, ValueError) as e:
         print(f"annotator: {e}", file=sys.stderr)
         return 2
     from annotator.ui import build_app, launch_kwargs
 
     print(f"annotator: {info.status}", file=sys.stderr)
-    app = build_app(segmenter, info)
-    app.launch(server_name=args.host, server_port=args.port, **launch_kwargs())
+    app = build_app(segmenter, info, limits=limits)
+    app.launch(server_name=args.host, server_port=args.port, **launch_kwargs(limits, info))
     return 0
 
 
@@ -199,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(serve)
     serve.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    add_limit_args(serve)
     serve.set_defaults(func=cmd_serve)
 
     auto = sub.add_parser("auto", help="pre-label images with segment everything (resumable)")

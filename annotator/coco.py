@@ -32,6 +32,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from annotator import rle as rle_utils
+from annotator.limits import human_bytes
 from annotator.masks import SOURCES, REVIEW_STATES, AnnotationDocument
 
 SAM_FIELDS = ("predicted_iou", "stability_score", "point_coords", "crop_box", "prompts")
@@ -80,9 +81,13 @@ def _where(k: int, ann) -> str:
     return f"annotation #{k}"
 
 
-def _read_json(path) -> Any:
+def _read_json(path, max_bytes: int | None = None) -> Any:
     path = Path(path)
     try:
+        if max_bytes is not None and path.stat().st_size > max_bytes:
+            # checked before reading: parsing JSON takes several times its size in memory
+            raise CocoError(f"{path}: the file is {human_bytes(path.stat().st_size)}; imported JSON "
+                            f"may be at most {human_bytes(max_bytes)}")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise CocoError(f"{path}: no such file") from None
@@ -94,16 +99,17 @@ def _read_json(path) -> Any:
         raise CocoError(f"{path}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
 
 
-def load(source, *, images: Sequence[Mapping] | None = None, name: str | None = None) -> CocoDataset:
+def load(source, *, images: Sequence[Mapping] | None = None, name: str | None = None,
+         max_bytes: int | None = None) -> CocoDataset:
     """Read annotations from a path (or already-parsed JSON): COCO instances, a COCO results
     list (needs ``images``: the ground truth's image records), SAM's amg.py JSON, or an amg.py
-    ``binary_mask`` folder."""
+    ``binary_mask`` folder. A JSON file larger than ``max_bytes`` is refused unread."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         name = name or path.name
         if path.is_dir():
             return load_amg_folder(path)
-        data = _read_json(path)
+        data = _read_json(path, max_bytes)
     else:
         data, name = source, name or "annotations"
     try:

@@ -16,11 +16,18 @@ class ImageError(ValueError):
     """An image could not be read; the message is meant for the user."""
 
 
-def load_image(source, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+class ImageTooLarge(ImageError):
+    """An image has more pixels than allowed (found from its header, before decoding)."""
+
+
+def load_image(source, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+               notes: list[str] | None = None) -> np.ndarray:
     """``source`` (a path, bytes, a file object or a PIL image) as an (H, W, 3) uint8 RGB array.
 
     EXIF orientation is applied, so prompts and masks line up with what a viewer shows.
     Grayscale, palette, CMYK, 16-bit and alpha images are converted (alpha is dropped).
+    An animated image gives its first frame; what the user should know about such a
+    conversion is appended to ``notes`` when given.
     """
     name = str(source) if isinstance(source, (str, os.PathLike)) else "image"
     if isinstance(source, Image.Image):
@@ -40,17 +47,20 @@ def load_image(source, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.nda
         except UnidentifiedImageError:
             raise ImageError(f"{Path(name).name} is not an image PIL can read") from None
         except Image.DecompressionBombError as e:
-            raise ImageError(f"{Path(name).name} is too large: {e}") from None
+            raise ImageTooLarge(f"{Path(name).name} is too large: {e}") from None
     w, h = img.size
     if max_pixels and w * h > max_pixels:
-        raise ImageError(
-            f"{Path(name).name} is {w}x{h} = {w * h / 1e6:.0f} megapixels; the limit is "
-            f"{max_pixels / 1e6:.0f} megapixels"
+        raise ImageTooLarge(
+            f"{Path(name).name} is {w}x{h} = {w * h / 1e6:.3g} megapixels; the limit is "
+            f"{max_pixels / 1e6:.3g} megapixels"
         )
+    # (a camera's MPO JPEG holds a second, hidden frame: not an animation)
+    if getattr(img, "is_animated", False) and img.format != "MPO" and notes is not None:
+        notes.append(f"{Path(name).name} is animated ({img.n_frames} frames); the first frame is used")
     try:
         img = ImageOps.exif_transpose(img)
         return to_rgb(img)
-    except (OSError, SyntaxError) as e:
+    except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{Path(name).name} is damaged or truncated: {e}") from None
 
 

@@ -1,7 +1,10 @@
 """Per-browser-session state, owned by the app object (never module globals).
 
 Keyed by Gradio's session hash, bounded (least recently used sessions are dropped first,
-since API clients never send an unload), and freed when the browser tab closes.
+since API clients never send an unload), and freed when the browser tab closes. Sessions
+idle longer than ``idle_seconds`` are dropped by ``sweep()`` (the owner calls it
+periodically: an idle session gets no request that could drop it). Every dropped session
+goes to ``on_evict``, so its owner can release what it holds outside the store.
 """
 
 from __future__ import annotations
@@ -15,36 +18,58 @@ T = TypeVar("T")
 
 
 class SessionStore(Generic[T]):
-    def __init__(self, factory: Callable[[], T], max_sessions: int = 64, idle_seconds: float | None = 3600):
+    def __init__(self, factory: Callable[[], T], max_sessions: int = 64, idle_seconds: float | None = 3600,
+                 *, on_evict: Callable[[str, T], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.factory = factory
         self.max_sessions = max_sessions
         self.idle_seconds = idle_seconds
+        self.on_evict = on_evict
+        self.clock = clock
         self._items: OrderedDict[str, tuple[float, T]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: str) -> T:
         """The session for ``key``, created on first use."""
-        now = time.monotonic()
         with self._lock:
+            now = self.clock()
             item = self._items.pop(key, None)
             value = item[1] if item else self.factory()
             self._items[key] = (now, value)
-            self._evict(now)
-            return value
+            dropped = self._evict(now)
+        self._release(dropped)
+        return value
+
+    def sweep(self) -> list[str]:
+        """Drop the sessions idle longer than ``idle_seconds``; returns their keys."""
+        with self._lock:
+            dropped = self._evict(self.clock())
+        self._release(dropped)
+        return [key for key, _ in dropped]
+
+    def _release(self, dropped: list[tuple[str, T]]) -> None:
+        # outside the lock: the callback may take the session's own lock
+        if self.on_evict is not None:
+            for key, value in dropped:
+                self.on_evict(key, value)
 
     def free(self, key: str) -> None:
         with self._lock:
             self._items.pop(key, None)
 
-    def _evict(self, now: float) -> None:
+    def _evict(self, now: float) -> list[tuple[str, T]]:
+        dropped = []
         while len(self._items) > self.max_sessions:
-            self._items.popitem(last=False)
+            key, (_, value) = self._items.popitem(last=False)
+            dropped.append((key, value))
         if self.idle_seconds is not None:
             while self._items:
-                key, (last, _) = next(iter(self._items.items()))
+                key, (last, value) = next(iter(self._items.items()))
                 if now - last <= self.idle_seconds:
                     break
                 del self._items[key]
+                dropped.append((key, value))
+        return dropped
 
     def peek(self, key: str) -> T | None:
         """The session for ``key`` if it exists, without creating it or refreshing its age."""

@@ -8,7 +8,9 @@ cannot be driven by ``gradio_client``, so the same logic is also exposed through
 buttons with explicit API names (``/click``, ``/select_mask``, ...).
 
 ``build_app`` returns the Blocks; Gradio 6 takes theme, css and js in ``launch()``, so
-pass ``launch_kwargs()`` there (``annotator serve`` does).
+pass ``launch_kwargs()`` there (``annotator serve`` does): it also carries the upload size
+limit and the paths the server must never serve. The queue holds at most
+``Limits.max_queue`` waiting events; more are refused at once ("queue is full").
 """
 
 import functools
@@ -18,6 +20,8 @@ from pathlib import Path
 import gradio as gr
 
 from annotator.backends import BackendInfo
+from annotator.checkpoints import cache_dir
+from annotator.limits import Limits
 from annotator.workbench import AMG_DEFAULTS, REVIEW_FILTERS, TABLE_HEADERS, View, Workbench, WorkbenchError
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -88,11 +92,36 @@ Del: delete · Ctrl+Z / Ctrl+Y: undo / redo · Review: Y accept, X reject, J / �
 """
 
 
-def launch_kwargs() -> dict:
-    """What ``Blocks.launch`` needs besides host and port (Gradio 6 wants these there)."""
+def launch_kwargs(limits: Limits | None = None, info: BackendInfo | None = None) -> dict:
+    """What ``Blocks.launch`` needs besides host and port (Gradio 6 wants these there).
+
+    Gradio serves only its upload and cache folders (no ``allowed_paths`` are given); the
+    checkpoint and the checkpoint cache are blocked as well, so that even an operator's
+    ``GRADIO_ALLOWED_PATHS`` cannot expose them (blocked paths win over allowed ones)."""
+    limits = limits or Limits()
     theme = gr.themes.Default(primary_hue="blue", neutral_hue="slate", spacing_size="sm",
                               radius_size="sm", text_size="sm")
-    return {"css": CSS, "js": SHORTCUTS_JS, "theme": theme}
+    blocked = [str(cache_dir())]
+    if info is not None and info.checkpoint:
+        blocked.append(str(Path(info.checkpoint).resolve()))
+    return {"css": CSS, "js": SHORTCUTS_JS, "theme": theme, "max_file_size": limits.upload_bytes,
+            "blocked_paths": blocked}
+
+
+class UploadedImage(gr.Image):
+    """``gr.Image`` whose upload reaches the handler as the uploaded file's path, unread.
+
+    Gradio's own preprocessing opens the file with PIL first: an empty or non-image file
+    then fails with a generic error before the app sees it, and a 16-bit image is clipped
+    to 8 bits. ``annotator.image_io`` reads every file instead, with a clear message for
+    each bad one. (A template of ``gr.Image``: the browser shows the same component.)"""
+
+    is_template = True
+
+    def preprocess(self, payload):
+        if payload is None or (payload.url or "").startswith("data:"):
+            return super().preprocess(payload)
+        return payload.path
 
 
 def _user_errors(fn):
@@ -116,9 +145,9 @@ def _user_errors(fn):
 
 
 def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = None,
-              examples: list[str] | None = None) -> gr.Blocks:
+              examples: list[str] | None = None, limits: Limits | None = None) -> gr.Blocks:
     """The app's Blocks. ``demo.workbench`` is its ``Workbench`` (for tests)."""
-    wb = workbench or Workbench(segmenter, info)
+    wb = workbench or Workbench(segmenter, info, limits=limits)
     if examples is None:
         examples = [str(p) for p in sorted(ASSETS.glob("*.jpg"))]
 
@@ -158,8 +187,8 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
             with gr.Column(scale=5, min_width=420):
                 with gr.Tabs(selected="image") as tabs:
                     with gr.Tab("Image", id="image"):
-                        upload = gr.Image(None, type="filepath", sources=["upload", "clipboard"],
-                                          label="Upload or paste an image", elem_id="upload", height=220)
+                        upload = UploadedImage(None, type="filepath", sources=["upload", "clipboard"],
+                                               label="Upload or paste an image", elem_id="upload", height=220)
                         gr.Examples(examples, inputs=upload, label="Examples (assets/)", elem_id="examples",
                                     example_labels=[Path(e).stem for e in examples])
                         gr.Markdown(HELP)
@@ -518,5 +547,6 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
 
         demo.unload(on_unload)
 
+    demo.queue(max_size=wb.limits.max_queue)
     demo.workbench = wb
     return demo

@@ -13,6 +13,11 @@ reference to its image's embedding and its ``AnnotationDocument`` (masks as RLE)
 Coordinates: clicks arrive in canvas pixels; a canvas larger than ``max_display_side`` is
 a downscaled copy, so clicks are mapped to original image pixels at once. Prompts, masks
 and exports are always in original pixels.
+
+Limits (``annotator.limits.Limits``): image pixels, masks per image, memory per session,
+sessions held, idle time, imported JSON size. An action that would pass one is refused
+with a message naming the limit and leaves the session as it was; idle sessions are freed
+by a background sweep, since an idle session sends no request that could free it.
 """
 
 from __future__ import annotations
@@ -37,8 +42,11 @@ from annotator import figures as figs
 from annotator.amg import Cancelled, MaskGenerator
 from annotator.backends import BackendInfo
 from annotator.embeddings import image_key
-from annotator.image_io import ImageError, as_rgb_array, load_image
+from annotator.filenames import safe_name, safe_stem
+from annotator.image_io import ImageError, ImageTooLarge, as_rgb_array, load_image
+from annotator.limits import Limits, human_bytes
 from annotator.masks import AnnotationDocument, next_in_stack
+from annotator.rle import RleError, normalize as to_rle
 from annotator.prompting import SAME_PIXEL, Prompt, click as prompt_click, undo_last
 from annotator.sessions import SessionStore
 from annotator.zerogpu import gpu
@@ -46,6 +54,7 @@ from annotator.zerogpu import gpu
 MODES = ("positive", "negative", "box", "select")
 MAX_DOCUMENTS = 16  # per session: the documents of the last images opened, kept for reopening
 KEEP_EXPORTS = 3  # per session: export folders kept for download
+EMBEDDING_BYTES = 256 * 64 * 64 * 4  # one SAM image embedding (float32), every model size
 SORT_KEYS = ("id", "predicted_iou", "stability_score", "area")
 REVIEW_FILTERS = ("all", "pending", "accepted", "rejected")
 PREVIEW_COLOR_BASE = 1 << 20  # palette keys for masks still being found, apart from real ids
@@ -165,18 +174,26 @@ class Export:
 class Workbench:
     """Owns the segmenter, its BackendInfo and the sessions; its methods are the app."""
 
-    def __init__(self, segmenter, info: BackendInfo, *, max_sessions: int = 64,
-                 idle_seconds: float | None = 3600, max_display_side: int = cv.DISPLAY_MAX_SIDE):
+    def __init__(self, segmenter, info: BackendInfo, *, limits: Limits | None = None,
+                 max_display_side: int = cv.DISPLAY_MAX_SIDE):
         self.segmenter = segmenter
         self.info = info
-        self.sessions: SessionStore[Session] = SessionStore(Session, max_sessions=max_sessions,
-                                                            idle_seconds=idle_seconds)
+        self.limits = limits or Limits()
+        self.sessions: SessionStore[Session] = SessionStore(
+            Session, max_sessions=self.limits.max_sessions, idle_seconds=self.limits.idle_seconds,
+            on_evict=_release_session)
         self.max_display_side = max_display_side
         self.renderer = render.Renderer()
-        # every export folder lives under one root, removed with the workbench (sessions the
-        # store evicts never get a free() call)
+        # every export folder lives under one root, removed with the workbench
         self.export_root = Path(tempfile.mkdtemp(prefix="annotator-exports-"))
         weakref.finalize(self, shutil.rmtree, str(self.export_root), True)
+        # idle sessions are freed by a sweep; the thread holds the store weakly and stops
+        # when the workbench goes
+        stop = threading.Event()
+        interval = min(60.0, max(0.1, self.limits.idle_seconds / 4))
+        threading.Thread(target=_sweep_sessions, args=(weakref.ref(self.sessions), stop, interval),
+                         name="annotator-session-sweep", daemon=True).start()
+        weakref.finalize(self, stop.set)
 
     # -- sessions ------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -193,10 +210,13 @@ class Workbench:
         """Forget a session (the browser tab closed)."""
         s = self.sessions.peek(sid)
         if s is not None:
-            s.cancel.set()  # a running "segment everything" stops at its next batch
-            for folder in s.exports:
-                shutil.rmtree(folder, ignore_errors=True)
+            _release_session(sid, s)
         self.sessions.free(sid)
+
+    def session_bytes(self, sid: str) -> int:
+        """Memory the session holds (image, embedding, prompt, canvas, masks of every image)."""
+        with self._session(sid) as s:
+            return _session_bytes(s)
 
     # -- image ---------------------------------------------------------------------------
     def open_image(self, sid: str, source, name: str | None = None) -> View:
@@ -210,17 +230,39 @@ class Workbench:
     def load(self, sid: str, source, name: str | None = None) -> View:
         """Show an image; the embedding comes from ``encode``. Each image keeps its own
         document for the session's life: opening an image again brings its masks back."""
+        notes: list[str] = []
+        limit = self.limits.max_pixels
         try:
-            image = as_rgb_array(source) if isinstance(source, np.ndarray) else load_image(source)
+            if isinstance(source, np.ndarray):
+                image = as_rgb_array(source)
+                if image.shape[0] * image.shape[1] > limit:
+                    raise ImageTooLarge(f"the image is {image.shape[1]}x{image.shape[0]} pixels; the limit "
+                                        f"is {limit / 1e6:g} megapixels")
+            else:
+                image = load_image(source, max_pixels=limit, notes=notes)
+        except ImageTooLarge as e:
+            raise WorkbenchError(f"{e}. Downscale it, or start the server with a larger --max-pixels "
+                                 "(ANNOTATOR_MAX_PIXELS). Nothing was changed.") from None
         except ImageError as e:
-            raise WorkbenchError(str(e)) from None
+            raise WorkbenchError(f"{e}. Open a PNG, JPEG, WebP, TIFF, BMP or GIF image instead; "
+                                 "nothing was changed.") from None
         if name is None:
             name = Path(source).name if isinstance(source, (str, Path)) else "image"
+        name = safe_name(name)
+        scale = cv.display_scale(image.shape[:2], self.max_display_side)
         key = image_key(image)
         with self._session(sid) as s:
+            # checked before anything changes: what this image needs can never be dropped
+            reopened = s.documents.get(key)
+            need = _image_bytes(image.shape[:2], scale) + (reopened.nbytes() if reopened is not None else 0)
+            if need > self.limits.session_bytes:
+                raise WorkbenchError(
+                    f"{name} ({image.shape[1]}x{image.shape[0]}) needs about {human_bytes(need)} of memory "
+                    f"to annotate; a session may use {human_bytes(self.limits.session_bytes)} "
+                    "(--max-session-mb, ANNOTATOR_MAX_SESSION_MB). Open a smaller image; nothing was changed.")
             s.cancel.set()  # a "segment everything" still running on the previous image stops
             s.image, s.name = image, name
-            s.scale = cv.display_scale(image.shape[:2], self.max_display_side)
+            s.scale = scale
             s.embedding = None
             doc = s.documents.pop(key, None)
             again = doc is not None and len(doc) > 0
@@ -229,12 +271,15 @@ class Workbench:
             while len(s.documents) > MAX_DOCUMENTS:
                 s.documents.popitem(last=False)
             s.prompt, s.cursor, s.last_pick, s.preview, s.duplicates = Prompt(), None, None, [], []
-            s.layer_key = s.sent_canvas_key = s.sent_table_key = None
+            s.layer, s.layer_key = None, None
+            s.sent_canvas_key = s.sent_table_key = None
+            dropped = self._make_room(s, 0, "open this image")
             h, w = image.shape[:2]
             shown = "" if s.scale == 1 else f", shown at {s.scale:.0%}"
             n = len(s.doc)
             back = f" Its {_plural(n, 'mask')} from before {'is' if n == 1 else 'are'} back." if again else ""
-            return self._view(s, f"{name}: {w}x{h}{shown}.{back} Computing the image embedding…")
+            note = "".join(f" Note: {t}." for t in notes)
+            return self._view(s, f"{name}: {w}x{h}{shown}.{back}{note}{dropped} Computing the image embedding…")
 
     def encode(self, sid: str) -> View:
         with self._session(sid) as s:
@@ -285,10 +330,16 @@ class Workbench:
                 raise WorkbenchError("click coordinates must be numbers")
             if s.mode == "select":
                 return self._view(s, self._pick(s, x, y))
+            h, w = s.image.shape[:2]
+            if not (0 <= x <= w and 0 <= y <= h):
+                raise WorkbenchError(f"The point ({x:g}, {y:g}) is outside the image ({w}x{h} pixels); "
+                                     "click on the image.")
             self._need_embedding(s)
+            before = _copy_prompt(s.prompt)
             try:
                 msg = prompt_click(s.prompt, self.segmenter, s.embedding, s.mode, x, y)
             except ValueError as e:
+                s.prompt = before  # a refused click leaves the prompt as it was
                 raise WorkbenchError(str(e)) from None
             return self._view(s, msg + self._score_text(s.prompt))
 
@@ -314,11 +365,14 @@ class Workbench:
                 raise WorkbenchError("Nothing to accept: click on the object first.")
             if not mask.any():
                 raise WorkbenchError("The mask is empty; add a point or choose another candidate.")
+            self._need_room_for_masks(s, 1, "accept this mask")
+            rle = to_rle(mask, s.doc.size)
+            dropped = self._make_room(s, len(rle["counts"]), "accept this mask")
             label = (label or "").strip() or None
-            ann_id = s.doc.add(mask, source="prompt", label=label, prompts=s.prompt.record(),
+            ann_id = s.doc.add(rle, source="prompt", label=label, prompts=s.prompt.record(),
                                predicted_iou=s.prompt.score, review="accepted")
             s.prompt = Prompt()
-            return self._view(s, f"Added mask {ann_id}" + (f" ({label})" if label else "") + ".")
+            return self._view(s, f"Added mask {ann_id}" + (f" ({label})" if label else "") + f".{dropped}")
 
     # -- selecting -----------------------------------------------------------------------
     def _pick(self, s: Session, x: float, y: float) -> str:
@@ -527,10 +581,18 @@ class Workbench:
         with s.lock:
             if s.doc is not doc:
                 return
-            action = f"segment everything: {_plural(len(records or []), 'mask')}"
+            records, capped = self._fit_mask_cap(s, records or [])
+            extra = sum(len(r["segmentation"]["counts"]) for r in records)
+            try:
+                dropped = self._make_room(s, extra, "add these masks")
+            except WorkbenchError as e:
+                yield AmgStep(self._view(s, f"Segment everything found {_plural(len(records), 'mask')} "
+                                            f"but kept none: {e}"), 1, 1, 0.0, True)
+                return
+            action = f"segment everything: {_plural(len(records), 'mask')}"
             ids = doc.add_many(records, source="auto", action=action) if records else []
             secs = time.perf_counter() - t0
-            msg = (f"Segment everything found {_plural(len(ids), 'mask')} in {secs:.1f} s.{note} "
+            msg = (f"Segment everything found {_plural(len(ids), 'mask')} in {secs:.1f} s.{note}{capped}{dropped} "
                    "Filter and sort them in the Masks tab; review with J (next), Y (accept), X (reject).")
             yield AmgStep(self._view(s, msg), 1, 1, 0.0, True)
 
@@ -647,7 +709,7 @@ class Workbench:
             else:
                 folder = Path(out_dir)
                 folder.mkdir(parents=True, exist_ok=True)
-            stem = Path(s.name).stem or "image"
+            stem = safe_stem(s.name)
             h, w = s.doc.size
             dataset = coco.from_documents(
                 [(doc, {"id": 1, "file_name": s.name, "height": h, "width": w})],
@@ -691,20 +753,30 @@ class Workbench:
         The file's image is matched by file name, then (for a file of one image) by size."""
         with self._session(sid) as s:
             self._need_image(s)
+            label = safe_name(Path(path).name, "the file")
             try:
-                dataset = coco.load(path)
-            except coco.CocoError as e:
-                raise WorkbenchError(str(e)) from None
-            image = self._matching_image(s, dataset, Path(path).name)
-            imported = coco.to_document(dataset, image["id"])
+                dataset = coco.load(path, max_bytes=self.limits.json_bytes)
+                image = self._matching_image(s, dataset, label)
+                imported = coco.to_document(dataset, image["id"])
+            except (coco.CocoError, ValueError, KeyError, TypeError) as e:
+                if isinstance(e, WorkbenchError):
+                    raise
+                raise WorkbenchError(f"Could not import {label}: {str(e).strip(chr(39))}. Nothing was "
+                                     "imported; the masks you have are unchanged.") from None
             fields = ("label", "predicted_iou", "stability_score", "point_coords", "crop_box",
                       "prompts", "review", "visible", "meta")
             items = [{"segmentation": a.rle, **{f: getattr(a, f) for f in fields}} for a in imported]
             if not items:
-                raise WorkbenchError(f"{Path(path).name} has no annotations for {image.get('file_name')}.")
-            ids = s.doc.add_many(items, source="import", action=f"import {len(items)} masks")
-            return self._view(s, f"Imported {_plural(len(ids), 'mask')} from {Path(path).name} "
-                                 f"(ids {ids[0]}–{ids[-1]}).")
+                raise WorkbenchError(f"{label} has no annotations for {image.get('file_name')}.")
+            self._need_room_for_masks(s, len(items), f"import the {len(items)} masks of {label}")
+            dropped = self._make_room(s, sum(len(i["segmentation"]["counts"]) for i in items),
+                                      f"import the masks of {label}")
+            try:
+                ids = s.doc.add_many(items, source="import", action=f"import {len(items)} masks")
+            except ValueError as e:  # checked in full before anything is added
+                raise WorkbenchError(f"Could not import {label}: {e}. Nothing was imported.") from None
+            return self._view(s, f"Imported {_plural(len(ids), 'mask')} from {label} "
+                                 f"(ids {ids[0]}–{ids[-1]}).{dropped}")
 
     def _matching_image(self, s: Session, dataset, file_label: str) -> dict:
         h, w = s.image.shape[:2]
@@ -890,6 +962,52 @@ class Workbench:
             s.sent_canvas_key = s.sent_table_key = None
             return self._view(s, "")
 
+    # -- limits --------------------------------------------------------------------------
+    def _need_room_for_masks(self, s: Session, n: int, what: str) -> None:
+        cap, have = self.limits.max_masks, len(s.doc)
+        if have + n > cap:
+            raise WorkbenchError(
+                f"Cannot {what}: this image has {_plural(have, 'mask')} and the limit is {cap} per image "
+                "(--max-masks, ANNOTATOR_MAX_MASKS). Delete or merge masks first; nothing was changed.")
+
+    def _fit_mask_cap(self, s: Session, records: list) -> tuple[list, str]:
+        """The records that fit under the mask cap (best predicted IoU first), and a note."""
+        room = max(0, self.limits.max_masks - len(s.doc))
+        if len(records) <= room:
+            return records, ""
+        order = sorted(range(len(records)), key=lambda k: -(records[k].get("predicted_iou") or 0.0))
+        kept = sorted(order[:room])
+        return [records[k] for k in kept], (
+            f" Kept the {room} best of {len(records)}: the image may hold {self.limits.max_masks} masks "
+            "(--max-masks, ANNOTATOR_MAX_MASKS).")
+
+    def _make_room(self, s: Session, extra: int, what: str) -> str:
+        """Keep the session under its memory limit with ``extra`` more bytes: drop the masks
+        kept for other images, oldest first, or refuse (nothing changed) when even that is not
+        enough. Returns a note naming what was dropped, for the message."""
+        limit = self.limits.session_bytes
+        total = _session_bytes(s) + extra
+        if total <= limit:
+            return ""
+        others = [k for k, d in s.documents.items() if d is not s.doc]
+        if total - sum(s.documents[k].nbytes() for k in others) > limit:
+            raise WorkbenchError(
+                f"Cannot {what}: this session would hold {human_bytes(total)}, over its limit of "
+                f"{human_bytes(limit)} (--max-session-mb, ANNOTATOR_MAX_SESSION_MB). Export, then delete "
+                "masks you no longer need; nothing was changed.")
+        dropped = []
+        for k in others:
+            if total <= limit:
+                break
+            doc = s.documents.pop(k)
+            total -= doc.nbytes()
+            if len(doc):
+                dropped.append(f"{doc.image_id} ({_plural(len(doc), 'mask')})")
+        if not dropped:
+            return ""
+        return (f" To stay under the session's memory limit ({human_bytes(limit)}), the masks kept for "
+                f"{', '.join(dropped)} were dropped.")
+
     # -- checks --------------------------------------------------------------------------
     def _need_image(self, s: Session) -> None:
         if s.image is None:
@@ -924,6 +1042,42 @@ class Workbench:
             return ""
         score = p.score
         return f" · predicted IoU {score:.2f}" if score is not None else " · (no score: not SAM)"
+
+
+def _release_session(sid: str, s: Session) -> None:
+    """What a session holds outside the store: a running generator, its export folders."""
+    s.cancel.set()  # a running "segment everything" stops at its next batch
+    for folder in s.exports:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _sweep_sessions(store_ref, stop: threading.Event, interval: float) -> None:
+    while not stop.wait(interval):
+        store = store_ref()
+        if store is None:
+            return
+        store.sweep()
+        del store
+
+
+def _image_bytes(size_hw: tuple[int, int], scale: float) -> int:
+    """Memory an open image costs a session: its pixels, a prompt's three candidate masks
+    (one byte a pixel each), the rendered canvas and SAM's embedding."""
+    h, w = size_hw
+    return h * w * 3 + h * w * 3 + int(h * scale) * int(w * scale) * 3 + EMBEDDING_BYTES
+
+
+def _session_bytes(s: Session) -> int:
+    """Memory the session holds: the open image (``_image_bytes``) and every document kept."""
+    total = sum(doc.nbytes() for doc in s.documents.values())
+    if s.image is not None:
+        total += _image_bytes(s.image.shape[:2], s.scale)
+    return total
+
+
+def _copy_prompt(p: Prompt) -> Prompt:
+    return Prompt(points=list(p.points), labels=list(p.labels), box=p.box, corner=p.corner,
+                  prediction=p.prediction, order=list(p.order), choice=p.choice)
 
 
 @gpu
