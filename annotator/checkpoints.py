@@ -145,17 +145,20 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        detail = str(e)
-        what = next((ln.strip() for ln in detail.splitlines() if "global" in ln.lower()), "")
-        if not what:  # garbage bytes, not a pickle of Python objects
-            raise CheckpointError(f"{path} is not a PyTorch checkpoint (or is damaged)") from None
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if not found:  # garbage bytes, not a pickle of Python objects
+            raise CheckpointError(f"{path} is not a PyTorch checkpoint: it is damaged, truncated or "
+                                  "another kind of file") from None
         raise CheckpointError(
-            f"{path} holds Python objects other than tensors, so it was not loaded "
-            f"(loading it could run arbitrary code): {what}"
+            f"{path} holds Python objects other than tensors ({found.group(1)}), so it was not loaded: "
+            "loading it could run arbitrary code. Use a checkpoint of tensors only, as the official "
+            "SAM checkpoints are"
         ) from None
     except Exception as e:  # torch raises many types for non-checkpoint bytes
+        first = (str(e).splitlines() or [""])[0].split(". ")[0].strip()
+        detail = f" ({first})" if len(first) > 12 else ""  # torch's text, when it says something
         raise CheckpointError(
-            f"{path} is not a PyTorch checkpoint (or is truncated): {str(e).splitlines()[0]}"
+            f"{path} is not a PyTorch checkpoint: it is damaged, truncated or another kind of file{detail}"
         ) from None
     for key in ("model", "state_dict", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):

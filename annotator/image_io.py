@@ -46,8 +46,9 @@ def load_image(source, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
             img = Image.open(source)
         except UnidentifiedImageError:
             raise ImageError(f"{Path(name).name} is not an image PIL can read") from None
-        except Image.DecompressionBombError as e:
-            raise ImageTooLarge(f"{Path(name).name} is too large: {e}") from None
+        except Image.DecompressionBombError:
+            raise ImageTooLarge(f"{Path(name).name} claims more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} "
+                                "megapixels (a decompression bomb?)") from None
     w, h = img.size
     if max_pixels and w * h > max_pixels:
         raise ImageTooLarge(

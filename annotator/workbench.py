@@ -137,6 +137,7 @@ class Session:
     layer: np.ndarray | None = None
     sent_canvas_key: tuple | None = None
     sent_table_key: tuple | None = None
+    note: str = ""  # what opening the image had to say (animated, masks dropped), kept for encode
 
 
 @dataclass
@@ -244,8 +245,8 @@ class Workbench:
             raise WorkbenchError(f"{e}. Downscale it, or start the server with a larger --max-pixels "
                                  "(ANNOTATOR_MAX_PIXELS). Nothing was changed.") from None
         except ImageError as e:
-            raise WorkbenchError(f"{e}. Open a PNG, JPEG, WebP, TIFF, BMP or GIF image instead; "
-                                 "nothing was changed.") from None
+            raise WorkbenchError(f"{e}. Open a PNG, JPEG, WebP, TIFF, BMP or GIF image instead. "
+                                 "Nothing was changed.") from None
         if name is None:
             name = Path(source).name if isinstance(source, (str, Path)) else "image"
         name = safe_name(name)
@@ -278,8 +279,9 @@ class Workbench:
             shown = "" if s.scale == 1 else f", shown at {s.scale:.0%}"
             n = len(s.doc)
             back = f" Its {_plural(n, 'mask')} from before {'is' if n == 1 else 'are'} back." if again else ""
-            note = "".join(f" Note: {t}." for t in notes)
-            return self._view(s, f"{name}: {w}x{h}{shown}.{back}{note}{dropped} Computing the image embedding…")
+            s.note = ("".join(f" Note: {t}." for t in notes) + dropped).strip()
+            note = f" {s.note}" if s.note else ""
+            return self._view(s, f"{name}: {w}x{h}{shown}.{back}{note} Computing the image embedding…")
 
     def encode(self, sid: str) -> View:
         with self._session(sid) as s:
@@ -287,7 +289,8 @@ class Workbench:
             cached = self.segmenter.is_cached(s.image)
             s.embedding = _embed(self.segmenter, s.image)
             what = "from the cache" if cached else "computed"
-            return self._view(s, f"Embedding {what}. Click on the image to segment an object.")
+            note, s.note = (s.note + " " if s.note else ""), ""
+            return self._view(s, f"{note}Embedding {what}. Click on the image to segment an object.")
 
     # -- prompting -----------------------------------------------------------------------
     def set_mode(self, sid: str, mode: str) -> View:
@@ -761,8 +764,10 @@ class Workbench:
             except (coco.CocoError, ValueError, KeyError, TypeError) as e:
                 if isinstance(e, WorkbenchError):
                     raise
-                raise WorkbenchError(f"Could not import {label}: {str(e).strip(chr(39))}. Nothing was "
-                                     "imported; the masks you have are unchanged.") from None
+                why = str(e).strip("'")
+                why = why if why.startswith(f"{label}: ") else f"{label}: {why}"
+                raise WorkbenchError(f"Could not import {why}. Nothing was imported; the masks you have "
+                                     "are unchanged.") from None
             fields = ("label", "predicted_iou", "stability_score", "point_coords", "crop_box",
                       "prompts", "review", "visible", "meta")
             items = [{"segmentation": a.rle, **{f: getattr(a, f) for f in fields}} for a in imported]
@@ -787,11 +792,13 @@ class Workbench:
         if not candidates:
             listed = ", ".join(str(i.get("file_name")) for i in dataset.images[:5])
             raise WorkbenchError(f"{file_label} has no image named {s.name} (it has: {listed}"
-                                 f"{', …' if len(dataset.images) > 5 else ''}).")
+                                 f"{', …' if len(dataset.images) > 5 else ''}). Open the image the file "
+                                 "was made for, or import the file made for this one.")
         image = candidates[0]
         if (image.get("height"), image.get("width")) != (h, w):
             raise WorkbenchError(f"{file_label}: {image.get('file_name')} is {image.get('width')}x"
-                                 f"{image.get('height')} but the open image is {w}x{h}.")
+                                 f"{image.get('height')} but the open image is {w}x{h}; the masks would not "
+                                 "line up. Open the image the file was made for.")
         return image
 
     # -- view options and filters --------------------------------------------------------

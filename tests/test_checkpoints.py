@@ -95,15 +95,22 @@ def test_not_a_checkpoint_gets_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
         load_sam(TINY, text)
 
-    class Evil:
+    marker = tmp_path / "pwned"
+
+    class Evil:  # unpickling it would run a shell command that creates ``marker``
         def __reduce__(self):
-            return (os.system, ("echo pwned",))
+            return (os.system, (f"touch '{marker}'",))
 
     evil = tmp_path / "evil.pth"
     with open(evil, "wb") as f:
         torch.save({"x": Evil()}, f, pickle_module=pickle)
-    with pytest.raises(CheckpointError, match="other than tensors"):
+    with pytest.raises(CheckpointError, match=r"other than tensors \((posix|os)\.system\).*could run arbitrary"):
         read_state_dict(evil)
+    with pytest.raises(CheckpointError, match="other than tensors"):
+        load_sam(TINY, evil)
+    assert not marker.exists()  # weights_only=True: the pickled command never ran...
+    torch.load(evil, weights_only=False)
+    assert marker.exists()  # ...which plain unpickling runs: the payload is real
 
     other = tmp_path / "resnet.pth"
     torch.save({"fc.weight": torch.zeros(2, 2)}, other)
