@@ -1,0 +1,558 @@
+"""The Gradio app: layout and event wiring only; the logic is ``annotator.workbench``.
+
+Every event calls one ``Workbench`` method with the browser session's hash and plain
+values, and shows the ``View`` it returns. Model events (upload, clicks, segment
+everything) share one concurrency group so the model runs one call at a time; clicks use
+``trigger_mode="multiple"`` so fast clicks are queued, never dropped. ``.select`` events
+cannot be driven by ``gradio_client``, so the same logic is also exposed through hidden
+buttons with explicit API names (``/click``, ``/select_mask``, ...).
+
+``build_app`` returns the Blocks; Gradio 6 takes theme, css and js in ``launch()``, so
+pass ``launch_kwargs()`` there (``annotator serve`` does): it also carries the upload size
+limit and the paths the server must never serve. The queue holds at most
+``Limits.max_queue`` waiting events; more are refused at once ("queue is full").
+"""
+
+import functools
+import inspect
+from pathlib import Path
+
+import gradio as gr
+
+from annotator.backends import BackendInfo
+from annotator.checkpoints import cache_dir
+from annotator.limits import Limits
+from annotator.workbench import AMG_DEFAULTS, REVIEW_FILTERS, TABLE_HEADERS, View, Workbench, WorkbenchError
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+MODEL = "model"  # the concurrency group of every event that runs the model
+
+MODE_CHOICES = [("Positive point (P)", "positive"), ("Negative (N)", "negative"),
+                ("Box, 2 clicks (B)", "box"), ("Select (S)", "select")]
+SORT_CHOICES = [("id", "id"), ("predicted IoU", "predicted_iou"), ("stability", "stability_score"),
+                ("area", "area")]
+
+CSS = """
+#status textarea { font-family: ui-monospace, monospace; font-size: 12px; }
+#message textarea { font-size: 13px; }
+#canvas { min-height: 360px; }
+#canvas img { cursor: crosshair; }
+#masks-table { font-size: 12px; }
+#masks-table [role=gridcell], #masks-table [role=columnheader] { padding: 2px 5px !important; }
+.tight { gap: 6px !important; }
+footer { display: none !important; }
+"""
+
+# Keyboard shortcuts: keys click buttons / radio inputs by elem_id. Ignored while typing
+# in a text field (Escape leaves the field; Enter in the label field accepts, see below).
+SHORTCUTS_JS = """
+() => {
+  const clickId = (id) => { const el = document.getElementById(id); if (el) { el.click(); } };
+  const setRadio = (id, value) => {
+    const el = document.querySelector(`#${id} input[value="${value}"]`); if (el) { el.click(); }
+  };
+  const keys = {
+    'enter': () => clickId('accept'), 'a': () => clickId('accept'), 'escape': () => clickId('clear'),
+    'p': () => setRadio('mode', 'positive'), 'n': () => setRadio('mode', 'negative'),
+    'b': () => setRadio('mode', 'box'), 's': () => setRadio('mode', 'select'),
+    'y': () => clickId('review-accept'), 'x': () => clickId('review-reject'),
+    'j': () => clickId('review-next'), 'arrowright': () => clickId('review-next'),
+    'k': () => clickId('review-prev'), 'arrowleft': () => clickId('review-prev'),
+    'm': () => clickId('merge'), 'h': () => clickId('hide'),
+    'delete': () => clickId('delete'), 'backspace': () => clickId('delete'),
+  };
+  document.addEventListener('keydown', (e) => {
+    const t = e.target;
+    const typing = t && ((t.tagName === 'INPUT' && !['radio', 'checkbox', 'range', 'button'].includes(t.type))
+                         || t.tagName === 'TEXTAREA' || t.isContentEditable);
+    if (typing) { if (e.key === 'Escape') { t.blur(); } return; }
+    if (e.altKey || e.metaKey) { return; }
+    const k = e.key.toLowerCase();
+    if (e.ctrlKey) {
+      if (k === 'z' && !e.shiftKey) { clickId('undo'); e.preventDefault(); }
+      else if (k === 'y' || (k === 'z' && e.shiftKey)) { clickId('redo'); e.preventDefault(); }
+      return;
+    }
+    if (keys[k]) { keys[k](); e.preventDefault(); }
+  });
+}
+"""
+
+HELP = """
+**Prompting** — *Positive/Negative point*: click the object / where the mask must not reach;
+more clicks refine. The first click offers SAM's 3 candidates (whole, part, sub-part):
+pick one, or click the same pixel again to cycle. *Box*: click two opposite corners; points
+and a box combine. **Enter**/**A** accepts the mask with the label, **Esc** clears the prompt.
+
+**Select** mode: a click toggles the mask under the cursor; clicking the same spot again
+moves to the mask beneath (nested masks). Clicking a table row toggles that mask too.
+
+**Keys** — P / N / B / S: modes · Enter, A: accept · Esc: clear · M: merge · H: hide/show ·
+Del: delete · Ctrl+Z / Ctrl+Y: undo / redo · Review: Y accept, X reject, J / → next, K / ← previous.
+"""
+
+
+def launch_kwargs(limits: Limits | None = None, info: BackendInfo | None = None) -> dict:
+    """What ``Blocks.launch`` needs besides host and port (Gradio 6 wants these there).
+
+    Gradio serves only its upload and cache folders (no ``allowed_paths`` are given); the
+    checkpoint and the checkpoint cache are blocked as well, so that even an operator's
+    ``GRADIO_ALLOWED_PATHS`` cannot expose them (blocked paths win over allowed ones)."""
+    limits = limits or Limits()
+    theme = gr.themes.Default(primary_hue="blue", neutral_hue="slate", spacing_size="sm",
+                              radius_size="sm", text_size="sm")
+    blocked = [str(cache_dir())]
+    if info is not None and info.checkpoint:
+        blocked.append(str(Path(info.checkpoint).resolve()))
+    return {"css": CSS, "js": SHORTCUTS_JS, "theme": theme, "max_file_size": limits.upload_bytes,
+            "blocked_paths": blocked}
+
+from gradio.events import Dependency
+
+class UploadedImage(gr.Image):
+    """``gr.Image`` whose upload reaches the handler as the uploaded file's path, unread.
+
+    Gradio's own preprocessing opens the file with PIL first: an empty or non-image file
+    then fails with a generic error before the app sees it, and a 16-bit image is clipped
+    to 8 bits. ``annotator.image_io`` reads every file instead, with a clear message for
+    each bad one. (A template of ``gr.Image``: the browser shows the same component.)"""
+
+    is_template = True
+
+    def preprocess(self, payload):
+        if payload is None or (payload.url or "").startswith("data:"):
+            return super().preprocess(payload)
+        return payload.path
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def _user_errors(fn):
+    """Turn ``WorkbenchError`` into a Gradio error toast (the session is left as it was)."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen_wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except WorkbenchError as e:
+                raise gr.Error(str(e), duration=8, print_exception=False) from None
+        return gen_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except WorkbenchError as e:
+            raise gr.Error(str(e), duration=8, print_exception=False) from None
+    return wrapper
+
+
+def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = None,
+              examples: list[str] | None = None, limits: Limits | None = None) -> gr.Blocks:
+    """The app's Blocks. ``demo.workbench`` is its ``Workbench`` (for tests)."""
+    wb = workbench or Workbench(segmenter, info, limits=limits)
+    if examples is None:
+        examples = [str(p) for p in sorted(ASSETS.glob("*.jpg"))]
+
+    with gr.Blocks(title="annotator · Segment Anything") as demo:
+        with gr.Row(equal_height=True):
+            gr.Markdown("### annotator", elem_id="title")
+            status = gr.Textbox(info.status, label="Status", show_label=False, interactive=False,
+                                container=False, elem_id="status", scale=8)
+        with gr.Row():
+            with gr.Column(scale=6, min_width=520):
+                mode = gr.Radio(MODE_CHOICES, value="positive", label="Mode", show_label=False,
+                                container=False, elem_id="mode")
+                canvas = gr.Image(None, format="jpeg", interactive=False, label="Canvas", show_label=False,
+                                  elem_id="canvas", height="60vh", buttons=["fullscreen"],
+                                  placeholder="Upload an image on the right, paste one, or pick an example.")
+                message = gr.Textbox("", label="Message", show_label=False, interactive=False,
+                                     container=False, elem_id="message")
+                with gr.Row(equal_height=True):
+                    candidates = gr.Radio([], label="SAM's candidates (same pixel again cycles)",
+                                          elem_id="candidates", scale=4)
+                    label = gr.Textbox("object", label="Label", elem_id="label", scale=2, max_lines=1)
+                    with gr.Column(scale=1, min_width=120):
+                        accept_btn = gr.Button("Accept (Enter)", variant="primary", elem_id="accept",
+                                               size="sm")
+                        clear_btn = gr.Button("Clear (Esc)", elem_id="clear", size="sm")
+                    with gr.Column(scale=1, min_width=120):
+                        undo_btn = gr.Button("↶ Undo (Ctrl+Z)", elem_id="undo", size="sm")
+                        redo_btn = gr.Button("↷ Redo (Ctrl+Y)", elem_id="redo", size="sm")
+                with gr.Row(equal_height=True):
+                    alpha = gr.Slider(0.0, 1.0, 0.5, step=0.05, label="Mask opacity", elem_id="alpha",
+                                      scale=3)
+                    outlines = gr.Checkbox(True, label="Outlines", elem_id="outlines", scale=1)
+                    only_selected = gr.Checkbox(False, label="Only selected", elem_id="only-selected",
+                                                scale=1)
+                    coverage = gr.Checkbox(False, label="Coverage map", elem_id="coverage", scale=1)
+
+            with gr.Column(scale=5, min_width=420):
+                with gr.Tabs(selected="image") as tabs:
+                    with gr.Tab("Image", id="image"):
+                        upload = UploadedImage(None, type="filepath", sources=["upload", "clipboard"],
+                                               label="Upload or paste an image", elem_id="upload", height=220)
+                        gr.Examples(examples, inputs=upload, label="Examples (assets/)", elem_id="examples",
+                                    example_labels=[Path(e).stem for e in examples])
+                        gr.Markdown(HELP)
+                    with gr.Tab("Masks", id="masks"):
+                        with gr.Row(elem_classes="tight"):
+                            min_iou = gr.Slider(0.0, 1.0, 0.0, step=0.01, label="min predicted IoU",
+                                                elem_id="min-iou")
+                            min_stability = gr.Slider(0.0, 1.0, 0.0, step=0.01, label="min stability",
+                                                      elem_id="min-stability")
+                        with gr.Row(elem_classes="tight"):
+                            min_area = gr.Number(0, label="min area (px)", precision=0, minimum=0,
+                                                 elem_id="min-area")
+                            review_filter = gr.Dropdown(list(REVIEW_FILTERS), value="all", label="review",
+                                                        elem_id="review-filter")
+                            sort_by = gr.Dropdown(SORT_CHOICES, value="id", label="sort by",
+                                                  elem_id="sort-by")
+                            descending = gr.Checkbox(False, label="desc.", elem_id="descending", scale=0,
+                                                     min_width=70)
+                        table = gr.Dataframe(headers=TABLE_HEADERS, value=[], interactive=False,
+                                             label="Masks", show_label=False, elem_id="masks-table",
+                                             max_height=380, wrap=False, datatype="str")
+                        with gr.Row(elem_classes="tight"):
+                            merge_btn = gr.Button("Merge (M)", elem_id="merge", size="sm", min_width=80)
+                            subtract_btn = gr.Button("Subtract", elem_id="subtract", size="sm", min_width=80)
+                            delete_btn = gr.Button("Delete (Del)", elem_id="delete", size="sm",
+                                                   variant="stop", min_width=80)
+                            hide_btn = gr.Button("Hide/show (H)", elem_id="hide", size="sm", min_width=80)
+                        with gr.Row(elem_classes="tight"):
+                            relabel_btn = gr.Button("Set label", elem_id="relabel", size="sm")
+                            select_shown_btn = gr.Button("Select all shown", elem_id="select-shown",
+                                                         size="sm")
+                            clear_sel_btn = gr.Button("Clear selection", elem_id="clear-selection", size="sm")
+                        gr.Markdown("**Review** one mask at a time, in the table's order (Y / X / J / K):")
+                        with gr.Row(elem_classes="tight"):
+                            small = {"size": "sm", "min_width": 80}
+                            prev_btn = gr.Button("◀ Prev (K)", elem_id="review-prev", **small)
+                            accept_review_btn = gr.Button("✓ Accept (Y)", elem_id="review-accept", **small)
+                            reject_review_btn = gr.Button("✗ Reject (X)", elem_id="review-reject", **small)
+                            next_btn = gr.Button("Next (J) ▶", elem_id="review-next", **small)
+
+                    with gr.Tab("Segment everything", id="everything"):
+                        gr.Markdown("SAM's automatic mask generator (parameters keep SAM's names). "
+                                    "Masks appear as point batches finish; afterwards filter, sort "
+                                    "and review them in the Masks tab without re-running.")
+                        d = AMG_DEFAULTS
+                        with gr.Row():
+                            points_per_side = gr.Slider(2, 64, d["points_per_side"], step=1,
+                                                        label="points_per_side", elem_id="points-per-side")
+                            points_per_batch = gr.Slider(4, 256, d["points_per_batch"], step=4,
+                                                         label="points_per_batch", elem_id="points-per-batch")
+                        with gr.Row():
+                            pred_iou_thresh = gr.Slider(0.0, 1.0, d["pred_iou_thresh"], step=0.01,
+                                                        label="pred_iou_thresh", elem_id="pred-iou-thresh")
+                            stability_score_thresh = gr.Slider(
+                                0.0, 1.0, d["stability_score_thresh"], step=0.01,
+                                label="stability_score_thresh", elem_id="stability-score-thresh")
+                        with gr.Row():
+                            box_nms_thresh = gr.Slider(0.0, 1.0, d["box_nms_thresh"], step=0.01,
+                                                       label="box_nms_thresh", elem_id="box-nms-thresh")
+                            crop_n_layers = gr.Slider(0, 3, d["crop_n_layers"], step=1, label="crop_n_layers",
+                                                      elem_id="crop-n-layers")
+                        min_mask_region_area = gr.Number(d["min_mask_region_area"], precision=0, minimum=0,
+                                                         label="min_mask_region_area (px)",
+                                                         elem_id="min-mask-region-area")
+                        with gr.Row():
+                            run_amg_btn = gr.Button("Segment everything", variant="primary",
+                                                    elem_id="run-amg", size="sm")
+                            cancel_amg_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-amg",
+                                                       size="sm")
+                        amg_progress = gr.Textbox("", label="Progress", interactive=False, lines=2,
+                                                  elem_id="amg-progress")
+                        gr.Markdown("**Duplicates**: groups of shown masks that overlap more than the "
+                                    "IoU threshold; the best-scored mask leads each group. Click a group "
+                                    "to select it (then Merge or Delete as usual), or resolve all groups.")
+                        with gr.Row(equal_height=True):
+                            dup_iou = gr.Slider(0.5, 0.99, 0.8, step=0.01, label="IoU threshold",
+                                                elem_id="dup-iou", scale=2)
+                            find_dup_btn = gr.Button("Find duplicates", elem_id="find-duplicates", size="sm",
+                                                     scale=1)
+                        dup_table = gr.Dataframe(headers=["group", "best", "duplicates", "masks"],
+                                                 value=[], interactive=False, label="Duplicate groups",
+                                                 show_label=False, elem_id="duplicates-table",
+                                                 max_height=220, datatype="str")
+                        with gr.Row():
+                            keep_best_btn = gr.Button("Keep the best of each group", elem_id="keep-best",
+                                                      size="sm")
+                            merge_groups_btn = gr.Button("Merge each group", elem_id="merge-groups",
+                                                         size="sm")
+                    with gr.Tab("Export / import", id="export"):
+                        segmentation = gr.Radio(
+                            [("COCO JSON, RLE masks", "rle"), ("COCO JSON, polygons", "polygon")],
+                            value="rle", label="Mask format", elem_id="segmentation")
+                        with gr.Row():
+                            include_pending = gr.Checkbox(True, label="Include pending masks",
+                                                          elem_id="include-pending")
+                            with_figures = gr.Checkbox(True, label="Review figures (matplotlib)",
+                                                       elem_id="with-figures")
+                        with gr.Row():
+                            export_btn = gr.Button("Prepare export", variant="primary", elem_id="export",
+                                                   size="sm")
+                            download_coco = gr.DownloadButton("Download COCO JSON", interactive=False,
+                                                              elem_id="download-coco", size="sm")
+                        export_files = gr.File(label="All files: COCO JSON, instance and class PNGs, "
+                                                     "overlay, figures", file_count="multiple",
+                                               interactive=False, elem_id="export-files")
+                        gr.Markdown("Rejected masks are never exported. Masks are in original image pixels.")
+                        import_file = gr.File(None, label="Import COCO JSON or SAM amg.py output "
+                                                          "(for review)",
+                                              file_types=[".json"], type="filepath", elem_id="import")
+
+        # API-only twins of the events gradio_client cannot drive (.select) or that take
+        # hidden values; not shown in the page.
+        with gr.Row(visible=False):
+            api_x = gr.Number(0, label="x (image pixels)")
+            api_y = gr.Number(0, label="y (image pixels)")
+            api_id = gr.Number(0, label="mask id", precision=0)
+            api_click = gr.Button("click")
+            api_select = gr.Button("select mask")
+            api_table = gr.Button("masks")
+            api_filter = gr.Button("filter")
+            api_view = gr.Button("view")
+
+        # (the mode radio is not an output: a late response must never switch it back)
+        view_out = [canvas, status, message, candidates, table]
+
+        def show(v: View):
+            return (gr.skip() if v.canvas is None else v.canvas, v.status, v.message,
+                    gr.Radio(choices=v.candidates, value=v.candidate),
+                    gr.skip() if v.table is None else v.table)
+
+        def sid(request: gr.Request) -> str:
+            return request.session_hash
+
+        # -- image ---------------------------------------------------------------------
+        @_user_errors
+        def on_upload(path, request: gr.Request):
+            if not path:
+                return
+            # the image shows at once; the embedding follows (the status line shows the timer)
+            yield (*show(wb.load(sid(request), path)), gr.Tabs(selected="masks"))
+            yield (*show(wb.encode(sid(request))), gr.skip())
+
+        upload.change(on_upload, [upload], [*view_out, tabs], concurrency_limit=1, concurrency_id=MODEL,
+                      show_progress="full", show_progress_on=[status], api_name="upload")
+
+        # -- clicks --------------------------------------------------------------------
+        @_user_errors
+        def on_canvas_select(mode_value, evt: gr.SelectData, request: gr.Request):
+            x, y = evt.index
+            return show(wb.click_display(sid(request), x, y, mode_value))
+
+        canvas.select(on_canvas_select, [mode], view_out, trigger_mode="multiple",
+                      show_progress="minimal", concurrency_limit=1, concurrency_id=MODEL,
+                      api_visibility="private")
+
+        @_user_errors
+        def on_api_click(x, y, mode_value, request: gr.Request):
+            return show(wb.click(sid(request), float(x), float(y), mode_value))
+
+        api_click.click(on_api_click, [api_x, api_y, mode], view_out, concurrency_limit=1,
+                        concurrency_id=MODEL, api_name="click")
+
+        @_user_errors
+        def on_mode(mode_value, request: gr.Request):
+            return show(wb.set_mode(sid(request), mode_value))
+
+        mode.input(on_mode, [mode], view_out, show_progress="hidden", api_name="set_mode")
+
+        @_user_errors
+        def on_candidate(position, request: gr.Request):
+            if position is None:
+                return show(wb.resend(sid(request)))
+            return show(wb.choose_candidate(sid(request), int(position)))
+
+        candidates.input(on_candidate, [candidates], view_out, show_progress="hidden",
+                         api_name="choose_candidate")
+
+        # -- prompt and document actions (one-argument-less Workbench methods) --------------
+        def action(method):
+            @_user_errors
+            def run(request: gr.Request):
+                return show(method(sid(request)))
+            run.__name__ = method.__name__
+            return run
+
+        @_user_errors
+        def on_accept(text, request: gr.Request):
+            return show(wb.accept(sid(request), text))
+
+        quick = {"show_progress": "minimal"}  # no overlay over the canvas for fast actions
+        accept_btn.click(on_accept, [label], view_out, api_name="accept", **quick)
+        label.submit(on_accept, [label], view_out, api_visibility="private", **quick)
+        # undo may re-run the model (the last prompt point), so it queues with the clicks
+        undo_btn.click(action(wb.undo), None, view_out, concurrency_limit=1, concurrency_id=MODEL,
+                       api_name="undo", **quick)
+        for button, method in ((clear_btn, wb.clear_prompt), (redo_btn, wb.redo), (merge_btn, wb.merge),
+                               (subtract_btn, wb.subtract), (delete_btn, wb.delete),
+                               (hide_btn, wb.toggle_visibility), (select_shown_btn, wb.select_shown),
+                               (clear_sel_btn, wb.clear_selection)):
+            button.click(action(method), None, view_out, api_name=method.__name__, **quick)
+
+        @_user_errors
+        def on_relabel(text, request: gr.Request):
+            return show(wb.relabel(sid(request), text))
+
+        relabel_btn.click(on_relabel, [label], view_out, api_name="relabel", **quick)
+
+        def review(state):
+            @_user_errors
+            def run(request: gr.Request):
+                return show(wb.review(sid(request), state))
+            return run
+
+        def step(delta):
+            @_user_errors
+            def run(request: gr.Request):
+                return show(wb.step(sid(request), delta))
+            return run
+
+        accept_review_btn.click(review("accepted"), None, view_out, api_name="review_accept", **quick)
+        reject_review_btn.click(review("rejected"), None, view_out, api_name="review_reject", **quick)
+        next_btn.click(step(1), None, view_out, api_name="review_next", **quick)
+        prev_btn.click(step(-1), None, view_out, api_name="review_prev", **quick)
+
+        # -- the mask table ------------------------------------------------------------
+        @_user_errors
+        def on_row(evt: gr.SelectData, request: gr.Request):
+            row = evt.row_value
+            if not row or row[1] in (None, ""):
+                return show(wb.resend(sid(request)))
+            return show(wb.select_mask(sid(request), int(row[1])))
+
+        table.select(on_row, None, view_out, api_visibility="private", **quick)
+
+        @_user_errors
+        def on_api_select(ann_id, request: gr.Request):
+            return show(wb.select_mask(sid(request), int(ann_id)))
+
+        api_select.click(on_api_select, [api_id], view_out, api_name="select_mask", **quick)
+
+        @_user_errors
+        def on_filter(mi, ms, ma, rf, sb, desc, request: gr.Request):
+            return show(wb.set_filter(sid(request), mi, ms, ma, rf, sb, desc))
+
+        filter_in = [min_iou, min_stability, min_area, review_filter, sort_by, descending]
+        for comp in (min_iou, min_stability):
+            comp.release(on_filter, filter_in, view_out, show_progress="hidden", api_visibility="private")
+        for comp in (min_area, review_filter, sort_by, descending):
+            comp.input(on_filter, filter_in, view_out, show_progress="hidden", api_visibility="private")
+        api_filter.click(on_filter, filter_in, view_out, api_name="set_filter", **quick)
+
+        @_user_errors
+        def on_view(a, o, only, cov, request: gr.Request):
+            return show(wb.set_view(sid(request), a, o, only, cov))
+
+        view_in = [alpha, outlines, only_selected, coverage]
+        alpha.release(on_view, view_in, view_out, show_progress="hidden", api_visibility="private")
+        for comp in (outlines, only_selected, coverage):
+            comp.input(on_view, view_in, view_out, show_progress="hidden", api_visibility="private")
+        api_view.click(on_view, view_in, view_out, api_name="set_view", **quick)
+
+        def on_table(request: gr.Request):
+            return wb.table(sid(request))
+
+        api_table.click(on_table, None, table, api_name="masks")
+
+        # -- segment everything ----------------------------------------------------------
+        amg_in = [points_per_side, points_per_batch, pred_iou_thresh, stability_score_thresh,
+                  box_nms_thresh, crop_n_layers, min_mask_region_area]
+
+        @_user_errors
+        def on_segment_everything(pps, ppb, iou, stab, nms, crops, min_area, request: gr.Request,
+                                  progress=gr.Progress()):
+            params = dict(points_per_side=pps, points_per_batch=ppb, pred_iou_thresh=iou,
+                          stability_score_thresh=stab, box_nms_thresh=nms, crop_n_layers=crops,
+                          min_mask_region_area=min_area or 0)
+            progress(0.0, desc="Segment everything: first point batch")
+            for step in wb.segment_everything(sid(request), **params):
+                if not step.final:
+                    eta = f", ETA {step.eta_s:.0f} s" if step.eta_s is not None else ""
+                    progress((step.done, step.total), desc=f"Segment everything{eta}", unit="batches")
+                yield (*show(step.view), step.view.message,
+                       gr.Tabs(selected="masks") if step.final else gr.skip())
+
+        # the progress bar shows on the progress box, so the canvas stays visible as masks appear
+        run_amg_btn.click(on_segment_everything, amg_in, [*view_out, amg_progress, tabs], concurrency_limit=1,
+                          concurrency_id=MODEL, show_progress="full", show_progress_on=[amg_progress],
+                          api_name="segment_everything")
+
+        def on_cancel(request: gr.Request):
+            wb.cancel(sid(request))
+
+        # not in the model group: it must run while the generator holds the model
+        cancel_amg_btn.click(on_cancel, None, None, concurrency_limit=None, show_progress="hidden",
+                             api_name="cancel")
+
+        # -- duplicates ------------------------------------------------------------------
+        @_user_errors
+        def on_find_duplicates(thresh, request: gr.Request):
+            v = wb.find_duplicates(sid(request), float(thresh))
+            return (*show(v), wb.duplicate_rows(sid(request)))
+
+        find_dup_btn.click(on_find_duplicates, [dup_iou], [*view_out, dup_table], api_name="find_duplicates",
+                           **quick)
+
+        def resolve(how):
+            @_user_errors
+            def run(request: gr.Request):
+                v = wb.resolve_duplicates(sid(request), how)
+                return (*show(v), wb.duplicate_rows(sid(request)))
+            return run
+
+        keep_best_btn.click(resolve("keep_best"), None, [*view_out, dup_table], api_name="keep_best", **quick)
+        merge_groups_btn.click(resolve("merge"), None, [*view_out, dup_table], api_name="merge_groups",
+                               **quick)
+
+        @_user_errors
+        def on_dup_row(evt: gr.SelectData, request: gr.Request):
+            row = evt.row_value
+            if not row or row[0] in (None, ""):
+                return show(wb.resend(sid(request)))
+            return show(wb.select_duplicates(sid(request), int(row[0])))
+
+        dup_table.select(on_dup_row, None, view_out, api_visibility="private", **quick)
+
+        # -- export and import ---------------------------------------------------------
+        @_user_errors
+        def on_export(fmt, pending, figures, request: gr.Request):
+            out = wb.export(sid(request), fmt, bool(pending), bool(figures))
+            # the DownloadButton downloads the value it already holds, so it gets the file
+            # here, once the file exists (see docs/gradio6-notes.md §5)
+            return (*show(out.view), [str(f) for f in out.files],
+                    gr.DownloadButton(value=str(out.coco), interactive=True))
+
+        export_btn.click(on_export, [segmentation, include_pending, with_figures],
+                         [*view_out, export_files, download_coco], show_progress="full",
+                         show_progress_on=[export_files], api_name="export_coco")
+
+        @_user_errors
+        def on_import(path, request: gr.Request):
+            if not path:
+                return show(wb.resend(sid(request)))
+            return show(wb.import_annotations(sid(request), path))
+
+        import_file.upload(on_import, [import_file], view_out, show_progress="minimal",
+                           api_name="import_annotations")
+
+        # -- sessions ------------------------------------------------------------------
+        def on_load(request: gr.Request):
+            return show(wb.resend(sid(request)))
+
+        demo.load(on_load, None, view_out, api_visibility="private")
+
+        def on_unload(request: gr.Request):
+            wb.free(sid(request))
+
+        demo.unload(on_unload)
+
+    demo.queue(max_size=wb.limits.max_queue)
+    demo.workbench = wb
+    return demo
