@@ -81,35 +81,37 @@ def _where(k: int, ann) -> str:
     return f"annotation #{k}"
 
 
-def _read_json(path, max_bytes: int | None = None) -> Any:
+def _read_json(path, max_bytes: int | None = None, label: str | None = None) -> Any:
     path = Path(path)
+    label = label or str(path)  # how messages name the file
     try:
         if max_bytes is not None and path.stat().st_size > max_bytes:
             # checked before reading: parsing JSON takes several times its size in memory
-            raise CocoError(f"{path}: the file is {human_bytes(path.stat().st_size)}; imported JSON "
+            raise CocoError(f"{label}: the file is {human_bytes(path.stat().st_size)}; imported JSON "
                             f"may be at most {human_bytes(max_bytes)}")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise CocoError(f"{path}: no such file") from None
+        raise CocoError(f"{label}: no such file") from None
     except UnicodeDecodeError as e:
-        raise CocoError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+        raise CocoError(f"{label}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise CocoError(f"{path}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        raise CocoError(f"{label}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
 
 
 def load(source, *, images: Sequence[Mapping] | None = None, name: str | None = None,
          max_bytes: int | None = None) -> CocoDataset:
     """Read annotations from a path (or already-parsed JSON): COCO instances, a COCO results
     list (needs ``images``: the ground truth's image records), SAM's amg.py JSON, or an amg.py
-    ``binary_mask`` folder. A JSON file larger than ``max_bytes`` is refused unread."""
+    ``binary_mask`` folder. A JSON file larger than ``max_bytes`` is refused unread.
+    ``name`` is how messages name the file (default: the path)."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        name = name or path.name
         if path.is_dir():
             return load_amg_folder(path)
-        data = _read_json(path, max_bytes)
+        data = _read_json(path, max_bytes, label=name)
+        name = name or path.name
     else:
         data, name = source, name or "annotations"
     try:

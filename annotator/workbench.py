@@ -758,7 +758,7 @@ class Workbench:
             self._need_image(s)
             label = safe_name(Path(path).name, "the file")
             try:
-                dataset = coco.load(path, max_bytes=self.limits.json_bytes)
+                dataset = coco.load(path, max_bytes=self.limits.json_bytes, name=label)
                 image = self._matching_image(s, dataset, label)
                 imported = coco.to_document(dataset, image["id"])
             except (coco.CocoError, ValueError, KeyError, TypeError) as e:

@@ -170,3 +170,44 @@ def test_duplicate_inspector(app):
     assert "1 group" in out[MESSAGE] and out[-1]["data"] == [[1, 1, "2", 2]]
     out = c.predict(api_name="/keep_best")
     assert ids(out[TABLE]) == [1] and out[-1]["data"] == []
+
+
+def test_bad_uploads_and_imports_are_messages_and_the_masks_stay(app, tmp_path):
+    """Files Gradio itself cannot open reach the app's reader (annotator.image_io), so each
+    gets the app's message; the session keeps its image and masks and goes on working."""
+    from gradio_client.exceptions import AppError
+
+    c = client(app[1])
+    table = annotate(c, "dog.jpg", [(300, 300, "positive")], "dog")[TABLE]
+    empty, notes, cut = tmp_path / "empty.jpg", tmp_path / "notes.png", tmp_path / "cut.jpg"
+    empty.write_bytes(b"")
+    notes.write_text("not a picture")
+    data = (IMAGES / "dog.jpg").read_bytes()
+    cut.write_bytes(data[: len(data) // 3])
+    for path, message in ((empty, r"empty \(0 bytes\)"), (notes, "not an image"), (cut, "damaged or truncated")):
+        with pytest.raises(AppError, match=message + r".*Nothing was changed"):
+            c.predict(handle_file(str(path)), api_name="/upload")
+        assert c.predict(api_name="/masks") == table
+    bad = tmp_path / "dog.json"
+    bad.write_text('{"images": [{"id": 1,')
+    with pytest.raises(AppError, match=r"Could not import dog.json: not valid JSON"):
+        c.predict(handle_file(str(bad)), api_name="/import_annotations")
+    out = c.predict(api_name="/masks")
+    assert out == table
+    # the session still works: another mask on the same image
+    c.predict(480, 130, "positive", api_name="/click")
+    assert ids(c.predict("bowl", api_name="/accept")[TABLE]) == ids(table) + [max(ids(table)) + 1]
+
+
+def test_a_16_bit_upload_keeps_its_range(app, tmp_path):
+    """Gradio's own preprocessing would clip a 16-bit PNG to white; the app scales it."""
+    ramp = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(ramp).save(path)
+    out = client(app[1]).predict(handle_file(str(path)), api_name="/upload")
+    assert "deep.png 64x64" in out[STATUS]
+    wb = app[0].workbench
+    (image,) = [s.image for s in map(wb.sessions.peek, wb.sessions.keys()) if s.name == "deep.png"]
+    gray = image[..., 0].astype(int).ravel()
+    # scaled, not clipped (clipping leaves 17 grey levels, the rest white)
+    assert gray[0] == 0 and gray[-1] == 255 and (np.diff(gray) >= 0).all() and len(np.unique(gray)) > 200
