@@ -3,6 +3,8 @@ each limit doing what it says in the Workbench: masks per image, memory per sess
 sessions held, idle sessions freed without any request, queue size."""
 
 import re
+import socket
+import threading
 import time
 import uuid
 from dataclasses import replace
@@ -234,3 +236,49 @@ def test_the_app_queue_and_upload_limits_are_wired(model):
     kw = launch_kwargs(limits, model[1])
     assert kw["max_file_size"] == 2 * MB
     assert str(Path(model[1].checkpoint).resolve()) in kw["blocked_paths"]
+
+
+class BlockingWorkbench(Workbench):
+    """Computing an embedding waits until the test lets it go: the model stays busy."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def encode(self, sid):
+        self.entered.set()
+        assert self.release.wait(30)
+        return super().encode(sid)
+
+
+def test_a_full_queue_refuses_new_events_and_then_serves_again(model):
+    from gradio_client import Client, handle_file
+
+    from annotator.ui import build_app
+
+    limits = Limits(max_queue=1)
+    wb = BlockingWorkbench(*model, limits=limits)
+    demo = build_app(*model, workbench=wb)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        busy, waiting, refused = (Client(url, verbose=False) for _ in range(3))
+        image = handle_file(str(DOG))
+        first = busy.submit(image, api_name="/upload")  # holds the model
+        assert wb.entered.wait(30)
+        second = waiting.submit(image, api_name="/upload")  # the one place in the queue
+        deadline = time.monotonic() + 10
+        while not second.status().code.name == "IN_QUEUE" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(Exception, match="Queue is full"):
+            refused.predict(image, api_name="/upload")
+        wb.release.set()
+        assert "dog.jpg 800x534" in first.result(timeout=60)[1]
+        assert "dog.jpg 800x534" in second.result(timeout=60)[1]
+        assert "dog.jpg 800x534" in refused.predict(image, api_name="/upload")[1]  # served again
+    finally:
+        wb.release.set()
+        demo.close()
