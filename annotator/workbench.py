@@ -46,8 +46,8 @@ from annotator.filenames import safe_name, safe_stem
 from annotator.image_io import ImageError, ImageTooLarge, as_rgb_array, load_image
 from annotator.limits import Limits, human_bytes
 from annotator.masks import AnnotationDocument, next_in_stack
-from annotator.rle import RleError, normalize as to_rle
 from annotator.prompting import SAME_PIXEL, Prompt, click as prompt_click, undo_last
+from annotator.rle import normalize as to_rle
 from annotator.sessions import SessionStore
 from annotator.zerogpu import gpu
 

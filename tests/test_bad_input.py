@@ -4,7 +4,6 @@ the existing masks exactly as they were, and leave the session working; inputs t
 accepts (16-bit, grayscale, alpha, palette, CMYK, EXIF-rotated, animated, 1x1) must come
 out right. The same through the HTTP API is in test_ui_client.py."""
 
-import io
 import json
 import pickle
 import struct

@@ -6,7 +6,6 @@ import re
 import socket
 import threading
 import time
-import uuid
 from dataclasses import replace
 from pathlib import Path
 
