@@ -53,6 +53,14 @@ class SessionStore(Generic[T]):
             for key, value in dropped:
                 self.on_evict(key, value)
 
+    def touch(self, key: str) -> bool:
+        """Count ``key`` as just used, without creating it; False if it is gone."""
+        with self._lock:
+            item = self._items.pop(key, None)
+            if item is not None:
+                self._items[key] = (self.clock(), item[1])
+            return item is not None
+
     def free(self, key: str) -> None:
         with self._lock:
             self._items.pop(key, None)

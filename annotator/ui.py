@@ -547,6 +547,15 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
 
         demo.unload(on_unload)
 
+        # an open tab keeps its session however long it sits idle: the idle clean-up is for
+        # tabs that went without an unload and for API clients, which have no heartbeat
+        def on_heartbeat(request: gr.Request):
+            wb.keep_alive(sid(request))
+
+        heartbeat = gr.Timer(min(300.0, wb.limits.idle_seconds / 3))
+        heartbeat.tick(on_heartbeat, None, None, show_progress="hidden", concurrency_limit=None,
+                       api_visibility="private")
+
     demo.queue(max_size=wb.limits.max_queue)
     demo.workbench = wb
     return demo

@@ -214,6 +214,10 @@ class Workbench:
             _release_session(sid, s)
         self.sessions.free(sid)
 
+    def keep_alive(self, sid: str) -> bool:
+        """The browser tab is still open: its session is not idle (False if already freed)."""
+        return self.sessions.touch(sid)
+
     def session_bytes(self, sid: str) -> int:
         """Memory the session holds (image, embedding, prompt, canvas, masks of every image)."""
         with self._session(sid) as s:

@@ -197,21 +197,29 @@ def test_sweep_frees_idle_sessions_and_reports_every_dropped_one():
     store.get("d")  # over max_sessions: the least recently used goes
     assert dropped == ["a", "b"] and store.keys() == ["c", "d"]
     clock.now = 100
-    assert store.sweep() == ["c", "d"] and len(store) == 0
+    assert store.touch("d") and not store.touch("gone")  # a heartbeat keeps "d", creates nothing
+    assert store.sweep() == ["c"] and store.keys() == ["d"]
+    clock.now = 200
+    assert store.sweep() == ["d"] and len(store) == 0
 
 
 def test_idle_sessions_are_freed_without_any_request(model, tmp_path):
     wb = workbench(model, idle_minutes=0.5 / 60)  # half a second; swept every 0.125 s
     sid = "idle"
+    wb.sessions.idle_seconds = 3600  # while setting up (a busy machine may take seconds)
     wb.open_image(sid, DOG)
     wb.session(sid).doc.add(rects(wb.session(sid).doc.size, 1)[0])
     folder = wb.export(sid, "rle", figures=False).coco.parent
     assert folder.is_dir()
+    wb.session("open tab")
+    wb.sessions.idle_seconds = 0.5
     deadline = time.monotonic() + 10
     while sid in wb.sessions and time.monotonic() < deadline:
+        assert wb.keep_alive("open tab")  # the heartbeat of a tab still open
         time.sleep(0.05)
     assert sid not in wb.sessions
     assert not folder.exists()  # its exports went with it
+    assert "open tab" in wb.sessions
 
 
 def test_sessions_over_the_cap_are_freed_with_their_exports(model):
@@ -227,11 +235,15 @@ def test_sessions_over_the_cap_are_freed_with_their_exports(model):
 
 
 def test_the_app_queue_and_upload_limits_are_wired(model):
+    import gradio as gr
+
     from annotator.ui import build_app, launch_kwargs
 
     limits = Limits(max_queue=3, max_upload_mb=2)
     demo = build_app(*model, limits=limits)
     assert demo._queue.max_size == 3 and demo.workbench.limits is limits
+    (timer,) = [b for b in demo.blocks.values() if isinstance(b, gr.Timer)]
+    assert timer.value == 300  # open tabs send a heartbeat well within the idle time
     kw = launch_kwargs(limits, model[1])
     assert kw["max_file_size"] == 2 * MB
     assert str(Path(model[1].checkpoint).resolve()) in kw["blocked_paths"]
