@@ -108,20 +108,23 @@ def launch_kwargs(limits: Limits | None = None, info: BackendInfo | None = None)
             "blocked_paths": blocked}
 
 
-class UploadedImage(gr.Image):
-    """``gr.Image`` whose upload reaches the handler as the uploaded file's path, unread.
+def read_by_the_app(image: gr.Image) -> gr.Image:
+    """``image``, its uploads passed to the handler as the uploaded file's path, unread.
 
     Gradio's own preprocessing opens the file with PIL first: an empty or non-image file
     then fails with a generic error before the app sees it, and a 16-bit image is clipped
     to 8 bits. ``annotator.image_io`` reads every file instead, with a clear message for
-    each bad one. (A template of ``gr.Image``: the browser shows the same component.)"""
+    each bad one. (Set on the instance: a subclass of a Gradio component makes Gradio write
+    a ``.pyi`` file beside this module at import.)"""
+    gradio_preprocess = image.preprocess
 
-    is_template = True
-
-    def preprocess(self, payload):
+    def preprocess(payload):
         if payload is None or (payload.url or "").startswith("data:"):
-            return super().preprocess(payload)
+            return gradio_preprocess(payload)
         return payload.path
+
+    image.preprocess = preprocess
+    return image
 
 
 def _user_errors(fn):
@@ -187,8 +190,9 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
             with gr.Column(scale=5, min_width=420):
                 with gr.Tabs(selected="image") as tabs:
                     with gr.Tab("Image", id="image"):
-                        upload = UploadedImage(None, type="filepath", sources=["upload", "clipboard"],
-                                               label="Upload or paste an image", elem_id="upload", height=220)
+                        upload = read_by_the_app(gr.Image(
+                            None, type="filepath", sources=["upload", "clipboard"],
+                            label="Upload or paste an image", elem_id="upload", height=220))
                         gr.Examples(examples, inputs=upload, label="Examples (assets/)", elem_id="examples",
                                     example_labels=[Path(e).stem for e in examples])
                         gr.Markdown(HELP)
