@@ -277,7 +277,9 @@ class Workbench:
             with self.model_lock:
                 s.embedding = _embed(self.segmenter, s.image)
             what = "from the cache" if cached else "computed"
-            return self._view(s, f"Embedding {what}. Click on the image to segment an object.")
+            view = self._view(s, f"Embedding {what}. Click on the image to segment an object.")
+        self._prefetch_after(sid)  # in a project: the next image, while this one is worked on
+        return view
 
     # -- prompting -----------------------------------------------------------------------
     def set_mode(self, sid: str, mode: str) -> View:
@@ -817,14 +819,14 @@ class Workbench:
         p = self.project_of(sid)
         return None if p is None else {"project": p.name, "image": p.image_id}
 
-    def resume(self, sid: str, state) -> View:
+    def resume(self, sid: str, state, *, encode: bool = True) -> View:
         """Reopen where a reloaded page left off (``state`` from ``resume_state``, kept in
         the browser); a page with nothing to resume, or a project gone, gets a plain View."""
         s = self.sessions.get(sid)
         if s.project is None and isinstance(state, dict) and state.get("project"):
             image = state.get("image")
             try:
-                return self.open_project(sid, str(state["project"]), create=False,
+                return self.open_project(sid, str(state["project"]), create=False, encode=encode,
                                          image_id=int(image) if isinstance(image, int) else None)
             except WorkbenchError as e:
                 view = self.resend(sid)
@@ -858,7 +860,6 @@ class Workbench:
                 return self._view(s, msg)
         view = self.encode(sid)
         view.message = msg + view.message
-        self._prefetch_after(sid)
         return view
 
     def step_image(self, sid: str, delta: int = 1, *, encode: bool = True) -> View:
@@ -880,9 +881,11 @@ class Workbench:
             raise WorkbenchError(f"There is no image {int(position) + 1} in this project.")
         return self.go_to_image(sid, ids[int(position)], encode=encode)
 
-    def add_uploads(self, sid: str, paths, names=None, *, encode: bool = True) -> View:
+    def add_uploads(self, sid: str, paths, names=None, *, encode: bool = True,
+                    show: bool = False) -> View:
         """Add uploaded files to the project (their bytes are stored in it); shows the first
-        one added when no image is shown yet. Unreadable files are skipped and named."""
+        one added when ``show`` or when no image is shown yet. Unreadable files are skipped
+        and named."""
         paths = [Path(p) for p in (paths or [])]
         if not paths:
             raise WorkbenchError("Choose one or more image files to add.")
@@ -893,7 +896,7 @@ class Workbench:
                 labels.append(Path(names[k]).name if names else path.name)
             except OSError as e:
                 unread[path.name] = str(e)
-        return self._add(sid, sources, labels, unread, encode)
+        return self._add(sid, sources, labels, unread, encode, show)
 
     def add_folder(self, sid: str, folder: str, *, recursive: bool = False, encode: bool = True) -> View:
         """Add the images of a server folder (referenced in place), if the operator allowed it."""
@@ -904,9 +907,10 @@ class Workbench:
             files = find_images([path], recursive=recursive)
         except (PermissionError, ImageError) as e:
             raise WorkbenchError(str(e)) from None
-        return self._add(sid, [str(f) for f in files], None, {}, encode)
+        return self._add(sid, [str(f) for f in files], None, {}, encode, False)
 
-    def _add(self, sid: str, sources: list, names: list | None, unread: dict, encode: bool) -> View:
+    def _add(self, sid: str, sources: list, names: list | None, unread: dict, encode: bool,
+             show: bool) -> View:
         with self._session(sid) as s:
             p = self._need_project(s)
             errors: dict = {}
@@ -920,10 +924,9 @@ class Workbench:
             p.rows_key = None
             if not infos:
                 raise WorkbenchError("No image was added." + skipped)
-            first = p.image_id is None
             msg = (f"Added {_plural(len(infos), 'image')} to project {p.name} "
                    f"({len(p.store.images())} in all).{skipped}")
-            if not first:
+            if not show and p.image_id is not None:
                 return self._view(s, msg)
         view = self.go_to_image(sid, infos[0].id, encode=encode)
         view.message = msg + " " + view.message
