@@ -178,8 +178,10 @@ class ModelLock:
         with self._lock:
             yield
 
-    def locked(self) -> bool:
-        return self._lock.locked()
+    def users_waiting(self) -> int:
+        """User calls holding or waiting for the model now."""
+        with self._cond:
+            return self._users
 
 
 class Prefetcher:
