@@ -19,7 +19,8 @@ import gradio as gr
 
 from annotator.backends import BackendInfo
 from annotator.projects_app import FolderPolicy, ProjectLibrary
-from annotator.workbench import AMG_DEFAULTS, REVIEW_FILTERS, TABLE_HEADERS, View, Workbench, WorkbenchError
+from annotator.workbench import (AMG_DEFAULTS, COMPUTING, REVIEW_FILTERS, TABLE_HEADERS, View, Workbench,
+                                 WorkbenchError)
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 MODEL = "model"  # the concurrency group of every event that runs the model
@@ -133,7 +134,7 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
     in ``projects_dir``; ``allow_folders`` are the server folders images may be added from
     (both only used when no ``workbench`` is given)."""
     wb = workbench or Workbench(segmenter, info, projects=ProjectLibrary(projects_dir),
-                                folders=FolderPolicy(allow_folders))
+                                folders=FolderPolicy.from_env(allow_folders))
     if examples is None:
         examples = [str(p) for p in sorted(ASSETS.glob("*.jpg"))]
 
@@ -592,7 +593,12 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
             """Show the image at once, then its embedding (as the upload does)."""
             yield show_project(first, request)
             if wb.session(sid(request)).image is not None and wb.session(sid(request)).embedding is None:
-                yield show_project(wb.encode(sid(request)), request)
+                done = wb.encode(sid(request))
+                done.message = first.message.removesuffix(COMPUTING) + done.message
+                # an API client sees only the last yield: repeat the (small) lists, not the canvas
+                done.table = first.table if done.table is None else done.table
+                done.progress = first.progress if done.progress is None else done.progress
+                yield show_project(done, request)
 
         @_user_errors
         def on_open_project(name, request: gr.Request):

@@ -47,6 +47,7 @@ from annotator.sessions import SessionStore
 from annotator.zerogpu import gpu
 
 MODES = ("positive", "negative", "box", "select")
+COMPUTING = "Computing the image embedding…"
 MAX_DOCUMENTS = 16  # per session: the documents of the last images opened, kept for reopening
 KEEP_EXPORTS = 3  # per session: export folders kept for download
 SORT_KEYS = ("id", "predicted_iou", "stability_score", "area")
@@ -854,8 +855,7 @@ class Workbench:
             with contextlib.suppress(ProjectError, sqlite3.Error):
                 p.store.set_state("current_image", info.id)  # where a restarted server resumes
             n = len(doc)
-            msg = (f"{info.name} ({info.status}): {_plural(n, 'saved mask')}. "
-                   + ("Computing the image embedding…" if not encode else ""))
+            msg = f"{info.name} ({info.status}): {_plural(n, 'saved mask')}. " + (COMPUTING if not encode else "")
             if not encode:
                 return self._view(s, msg)
         view = self.encode(sid)
