@@ -683,8 +683,9 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
             # a reloaded page (new session hash) or a restarted server: reopen its project
             yield from then_encode(wb.resume(sid(request), state, encode=False), request)
 
-        demo.load(on_load, [resume], project_out, concurrency_limit=1, concurrency_id=MODEL,
-                  api_visibility="private")
+        # not in the model group: a page must not wait for another tab's segment everything
+        # to show; its encoder call still takes the workbench's model lock
+        demo.load(on_load, [resume], project_out, api_visibility="private")
 
         def on_unload(request: gr.Request):
             wb.free(sid(request))

@@ -798,7 +798,14 @@ class Workbench:
                 self._clear_image(s)
                 return self._view(s, f"Project {s.project.name} is empty: add images (upload several "
                                      "at once, or a server folder).")
-        return self.go_to_image(sid, target, encode=encode)
+        try:
+            return self.go_to_image(sid, target, encode=encode)
+        except WorkbenchError as e:  # e.g. a server file that moved: the project stays open
+            with self._session(sid) as s:
+                self._clear_image(s)
+                s.project.image_id = target  # (no document: nothing is saved) next/previous go on from here
+                return self._view(s, f"Opened project {s.project.name}, but: {e} Pick another image "
+                                     "in the list.")
 
     def close_project(self, sid: str) -> View:
         """Back to single images (the project's work is all saved already)."""
@@ -936,7 +943,7 @@ class Workbench:
         """Mark the shown image done (or pending again)."""
         with self._session(sid) as s:
             p = self._need_project(s)
-            if p.image_id is None:
+            if p.doc is None:
                 raise WorkbenchError("Open an image of the project first.")
             status = "done" if done else "pending"
             try:

@@ -400,3 +400,26 @@ def test_a_failing_prefetch_is_recorded_not_raised():
     pf.request("x", lambda: 1 / 0)
     assert pf.wait_idle(10) and "division" in pf.errors["x"]
     pf.close()
+
+
+def test_a_server_file_that_moved_is_reported_and_the_project_stays_usable(segmenter, root, sid, tmp_path):
+    seg, info = segmenter
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("dog.jpg", "truck.jpg"):
+        (photos / name).write_bytes((IMAGES / name).read_bytes())
+    wb = Workbench(seg, info, projects=ProjectLibrary(root), folders=FolderPolicy([photos]), prefetch=False)
+    wb.open_project(sid, "p")
+    wb.add_folder(sid, str(photos))
+    (photos / "dog.jpg").unlink()
+    other = uuid.uuid4().hex
+    v = wb.open_project(other, "p")
+    assert "dog.jpg is no longer at" in v.message and wb.session(other).image is None
+    v = wb.step_image(other, 1)
+    assert wb.session(other).name == "truck.jpg" and "image 2/2" in v.status
+
+
+def test_an_upload_while_a_project_is_open_joins_it_and_is_shown(wb, sid, root):
+    new_project(wb, sid, DOG)
+    v = wb.add_uploads(sid, [TRUCK], show=True)  # what the Image tab's upload does in a project
+    assert wb.session(sid).name == "truck.jpg" and [r[0] for r in v.progress] == ["", "▶"]
