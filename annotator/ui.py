@@ -195,7 +195,8 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
                                                              elem_id="open-project", size="sm")
                                 close_project_btn = gr.Button("Close project", elem_id="close-project",
                                                               size="sm")
-                        add_images = gr.File(None, file_count="multiple", file_types=["image"], type="filepath",
+                        add_images = gr.File(None, file_count="multiple", file_types=["image"],
+                                             type="filepath",
                                              label="Add images (several at once)", elem_id="add-images",
                                              height=120)
                         with gr.Row(equal_height=True, visible=bool(wb.folders)):
@@ -361,10 +362,12 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
             else:
                 first = wb.load(sid(request), path)
             # the image shows at once; the embedding follows (the status line shows the timer)
-            yield (*show(first), gr.Tabs(selected="masks"))
-            yield (*show(wb.encode(sid(request))), gr.skip())
+            # (in a project the browser remembers the new image, to reopen it after a reload)
+            yield (*show(first), gr.Tabs(selected="masks"), wb.resume_state(sid(request)))
+            yield (*show(wb.encode(sid(request))), gr.skip(), gr.skip())
 
-        upload.change(on_upload, [upload], [*view_out, tabs], concurrency_limit=1, concurrency_id=MODEL,
+        upload.change(on_upload, [upload], [*view_out, tabs, resume], concurrency_limit=1,
+                      concurrency_id=MODEL,
                       show_progress="full", show_progress_on=[status], api_name="upload")
 
         # -- clicks --------------------------------------------------------------------

@@ -18,6 +18,7 @@ and exports are always in original pixels.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import shutil
 import sqlite3
@@ -205,7 +206,8 @@ class Workbench:
         self.model_lock = ModelLock()
         self.projects = projects if projects is not None else ProjectLibrary()
         self.folders = folders if folders is not None else FolderPolicy()
-        self.prefetcher = Prefetcher(lambda image: _embed(self.segmenter, image), self.model_lock) \
+        # (partial, not a lambda over self: the finalizer below must not keep self alive)
+        self.prefetcher = Prefetcher(functools.partial(_embed, segmenter), self.model_lock) \
             if prefetch else None
         weakref.finalize(self, self.projects.close)
         if self.prefetcher is not None:
@@ -862,7 +864,7 @@ class Workbench:
             with contextlib.suppress(ProjectError, sqlite3.Error):
                 p.store.set_state("current_image", info.id)  # where a restarted server resumes
             n = len(doc)
-            msg = f"{info.name} ({info.status}): {_plural(n, 'saved mask')}. " + (COMPUTING if not encode else "")
+            msg = f"{info.name} ({info.status}): {_plural(n, 'saved mask')}. " + ("" if encode else COMPUTING)
             if not encode:
                 return self._view(s, msg)
         view = self.encode(sid)
@@ -1052,9 +1054,6 @@ class Workbench:
         p.saved_version, p.rev = doc.version, p.store.undo_state(p.image_id).rev
         if s.cursor is not None and s.cursor not in doc:
             s.cursor = None
-        for k, d in list(s.documents.items()):
-            if d is old:
-                s.documents[k] = doc
 
     def _project_step(self, s: Session, forward: bool) -> View:
         p = s.project

@@ -372,8 +372,10 @@ def progress_rows(page) -> list[list[str]]:
 def wait_progress(page, expected: list[list[str]]) -> None:
     """Wait until the image list shows (image, status, masks) for each row, in order."""
     page.wait_for_function(
-        """([sel, want]) => { const c = Array.from(document.querySelectorAll(sel)).map(td => td.innerText.trim());
-             const got = []; for (let k = 0; k + 6 <= c.length; k += 6) { got.push([c[k + 2], c[k + 3], c[k + 4]]); }
+        """([sel, want]) => {
+             const c = Array.from(document.querySelectorAll(sel)).map(td => td.innerText.trim());
+             const got = [];
+             for (let k = 0; k + 6 <= c.length; k += 6) { got.push([c[k + 2], c[k + 3], c[k + 4]]); }
              return JSON.stringify(got) === JSON.stringify(want); }""", arg=[PROGRESS_CELLS, expected])
 
 
