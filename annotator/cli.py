@@ -46,11 +46,19 @@ def cmd_serve(args) -> int:
     except (CheckpointError, LimitsError, ValueError) as e:
         print(f"annotator: {e}", file=sys.stderr)
         return 2
+    from annotator.projects_app import FolderPolicy, ProjectLibrary
     from annotator.ui import build_app, launch_kwargs
+    from annotator.workbench import Workbench
 
     print(f"annotator: {info.status}", file=sys.stderr)
-    app = build_app(segmenter, info, limits=limits)
-    app.launch(server_name=args.host, server_port=args.port, **launch_kwargs(limits, info))
+    projects = ProjectLibrary(args.projects_dir)
+    folders = FolderPolicy.from_env(args.allow_folder)
+    print(f"annotator: projects in {projects.root}; server folders allowed: "
+          f"{', '.join(map(str, folders.allowed)) or 'none'}", file=sys.stderr)
+    workbench = Workbench(segmenter, info, limits=limits, projects=projects, folders=folders)
+    app = build_app(segmenter, info, workbench=workbench, limits=limits)
+    app.launch(server_name=args.host, server_port=args.port,
+               **launch_kwargs(limits, info, private=[projects.root]))
     return 0
 
 
@@ -203,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     add_limit_args(serve)
+    serve.add_argument("--projects-dir", default=None, metavar="DIR",
+                       help="where project files live (default: $ANNOTATOR_PROJECTS_DIR, else "
+                            "~/.local/share/annotator/projects)")
+    serve.add_argument("--allow-folder", action="append", default=[], metavar="DIR",
+                       help="let users add the images of server folders below DIR to a project "
+                            "(repeatable; also $ANNOTATOR_ALLOW_FOLDERS; none by default)")
     serve.set_defaults(func=cmd_serve)
 
     auto = sub.add_parser("auto", help="pre-label images with segment everything (resumable)")

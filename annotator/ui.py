@@ -15,6 +15,7 @@ limit and the paths the server must never serve. The queue holds at most
 
 import functools
 import inspect
+from collections.abc import Sequence
 from pathlib import Path
 
 import gradio as gr
@@ -22,10 +23,18 @@ import gradio as gr
 from annotator.backends import BackendInfo
 from annotator.checkpoints import cache_dir
 from annotator.limits import Limits
-from annotator.workbench import AMG_DEFAULTS, REVIEW_FILTERS, TABLE_HEADERS, View, Workbench, WorkbenchError
+from annotator.projects_app import FolderPolicy, ProjectLibrary
+from annotator.workbench import (AMG_DEFAULTS, COMPUTING, REVIEW_FILTERS, TABLE_HEADERS, View, Workbench,
+                                 WorkbenchError)
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 MODEL = "model"  # the concurrency group of every event that runs the model
+# The browser keeps {"project": name, "image": id} (encrypted in localStorage) to reopen its
+# place after a reload or a server restart; the secret must not change between starts (the
+# default is random per start), and the value is no secret (a name and a number).
+RESUME_KEY = "annotator-resume"
+RESUME_SECRET = "annotator-resume-v1"
+PROGRESS_HEADERS = ["", "#", "image", "status", "masks", "accepted"]
 
 MODE_CHOICES = [("Positive point (P)", "positive"), ("Negative (N)", "negative"),
                 ("Box, 2 clicks (B)", "box"), ("Select (S)", "select")]
@@ -60,6 +69,9 @@ SHORTCUTS_JS = """
     'k': () => clickId('review-prev'), 'arrowleft': () => clickId('review-prev'),
     'm': () => clickId('merge'), 'h': () => clickId('hide'),
     'delete': () => clickId('delete'), 'backspace': () => clickId('delete'),
+    '.': () => clickId('image-next'), 'pagedown': () => clickId('image-next'),
+    ',': () => clickId('image-prev'), 'pageup': () => clickId('image-prev'),
+    'd': () => clickId('image-done'),
   };
   document.addEventListener('keydown', (e) => {
     const t = e.target;
@@ -89,21 +101,25 @@ moves to the mask beneath (nested masks). Clicking a table row toggles that mask
 
 **Keys** — P / N / B / S: modes · Enter, A: accept · Esc: clear · M: merge · H: hide/show ·
 Del: delete · Ctrl+Z / Ctrl+Y: undo / redo · Review: Y accept, X reject, J / → next, K / ← previous.
+In a project: **.** / PageDown next image, **,** / PageUp previous image, **D** done / pending.
 """
 
 
-def launch_kwargs(limits: Limits | None = None, info: BackendInfo | None = None) -> dict:
+def launch_kwargs(limits: Limits | None = None, info: BackendInfo | None = None,
+                  private: Sequence = ()) -> dict:
     """What ``Blocks.launch`` needs besides host and port (Gradio 6 wants these there).
 
     Gradio serves only its upload and cache folders (no ``allowed_paths`` are given); the
-    checkpoint and the checkpoint cache are blocked as well, so that even an operator's
-    ``GRADIO_ALLOWED_PATHS`` cannot expose them (blocked paths win over allowed ones)."""
+    checkpoint, the checkpoint cache and the ``private`` folders (the projects) are blocked
+    as well, so that even an operator's ``GRADIO_ALLOWED_PATHS`` cannot expose them
+    (blocked paths win over allowed ones)."""
     limits = limits or Limits()
     theme = gr.themes.Default(primary_hue="blue", neutral_hue="slate", spacing_size="sm",
                               radius_size="sm", text_size="sm")
     blocked = [str(cache_dir())]
     if info is not None and info.checkpoint:
         blocked.append(str(Path(info.checkpoint).resolve()))
+    blocked += [str(Path(p).resolve()) for p in private]
     return {"css": CSS, "js": SHORTCUTS_JS, "theme": theme, "max_file_size": limits.upload_bytes,
             "blocked_paths": blocked}
 
@@ -148,9 +164,13 @@ def _user_errors(fn):
 
 
 def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = None,
-              examples: list[str] | None = None, limits: Limits | None = None) -> gr.Blocks:
-    """The app's Blocks. ``demo.workbench`` is its ``Workbench`` (for tests)."""
-    wb = workbench or Workbench(segmenter, info, limits=limits)
+              examples: list[str] | None = None, limits: Limits | None = None,
+              projects_dir: str | Path | None = None, allow_folders=()) -> gr.Blocks:
+    """The app's Blocks. ``demo.workbench`` is its ``Workbench`` (for tests). Projects live
+    in ``projects_dir``; ``allow_folders`` are the server folders images may be added from
+    (both only used when no ``workbench`` is given)."""
+    wb = workbench or Workbench(segmenter, info, limits=limits, projects=ProjectLibrary(projects_dir),
+                                folders=FolderPolicy.from_env(allow_folders))
     if examples is None:
         examples = [str(p) for p in sorted(ASSETS.glob("*.jpg"))]
 
@@ -168,6 +188,10 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
                                   placeholder="Upload an image on the right, paste one, or pick an example.")
                 message = gr.Textbox("", label="Message", show_label=False, interactive=False,
                                      container=False, elem_id="message")
+                with gr.Row(visible=False, equal_height=True, elem_id="image-nav") as nav_row:
+                    prev_image_btn = gr.Button("◀ Previous image (,)", elem_id="image-prev", size="sm")
+                    done_btn = gr.Button("✓ Done / pending (D)", elem_id="image-done", size="sm")
+                    next_image_btn = gr.Button("Next image (.) ▶", elem_id="image-next", size="sm")
                 with gr.Row(equal_height=True):
                     candidates = gr.Radio([], label="SAM's candidates (same pixel again cycles)",
                                           elem_id="candidates", scale=4)
@@ -196,6 +220,40 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
                         gr.Examples(examples, inputs=upload, label="Examples (assets/)", elem_id="examples",
                                     example_labels=[Path(e).stem for e in examples])
                         gr.Markdown(HELP)
+                    with gr.Tab("Project", id="project"):
+                        gr.Markdown("A **project** keeps many images and saves every edit as you go; "
+                                    "reload the page or restart the server and it reopens here.")
+                        with gr.Row(equal_height=True):
+                            project_name = gr.Dropdown(wb.project_names(), value=None, allow_custom_value=True,
+                                                       label="Project (pick one, or type a new name)",
+                                                       elem_id="project-name", scale=3)
+                            with gr.Column(scale=1, min_width=120):
+                                open_project_btn = gr.Button("Open / create", variant="primary",
+                                                             elem_id="open-project", size="sm")
+                                close_project_btn = gr.Button("Close project", elem_id="close-project",
+                                                              size="sm")
+                        add_images = gr.File(None, file_count="multiple", file_types=["image"],
+                                             type="filepath",
+                                             label="Add images (several at once)", elem_id="add-images",
+                                             height=120)
+                        with gr.Row(equal_height=True, visible=bool(wb.folders)):
+                            folder = gr.Textbox("", label="Add a server folder (allowed: "
+                                                + ", ".join(str(a) for a in wb.folders.allowed) + ")",
+                                                elem_id="folder", scale=3, max_lines=1)
+                            recursive = gr.Checkbox(False, label="subfolders", elem_id="recursive", scale=0,
+                                                    min_width=90)
+                            add_folder_btn = gr.Button("Add folder", elem_id="add-folder", size="sm",
+                                                       scale=1)
+                        progress_table = gr.Dataframe(headers=PROGRESS_HEADERS, value=[], interactive=False,
+                                                      label="Images (click one to open it)",
+                                                      elem_id="progress-table", max_height=300, wrap=False,
+                                                      datatype="str")
+                        with gr.Row():
+                            export_project_btn = gr.Button("Prepare project export", elem_id="export-project",
+                                                           size="sm")
+                            download_project = gr.DownloadButton("Download project COCO JSON",
+                                                                 interactive=False, elem_id="download-project",
+                                                                 size="sm")
                     with gr.Tab("Masks", id="masks"):
                         with gr.Row(elem_classes="tight"):
                             min_iou = gr.Slider(0.0, 1.0, 0.0, step=0.01, label="min predicted IoU",
@@ -314,14 +372,19 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
             api_table = gr.Button("masks")
             api_filter = gr.Button("filter")
             api_view = gr.Button("view")
+            api_position = gr.Number(0, label="image position (0-based)", precision=0)
+            api_go = gr.Button("go to image")
+            api_progress = gr.Button("progress")
+        resume = gr.BrowserState(None, storage_key=RESUME_KEY, secret=RESUME_SECRET)
 
         # (the mode radio is not an output: a late response must never switch it back)
-        view_out = [canvas, status, message, candidates, table]
+        view_out = [canvas, status, message, candidates, table, progress_table]
 
         def show(v: View):
             return (gr.skip() if v.canvas is None else v.canvas, v.status, v.message,
                     gr.Radio(choices=v.candidates, value=v.candidate),
-                    gr.skip() if v.table is None else v.table)
+                    gr.skip() if v.table is None else v.table,
+                    gr.skip() if v.progress is None else v.progress)
 
         def sid(request: gr.Request) -> str:
             return request.session_hash
@@ -331,11 +394,17 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
         def on_upload(path, request: gr.Request):
             if not path:
                 return
+            if wb.project_of(sid(request)) is not None:  # in a project: it joins the project
+                first = wb.add_uploads(sid(request), [path], encode=False, show=True)
+            else:
+                first = wb.load(sid(request), path)
             # the image shows at once; the embedding follows (the status line shows the timer)
-            yield (*show(wb.load(sid(request), path)), gr.Tabs(selected="masks"))
-            yield (*show(wb.encode(sid(request))), gr.skip())
+            # (in a project the browser remembers the new image, to reopen it after a reload)
+            yield (*show(first), gr.Tabs(selected="masks"), wb.resume_state(sid(request)))
+            yield (*show(wb.encode(sid(request))), gr.skip(), gr.skip())
 
-        upload.change(on_upload, [upload], [*view_out, tabs], concurrency_limit=1, concurrency_id=MODEL,
+        upload.change(on_upload, [upload], [*view_out, tabs, resume], concurrency_limit=1,
+                      concurrency_id=MODEL,
                       show_progress="full", show_progress_on=[status], api_name="upload")
 
         # -- clicks --------------------------------------------------------------------
@@ -540,11 +609,123 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
         import_file.upload(on_import, [import_file], view_out, show_progress="minimal",
                            api_name="import_annotations")
 
-        # -- sessions ------------------------------------------------------------------
-        def on_load(request: gr.Request):
-            return show(wb.resend(sid(request)))
+        # -- projects ------------------------------------------------------------------
+        # outputs of project events: the view, what the browser keeps to resume, the image
+        # navigation row, the project list, and the view options the project remembers
+        view_opts = [alpha, outlines, only_selected, coverage]
+        project_out = [*view_out, resume, nav_row, project_name, *view_opts]
 
-        demo.load(on_load, None, view_out, api_visibility="private")
+        def show_project(v: View, request: gr.Request, full: bool = False):
+            key = sid(request)
+            s = wb.session(key)
+            p = wb.project_of(key)
+            out = list(show(v))
+            if s.image is None:
+                out[0] = None  # no image (empty or closed project): clear the canvas
+            if p is None and full:
+                out[5] = []
+            opts = s.view
+            return (*out, wb.resume_state(key), gr.Row(visible=p is not None),
+                    gr.Dropdown(choices=wb.project_names(), value=p.name if p else None),
+                    opts.alpha, opts.outlines, opts.only_selected, opts.coverage)
+
+        def then_encode(first: View, request: gr.Request):
+            """Show the image at once, then its embedding (as the upload does)."""
+            yield show_project(first, request)
+            if wb.session(sid(request)).image is not None and wb.session(sid(request)).embedding is None:
+                done = wb.encode(sid(request))
+                done.message = first.message.removesuffix(COMPUTING) + done.message
+                # an API client sees only the last yield: repeat the (small) lists, not the canvas
+                done.table = first.table if done.table is None else done.table
+                done.progress = first.progress if done.progress is None else done.progress
+                yield show_project(done, request)
+
+        @_user_errors
+        def on_open_project(name, request: gr.Request):
+            yield from then_encode(wb.open_project(sid(request), name or "", encode=False), request)
+
+        open_project_btn.click(on_open_project, [project_name], project_out, concurrency_limit=1,
+                               concurrency_id=MODEL, api_name="open_project", **quick)
+        project_name.select(on_open_project, [project_name], project_out, concurrency_limit=1,
+                            concurrency_id=MODEL, api_visibility="private", **quick)
+
+        @_user_errors
+        def on_close_project(request: gr.Request):
+            return show_project(wb.close_project(sid(request)), request, full=True)
+
+        close_project_btn.click(on_close_project, None, project_out, api_name="close_project", **quick)
+
+        @_user_errors
+        def on_add_images(paths, request: gr.Request):
+            if not paths:
+                return
+            yield from then_encode(wb.add_uploads(sid(request), paths, encode=False), request)
+
+        add_images.upload(on_add_images, [add_images], project_out, concurrency_limit=1, concurrency_id=MODEL,
+                          show_progress="full", show_progress_on=[progress_table], api_name="add_images")
+
+        @_user_errors
+        def on_add_folder(path, sub, request: gr.Request):
+            yield from then_encode(wb.add_folder(sid(request), path, recursive=bool(sub), encode=False),
+                                   request)
+
+        add_folder_btn.click(on_add_folder, [folder, recursive], project_out, concurrency_limit=1,
+                             concurrency_id=MODEL, show_progress="full", show_progress_on=[progress_table],
+                             api_name="add_folder")
+
+        def go(delta):
+            @_user_errors
+            def run(request: gr.Request):
+                yield from then_encode(wb.step_image(sid(request), delta, encode=False), request)
+            return run
+
+        model_quick = {"concurrency_limit": 1, "concurrency_id": MODEL, **quick}
+        next_image_btn.click(go(1), None, project_out, api_name="next_image", **model_quick)
+        prev_image_btn.click(go(-1), None, project_out, api_name="prev_image", **model_quick)
+
+        @_user_errors
+        def on_go_to(position, request: gr.Request):
+            yield from then_encode(wb.go_to_position(sid(request), int(position), encode=False), request)
+
+        api_go.click(on_go_to, [api_position], project_out, api_name="go_to_image", **model_quick)
+
+        @_user_errors
+        def on_progress_row(evt: gr.SelectData, request: gr.Request):
+            row = evt.row_value
+            if not row or row[1] in (None, ""):
+                yield show_project(wb.resend(sid(request)), request)
+                return
+            yield from then_encode(wb.go_to_position(sid(request), int(row[1]) - 1, encode=False), request)
+
+        progress_table.select(on_progress_row, None, project_out, api_visibility="private", **model_quick)
+
+        @_user_errors
+        def on_done(request: gr.Request):
+            return show(wb.toggle_done(sid(request)))
+
+        done_btn.click(on_done, None, view_out, api_name="toggle_done", **quick)
+
+        @_user_errors
+        def on_export_project(request: gr.Request):
+            path = wb.export_project(sid(request))
+            return gr.DownloadButton(value=str(path), interactive=True)
+
+        export_project_btn.click(on_export_project, None, download_project, api_name="export_project",
+                                 show_progress="minimal")
+
+        def on_progress(request: gr.Request):
+            return wb.progress_rows(sid(request))
+
+        api_progress.click(on_progress, None, progress_table, api_name="progress")
+
+        # -- sessions ------------------------------------------------------------------
+        def on_load(state, request: gr.Request):
+            # a reloaded page (new session hash) or a restarted server: reopen its project
+            yield from then_encode(wb.resume(sid(request), state, encode=False), request)
+
+        # not in the model group: a page must not wait for another tab's segment everything
+        # to show; its encoder call still takes the workbench's model lock
+        demo.load(on_load, [resume], project_out, api_visibility="private")
 
         def on_unload(request: gr.Request):
             wb.free(sid(request))

@@ -23,8 +23,10 @@ by a background sweep, since an idle session sends no request that could free it
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import shutil
+import sqlite3
 import tempfile
 import threading
 import time
@@ -46,12 +48,15 @@ from annotator.filenames import safe_name, safe_stem
 from annotator.image_io import ImageError, ImageTooLarge, as_rgb_array, load_image
 from annotator.limits import Limits, human_bytes
 from annotator.masks import AnnotationDocument, next_in_stack
+from annotator.project import ConflictError, ProjectError
+from annotator.projects_app import FolderPolicy, ModelLock, Prefetcher, ProjectLibrary, ProjectNameError
 from annotator.prompting import SAME_PIXEL, Prompt, click as prompt_click, undo_last
 from annotator.rle import normalize as to_rle
 from annotator.sessions import SessionStore
 from annotator.zerogpu import gpu
 
 MODES = ("positive", "negative", "box", "select")
+COMPUTING = "Computing the image embedding…"
 MAX_DOCUMENTS = 16  # per session: the documents of the last images opened, kept for reopening
 KEEP_EXPORTS = 3  # per session: export folders kept for download
 EMBEDDING_BYTES = 256 * 64 * 64 * 4  # one SAM image embedding (float32), every model size
@@ -113,6 +118,21 @@ class MaskFilter:
 
 
 @dataclass
+class OpenProject:
+    """A session's open project: which image it shows and what of it is saved."""
+
+    name: str
+    store: object  # annotator.project.Project
+    image_id: int | None = None
+    doc: AnnotationDocument | None = None  # the document of image_id (None: another image is shown)
+    saved_version: int = 0  # doc.version when last saved
+    rev: int = 0  # the store's revision of image_id that doc holds (for save(base_rev=...))
+    saved_view: tuple | None = None
+    rows_key: object = None  # what the progress list was last sent for
+    summary: str = ""  # the status line's project part, updated with the progress list
+
+
+@dataclass
 class Session:
     image: np.ndarray | None = None
     name: str = ""
@@ -138,6 +158,7 @@ class Session:
     sent_canvas_key: tuple | None = None
     sent_table_key: tuple | None = None
     note: str = ""  # what opening the image had to say (animated, masks dropped), kept for encode
+    project: OpenProject | None = None
 
 
 @dataclass
@@ -152,6 +173,7 @@ class View:
     candidate: int | None
     table: list[list] | None
     mode: str = "positive"
+    progress: list[list] | None = None  # the project's image list; None: unchanged or no project
 
 
 @dataclass
@@ -176,7 +198,9 @@ class Workbench:
     """Owns the segmenter, its BackendInfo and the sessions; its methods are the app."""
 
     def __init__(self, segmenter, info: BackendInfo, *, limits: Limits | None = None,
-                 max_display_side: int = cv.DISPLAY_MAX_SIDE):
+                 max_display_side: int = cv.DISPLAY_MAX_SIDE,
+                 projects: ProjectLibrary | None = None, folders: FolderPolicy | None = None,
+                 prefetch: bool = True):
         self.segmenter = segmenter
         self.info = info
         self.limits = limits or Limits()
@@ -195,6 +219,17 @@ class Workbench:
         threading.Thread(target=_sweep_sessions, args=(weakref.ref(self.sessions), stop, interval),
                          name="annotator-session-sweep", daemon=True).start()
         weakref.finalize(self, stop.set)
+        # the UI's "model" concurrency group serialises user events; this lock also covers
+        # the background prefetch thread (every encoder and decoder call holds it)
+        self.model_lock = ModelLock()
+        self.projects = projects if projects is not None else ProjectLibrary()
+        self.folders = folders if folders is not None else FolderPolicy()
+        # (partial, not a lambda over self: the finalizer below must not keep self alive)
+        self.prefetcher = Prefetcher(functools.partial(_embed, segmenter), self.model_lock) \
+            if prefetch else None
+        weakref.finalize(self, self.projects.close)
+        if self.prefetcher is not None:
+            weakref.finalize(self, self.prefetcher.close)
 
     # -- sessions ------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -291,10 +326,15 @@ class Workbench:
         with self._session(sid) as s:
             self._need_image(s)
             cached = self.segmenter.is_cached(s.image)
-            s.embedding = _embed(self.segmenter, s.image)
+            if self.prefetcher is not None and not cached:
+                self.prefetcher.cancel()  # the user's own image goes first
+            with self.model_lock:
+                s.embedding = _embed(self.segmenter, s.image)
             what = "from the cache" if cached else "computed"
             note, s.note = (s.note + " " if s.note else ""), ""
-            return self._view(s, f"{note}Embedding {what}. Click on the image to segment an object.")
+            view = self._view(s, f"{note}Embedding {what}. Click on the image to segment an object.")
+        self._prefetch_after(sid)  # in a project: the next image, while this one is worked on
+        return view
 
     # -- prompting -----------------------------------------------------------------------
     def set_mode(self, sid: str, mode: str) -> View:
@@ -344,7 +384,8 @@ class Workbench:
             self._need_embedding(s)
             before = _copy_prompt(s.prompt)
             try:
-                msg = prompt_click(s.prompt, self.segmenter, s.embedding, s.mode, x, y)
+                with self.model_lock:
+                    msg = prompt_click(s.prompt, self.segmenter, s.embedding, s.mode, x, y)
             except ValueError as e:
                 s.prompt = before  # a refused click leaves the prompt as it was
                 raise WorkbenchError(str(e)) from None
@@ -476,14 +517,19 @@ class Workbench:
         with self._session(sid) as s:
             self._need_image(s)
             if not s.prompt.empty or s.prompt.corner is not None:
-                undo_last(s.prompt, self.segmenter, s.embedding)
+                with self.model_lock:
+                    undo_last(s.prompt, self.segmenter, s.embedding)
                 return self._view(s, "Removed the last prompt point.")
+            if self._in_project(s):
+                return self._project_step(s, forward=False)
             action = s.doc.undo()
             return self._view(s, f"Undid: {action}." if action else "Nothing to undo.")
 
     def redo(self, sid: str) -> View:
         with self._session(sid) as s:
             self._need_image(s)
+            if self._in_project(s):
+                return self._project_step(s, forward=True)
             action = s.doc.redo()
             return self._view(s, f"Redid: {action}." if action else "Nothing to redo.")
 
@@ -566,7 +612,7 @@ class Workbench:
         t0 = time.perf_counter()
         records, note = None, ""
         try:
-            for update in _generate(self.segmenter, image, p, cancel):
+            for update in _locked(self.model_lock, _generate(self.segmenter, image, p, cancel)):
                 if update.final:
                     records = update.records
                     break
@@ -805,6 +851,335 @@ class Workbench:
                                  "line up. Open the image the file was made for.")
         return image
 
+    # -- projects --------------------------------------------------------------------------
+    # A session may open a project (``annotator.project``): a list of images whose documents
+    # live in the project file. ``_view`` saves the shown image's document whenever it
+    # changed, before the View reports anything, so every edit the UI shows is on disk;
+    # undo/redo then walk the project's persistent history instead of the document's.
+    def project_names(self) -> list[str]:
+        return self.projects.names()
+
+    def open_project(self, sid: str, name: str, *, image_id: int | None = None,
+                     create: bool = True, encode: bool = True) -> View:
+        """Open (or create) the project ``name`` and show ``image_id``, else the image it was
+        left at, else its first image. ``encode=False`` leaves the embedding to ``encode``."""
+        try:
+            store = self.projects.open(name, create=create)
+        except (ProjectNameError, ProjectError) as e:
+            raise WorkbenchError(str(e)) from None
+        with self._session(sid) as s:
+            s.cancel.set()
+            s.project = OpenProject(name=self.projects.path(name).stem, store=store)
+            saved = store.get_state("view")
+            if isinstance(saved, dict):
+                with contextlib.suppress(TypeError, ValueError):
+                    s.view = ViewOptions(**{k: type(getattr(ViewOptions(), k))(v) for k, v in saved.items()
+                                            if k in ViewOptions.__dataclass_fields__})
+            s.project.saved_view = astuple(s.view)
+            ids = [i.id for i in store.images()]
+            target = next((i for i in (image_id, store.get_state("current_image")) if i in ids),
+                          ids[0] if ids else None)
+            if target is None:
+                self._clear_image(s)
+                return self._view(s, f"Project {s.project.name} is empty: add images (upload several "
+                                     "at once, or a server folder).")
+        try:
+            return self.go_to_image(sid, target, encode=encode)
+        except WorkbenchError as e:  # e.g. a server file that moved: the project stays open
+            with self._session(sid) as s:
+                self._clear_image(s)
+                s.project.image_id = target  # (no document: nothing is saved) next/previous go on from here
+                return self._view(s, f"Opened project {s.project.name}, but: {e} Pick another image "
+                                     "in the list.")
+
+    def close_project(self, sid: str) -> View:
+        """Back to single images (the project's work is all saved already)."""
+        with self._session(sid) as s:
+            if s.project is None:
+                raise WorkbenchError("No project is open.")
+            name = s.project.name
+            s.cancel.set()
+            s.project = None
+            self._clear_image(s)
+            return self._view(s, f"Closed project {name}; everything in it was saved.")
+
+    def project_of(self, sid: str) -> OpenProject | None:
+        s = self.sessions.peek(sid)
+        return None if s is None else s.project
+
+    def resume_state(self, sid: str) -> dict | None:
+        """What the browser keeps to reopen this session's place after a reload/restart."""
+        p = self.project_of(sid)
+        return None if p is None else {"project": p.name, "image": p.image_id}
+
+    def resume(self, sid: str, state, *, encode: bool = True) -> View:
+        """Reopen where a reloaded page left off (``state`` from ``resume_state``, kept in
+        the browser); a page with nothing to resume, or a project gone, gets a plain View."""
+        s = self.sessions.get(sid)
+        if s.project is None and isinstance(state, dict) and state.get("project"):
+            image = state.get("image")
+            try:
+                return self.open_project(sid, str(state["project"]), create=False, encode=encode,
+                                         image_id=int(image) if isinstance(image, int) else None)
+            except WorkbenchError as e:
+                view = self.resend(sid)
+                view.message = f"Could not reopen project {state['project']!r}: {e}"
+                return view
+        return self.resend(sid)
+
+    def go_to_image(self, sid: str, image_id: int, *, encode: bool = True) -> View:
+        """Show one image of the open project with its saved masks (and, with ``encode``,
+        its embedding); then prefetch the next image's embedding in the background."""
+        with self._session(sid) as s:
+            p = self._need_project(s)
+            try:
+                info = p.store.image(int(image_id))
+                image = p.store.load_pixels(info.id)
+                doc = p.store.load_document(info.id)
+            except KeyError:
+                raise WorkbenchError(f"Project {p.name} has no image {image_id}.") from None
+            except (ImageError, ProjectError, OSError) as e:
+                raise WorkbenchError(f"Cannot open {image_id}: {e}") from None
+            s.cancel.set()
+            self._show_image(s, image, info.name, doc)
+            p.image_id, p.doc, p.saved_version, p.rev = info.id, doc, doc.version, info.rev
+            p.rows_key = None
+            with contextlib.suppress(ProjectError, sqlite3.Error):
+                p.store.set_state("current_image", info.id)  # where a restarted server resumes
+            n = len(doc)
+            msg = f"{info.name} ({info.status}): {_plural(n, 'saved mask')}. " + ("" if encode else COMPUTING)
+            if not encode:
+                return self._view(s, msg)
+        view = self.encode(sid)
+        view.message = msg + view.message
+        return view
+
+    def step_image(self, sid: str, delta: int = 1, *, encode: bool = True) -> View:
+        """The next (``delta`` > 0) or previous image of the project, wrapping around."""
+        with self._session(sid) as s:
+            p = self._need_project(s)
+            ids = [i.id for i in p.store.images()]
+            if not ids:
+                raise WorkbenchError(f"Project {p.name} has no images yet: add some.")
+            k = ids.index(p.image_id) + (1 if delta > 0 else -1) if p.image_id in ids else 0
+            target = ids[k % len(ids)]
+        return self.go_to_image(sid, target, encode=encode)
+
+    def go_to_position(self, sid: str, position: int, *, encode: bool = True) -> View:
+        """The image at ``position`` (0-based) in the progress list (a click on its row)."""
+        with self._session(sid) as s:
+            ids = [i.id for i in self._need_project(s).store.images()]
+        if not 0 <= int(position) < len(ids):
+            raise WorkbenchError(f"There is no image {int(position) + 1} in this project.")
+        return self.go_to_image(sid, ids[int(position)], encode=encode)
+
+    def add_uploads(self, sid: str, paths, names=None, *, encode: bool = True,
+                    show: bool = False) -> View:
+        """Add uploaded files to the project (their bytes are stored in it); shows the first
+        one added when ``show`` or when no image is shown yet. Unreadable files are skipped
+        and named."""
+        paths = [Path(p) for p in (paths or [])]
+        if not paths:
+            raise WorkbenchError("Choose one or more image files to add.")
+        sources, labels, unread = [], [], {}
+        for k, path in enumerate(paths):
+            try:
+                sources.append(path.read_bytes())
+                labels.append(Path(names[k]).name if names else path.name)
+            except OSError as e:
+                unread[path.name] = str(e)
+        return self._add(sid, sources, labels, unread, encode, show)
+
+    def add_folder(self, sid: str, folder: str, *, recursive: bool = False, encode: bool = True) -> View:
+        """Add the images of a server folder (referenced in place), if the operator allowed it."""
+        from annotator.batch import find_images
+
+        try:
+            path = self.folders.check(folder)
+            files = find_images([path], recursive=recursive)
+        except (PermissionError, ImageError) as e:
+            raise WorkbenchError(str(e)) from None
+        return self._add(sid, [str(f) for f in files], None, {}, encode, False)
+
+    def _add(self, sid: str, sources: list, names: list | None, unread: dict, encode: bool,
+             show: bool) -> View:
+        with self._session(sid) as s:
+            p = self._need_project(s)
+            errors: dict = {}
+            try:
+                infos = p.store.add_images(sources, names=names, errors=errors)
+            except (ProjectError, sqlite3.Error) as e:
+                raise WorkbenchError(f"Could not add images to {p.name}: {e}") from None
+            for source, why in errors.items():
+                unread[names[sources.index(source)] if names else Path(source).name] = why
+            skipped = "".join(f" Skipped {k}: {v}." for k, v in unread.items())
+            p.rows_key = None
+            if not infos:
+                raise WorkbenchError("No image was added." + skipped)
+            msg = (f"Added {_plural(len(infos), 'image')} to project {p.name} "
+                   f"({len(p.store.images())} in all).{skipped}")
+            if not show and p.image_id is not None:
+                return self._view(s, msg)
+        view = self.go_to_image(sid, infos[0].id, encode=encode)
+        view.message = msg + " " + view.message
+        return view
+
+    def set_done(self, sid: str, done: bool = True) -> View:
+        """Mark the shown image done (or pending again)."""
+        with self._session(sid) as s:
+            p = self._need_project(s)
+            if p.doc is None:
+                raise WorkbenchError("Open an image of the project first.")
+            status = "done" if done else "pending"
+            try:
+                p.store.set_status(p.image_id, status)
+            except (ProjectError, sqlite3.Error) as e:
+                raise WorkbenchError(f"Could not save the status: {e}") from None
+            p.rows_key = None
+            return self._view(s, f"{s.name} marked {status}.")
+
+    def toggle_done(self, sid: str) -> View:
+        p = self.project_of(sid)
+        done = p is not None and p.image_id is not None and p.store.image(p.image_id).status == "done"
+        return self.set_done(sid, not done)
+
+    def export_project(self, sid: str, include_rejected: bool = False) -> Path:
+        """The whole project as one COCO file (RLE masks), in a fresh folder for download."""
+        with self._session(sid) as s:
+            p = self._need_project(s)
+            folder = Path(tempfile.mkdtemp(prefix="export-", dir=self.export_root))
+            s.exports.append(folder)
+            while len(s.exports) > KEEP_EXPORTS:
+                shutil.rmtree(s.exports.pop(0), ignore_errors=True)
+            try:
+                return p.store.export_coco(folder / f"{p.name}_coco.json", include_rejected=include_rejected,
+                                           model=self.info.model or self.info.backend)
+            except (ProjectError, sqlite3.Error, OSError, ValueError) as e:
+                raise WorkbenchError(f"Could not export {p.name}: {e}") from None
+
+    def progress_rows(self, sid: str) -> list[list]:
+        """The project's images: marker (▶ shown), number, name, status, masks, accepted."""
+        with self._session(sid) as s:
+            return self._progress_rows(s)
+
+    def _progress_rows(self, s: Session) -> list[list]:
+        p = s.project
+        if p is None:
+            return []
+        infos = p.store.images()
+        done = sum(i.status == "done" for i in infos)
+        where = next((f"image {k + 1}/{len(infos)} ({i.status})" for k, i in enumerate(infos)
+                      if i.id == p.image_id), _plural(len(infos), "image"))
+        p.summary = f"project {p.name}: {where}, {done} done"
+        return [["▶" if i.id == p.image_id else "", k + 1, i.name, i.status, i.n_annotations, i.n_accepted]
+                for k, i in enumerate(infos)]
+
+    def _progress_if_changed(self, s: Session) -> list[list] | None:
+        """The progress list when it may have changed (image shown, saved revision), else None."""
+        p = s.project
+        if p is None:
+            return None
+        key = (p.image_id, p.rev)
+        if key == p.rows_key:
+            return None
+        rows = self._progress_rows(s)
+        p.rows_key = key
+        return rows
+
+    @staticmethod
+    def _project_status(s: Session) -> str:
+        return s.project.summary or f"project {s.project.name}"
+
+    def _in_project(self, s: Session) -> bool:
+        p = s.project
+        return p is not None and p.doc is not None and s.doc is p.doc
+
+    def _need_project(self, s: Session) -> OpenProject:
+        if s.project is None:
+            raise WorkbenchError("Open or create a project first (Project tab).")
+        return s.project
+
+    def _save_project(self, s: Session) -> None:
+        """Commit the shown image's document (and view options) if they changed since saved."""
+        p = s.project
+        if p is None:
+            return
+        view = astuple(s.view)
+        if view != p.saved_view:
+            with contextlib.suppress(ProjectError, sqlite3.Error):  # a preference, not work
+                p.store.set_state("view", {k: getattr(s.view, k) for k in ViewOptions.__dataclass_fields__})
+            p.saved_view = view
+        if not self._in_project(s) or s.doc.version == p.saved_version:
+            return
+        try:
+            p.rev = p.store.save(p.image_id, s.doc, base_rev=p.rev)
+        except ConflictError as e:
+            self._reload_document(s)
+            raise WorkbenchError(f"{e}. Showing the saved masks now; please redo your last change.") from None
+        except (ProjectError, sqlite3.Error, OSError, ValueError) as e:
+            raise WorkbenchError(f"Could not save to project {p.name}: {e}. The last change is NOT "
+                                 "saved; undo it or try again.") from None
+        p.saved_version = s.doc.version
+
+    def _reload_document(self, s: Session, records: list | None = None) -> None:
+        """Replace the shown document by the project's records (after undo/redo or a conflict),
+        keeping the selection that still exists."""
+        p = s.project
+        old = s.doc
+        if records is None:
+            records = p.store.records(p.image_id)
+        doc = AnnotationDocument.from_records(*old.size, records, image_id=p.image_id)
+        keep = [i for i in old.selection if i in doc]
+        if keep:
+            doc.select(keep, "replace")
+        doc.version = old.version + 1  # a new version: the canvas and table caches are stale
+        s.doc = p.doc = doc
+        p.saved_version, p.rev = doc.version, p.store.undo_state(p.image_id).rev
+        if s.cursor is not None and s.cursor not in doc:
+            s.cursor = None
+
+    def _project_step(self, s: Session, forward: bool) -> View:
+        p = s.project
+        state = p.store.undo_state(p.image_id)
+        action = state.redo_action if forward else state.undo_action
+        try:
+            records = p.store.redo(p.image_id) if forward else p.store.undo(p.image_id)
+        except (ProjectError, sqlite3.Error) as e:
+            raise WorkbenchError(f"Could not {'redo' if forward else 'undo'}: {e}") from None
+        if records is None:
+            return self._view(s, "Nothing to redo." if forward else "Nothing to undo.")
+        self._reload_document(s, records)
+        return self._view(s, f"{'Redid' if forward else 'Undid'}: {action} (saved).")
+
+    def _prefetch_after(self, sid: str) -> None:
+        """Start embedding the image after the shown one (see ``Prefetcher``)."""
+        s = self.sessions.peek(sid)
+        p = s.project if s is not None else None
+        if self.prefetcher is None or p is None:
+            return
+        ids = [i.id for i in p.store.images()]
+        if len(ids) < 2 or p.image_id not in ids:
+            return
+        nxt = ids[(ids.index(p.image_id) + 1) % len(ids)]
+        store = p.store
+        self.prefetcher.request((str(store.path), nxt), lambda: store.load_pixels(nxt))
+
+    def _show_image(self, s: Session, image: np.ndarray, name: str, doc: AnnotationDocument) -> None:
+        """Put an image and its document in the session, resetting what belonged to the last."""
+        s.image, s.name, s.doc = image, name, doc
+        s.scale = cv.display_scale(image.shape[:2], self.max_display_side)
+        s.embedding = None
+        s.prompt, s.cursor, s.last_pick, s.preview, s.duplicates = Prompt(), None, None, [], []
+        s.layer_key = s.sent_canvas_key = s.sent_table_key = None
+
+    @staticmethod
+    def _clear_image(s: Session) -> None:
+        s.image, s.name, s.doc, s.embedding = None, "", None, None
+        s.prompt, s.cursor, s.last_pick, s.preview, s.duplicates = Prompt(), None, None, [], []
+        s.layer_key = s.layer = s.sent_canvas_key = s.sent_table_key = None
+        if s.project is not None:
+            s.project.image_id = s.project.doc = None
+
     # -- view options and filters --------------------------------------------------------
     def set_view(self, sid: str, alpha: float | None = None, outlines: bool | None = None,
                  only_selected: bool | None = None, coverage: bool | None = None) -> View:
@@ -866,6 +1241,8 @@ class Workbench:
 
     def _status(self, s: Session) -> str:
         parts = [self.info.status]
+        if s.project is not None:
+            parts.append(self._project_status(s))
         if s.image is None:
             parts.append("no image")
         else:
@@ -950,6 +1327,7 @@ class Workbench:
         return f"Coverage: accepted masks cover {covered.mean():.1%} of the image; magenta is uncovered."
 
     def _view(self, s: Session, message: str) -> View:
+        self._save_project(s)  # before anything reports success
         canvas = None
         if s.image is not None:
             key = (self._layer_key(s), self._prompt_key(s))
@@ -964,13 +1342,17 @@ class Workbench:
                 s.sent_table_key = key
         cands = [(f"{pos + 1}: " + (f"IoU {score:.2f}" if score is not None else "no score")
                   + f" · {area:,} px", pos) for pos, score, area in s.prompt.candidates()]
+        progress = self._progress_if_changed(s)
         return View(canvas=canvas, status=self._status(s), message=message, candidates=cands,
-                    candidate=s.prompt.choice if cands else None, table=table, mode=s.mode)
+                    candidate=s.prompt.choice if cands else None, table=table, mode=s.mode,
+                    progress=progress)
 
     def resend(self, sid: str) -> View:
         """A full View (nothing left out as unchanged), e.g. for a reloaded page."""
         with self._session(sid) as s:
             s.sent_canvas_key = s.sent_table_key = None
+            if s.project is not None:
+                s.project.rows_key = None
             return self._view(s, "")
 
     # -- limits --------------------------------------------------------------------------
@@ -1089,6 +1471,17 @@ def _session_bytes(s: Session) -> int:
 def _copy_prompt(p: Prompt) -> Prompt:
     return Prompt(points=list(p.points), labels=list(p.labels), box=p.box, corner=p.corner,
                   prediction=p.prediction, order=list(p.order), choice=p.choice)
+
+
+def _locked(lock: ModelLock, steps: Iterator) -> Iterator:
+    """Each step of a generator under ``lock`` (held while computing it, not across yields)."""
+    while True:
+        with lock:
+            try:
+                item = next(steps)
+            except StopIteration:
+                return
+        yield item
 
 
 @gpu

@@ -56,12 +56,12 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app(tiny_checkpoint):
+def app(tiny_checkpoint, tmp_path_factory):
     from annotator.backends import load_segmenter
     from annotator.ui import build_app, launch_kwargs
 
     segmenter, info = load_segmenter("tiny", str(tiny_checkpoint), device="cpu")
-    demo = build_app(segmenter, info)
+    demo = build_app(segmenter, info, projects_dir=tmp_path_factory.mktemp("projects"))
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                 **launch_kwargs())
@@ -358,3 +358,87 @@ def test_closing_the_tab_frees_the_session(app, browser):
         time.sleep(0.1)
     context.close()
     assert key not in wb.sessions
+
+
+PROGRESS_CELLS = "#progress-table [role=gridcell]"
+
+
+def progress_rows(page) -> list[list[str]]:
+    """The project's image list as shown: rows of (marker, #, image, status, masks, accepted)."""
+    cells = [c.strip() for c in page.locator(PROGRESS_CELLS).all_inner_texts()]
+    return [cells[k:k + 6] for k in range(0, len(cells) - len(cells) % 6, 6)]
+
+
+def wait_progress(page, expected: list[list[str]]) -> None:
+    """Wait until the image list shows (image, status, masks) for each row, in order."""
+    page.wait_for_function(
+        """([sel, want]) => {
+             const c = Array.from(document.querySelectorAll(sel)).map(td => td.innerText.trim());
+             const got = [];
+             for (let k = 0; k + 6 <= c.length; k += 6) { got.push([c[k + 2], c[k + 3], c[k + 4]]); }
+             return JSON.stringify(got) === JSON.stringify(want); }""", arg=[PROGRESS_CELLS, expected])
+
+
+def test_a_reloaded_page_finds_its_project_image_and_masks(app, page):
+    demo, _ = app
+    canvas = Canvas(page)
+    page.get_by_role("tab", name="Project").click()
+    name = page.locator("#project-name input")
+    name.fill("browser-test")
+    name.press("Enter")
+    page.locator("#open-project").click()
+    wait_message(page, "Project browser-test is empty")
+    page.locator("#add-images input[type=file]").set_input_files([str(IMAGES / "dog.jpg"),
+                                                                  str(IMAGES / "truck.jpg")])
+    wait_status(page, "dog.jpg 800x534 · embedding cached")
+    wait_progress(page, [["dog.jpg", "pending", "0"], ["truck.jpg", "pending", "0"]])
+    page.wait_for_function(LOADED, arg=["#canvas img", ""])
+    shot(page, "project-01-added")
+
+    canvas.click(300, 300)
+    wait_message(page, "positive point added")
+    page.keyboard.press("Enter")
+    wait_progress(page, [["dog.jpg", "pending", "1"], ["truck.jpg", "pending", "0"]])
+    # next image with the key; the image list marks it
+    old = canvas.src()
+    page.keyboard.press(".")
+    wait_status(page, "truck.jpg 1800x1200 · embedding cached")
+    canvas.wait_changed(old)
+    wait_progress(page, [["dog.jpg", "pending", "1"], ["truck.jpg", "pending", "0"]])
+    assert [r[0] for r in progress_rows(page)] == ["", "▶"]
+    canvas.click(900, 600)
+    wait_message(page, "positive point added")
+    page.locator("#label input, #label textarea").first.fill("truck")
+    page.keyboard.press("Enter")
+    wait_progress(page, [["dog.jpg", "pending", "1"], ["truck.jpg", "pending", "1"]])
+    page.locator("#image-done").click()
+    wait_progress(page, [["dog.jpg", "pending", "1"], ["truck.jpg", "done", "1"]])
+    sess = session_showing(demo, "truck.jpg")
+    before = [a.to_record() for a in sess.doc.annotations]
+    shot(page, "project-02-before-reload")
+
+    page.reload()
+    page.wait_for_selector("#canvas")
+    # the new page (a new session) reopens the project at the same image, with its masks
+    wait_status(page, "project browser-test: image 2/2 (done)")
+    wait_status(page, "truck.jpg 1800x1200 · embedding cached")
+    page.wait_for_function(LOADED, arg=["#canvas img", ""])
+    page.get_by_role("tab", name="Masks").click()
+    wait_rows(page, 1)
+    assert page.locator("#image-nav").is_visible()
+    restored = session_showing(demo, "truck.jpg")
+    assert restored is not sess and [a.to_record() for a in restored.doc.annotations] == before
+    assert restored.doc.annotations[0].label == "truck"
+    page.get_by_role("tab", name="Project").click()
+    wait_progress(page, [["dog.jpg", "pending", "1"], ["truck.jpg", "done", "1"]])
+    assert page.locator("#project-name input").input_value() == "browser-test"
+    # the masks are drawn: a pixel inside the accepted mask differs from the photo
+    ys, xs = np.nonzero(restored.doc.annotations[0].mask())
+    k = len(xs) // 2
+    assert canvas.pixel(int(xs[k]), int(ys[k])) != restored.image[ys[k], xs[k]].tolist()
+    shot(page, "project-03-after-reload")
+    # and the previous image is one key away, with its mask
+    page.keyboard.press(",")
+    wait_status(page, "dog.jpg 800x534")
+    wait_progress(page, [["dog.jpg", "pending", "1"], ["truck.jpg", "done", "1"]])
+    assert [r[0] for r in progress_rows(page)] == ["▶", ""]
