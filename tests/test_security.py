@@ -36,19 +36,23 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def served(tiny_checkpoint, tmp_path_factory):
     """The app launched as ``annotator serve`` launches it, with the checkpoint's folder
-    allowed by the operator (GRADIO_ALLOWED_PATHS): the checkpoint itself must stay blocked."""
+    allowed by the operator (GRADIO_ALLOWED_PATHS): the checkpoint itself and the projects
+    folder inside it must stay blocked."""
     from annotator.backends import load_segmenter
     from annotator.ui import build_app, launch_kwargs
 
     public = tiny_checkpoint.parent / "public.txt"
     public.write_text("an operator shares this folder")
+    projects = tiny_checkpoint.parent / "projects"
+    projects.mkdir(exist_ok=True)
+    (projects / "secret.annotator").write_text("[project] masks of a private project")
     segmenter, info = load_segmenter("tiny", str(tiny_checkpoint), device="cpu")
-    demo = build_app(segmenter, info, limits=LIMITS)
+    demo = build_app(segmenter, info, limits=LIMITS, projects_dir=projects)
     port = _free_port()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GRADIO_ALLOWED_PATHS", str(tiny_checkpoint.parent))
         demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                    **launch_kwargs(LIMITS, info))
+                    **launch_kwargs(LIMITS, info, private=[projects]))
     small = tmp_path_factory.mktemp("img") / "small.png"
     Image.open(IMAGES / "dog.jpg").resize((200, 134)).save(small)
     yield demo, f"http://127.0.0.1:{port}", public, tiny_checkpoint, small
@@ -72,7 +76,8 @@ def test_only_uploads_and_gradios_cache_are_served(served, tmp_path):
     assert get_file(base, public).status_code == 200
     cache = Path(uploaded).parent
     refused = ["/etc/passwd", ROOT / "README.md", ROOT / "annotator" / "ui.py", ROOT / "pyproject.toml",
-               checkpoint, demo.workbench.export_root, IMAGES / "dog.jpg", LABELME_COCO / "annotations.json",
+               checkpoint, checkpoint.parent / "projects" / "secret.annotator",
+               demo.workbench.export_root, IMAGES / "dog.jpg", LABELME_COCO / "annotations.json",
                f"{cache}/../../../etc/passwd", f"{cache}/..%2F..%2F..%2Fetc%2Fpasswd", "file:///etc/passwd"]
     for path in refused:
         r = get_file(base, path)
