@@ -533,7 +533,9 @@ class AnnotationDocument:
         """Replace masks (default: the selection, at least two) by their union.
 
         The new mask takes the place of the topmost one in the z-order and keeps the
-        provenance: ``parents`` lists the merged ids, ``prompts`` collects theirs.
+        provenance: ``parents`` lists the merged ids, ``prompts`` collects theirs. It keeps
+        the review state its parts share (accepted parts make an accepted mask); parts that
+        disagree make a pending one, to be reviewed again.
         """
         with self._lock:
             s = self._state
@@ -544,10 +546,12 @@ class AnnotationDocument:
             union = rle_utils.union([p.rle for p in parts])
             labels = [p.label for p in parts if p.label is not None]
             prompts = [{"id": p.id, "prompts": p.prompts} for p in parts if p.prompts is not None]
+            reviews = {p.review for p in parts}
             new = make_annotation(
                 s.next_id, union, label=label if label is not None else (labels[-1] if labels else None),
                 source="merge", prompts=prompts or None, parents=ids,
                 visible=any(p.visible for p in parts),
+                review=reviews.pop() if len(reviews) == 1 else "pending",
             )
             gone = set(ids)
             top = max(s.order.index(i) for i in ids)

@@ -2,7 +2,9 @@
 
 Every event calls one ``Workbench`` method with the browser session's hash and plain
 values, and shows the ``View`` it returns. Model events (upload, clicks, segment
-everything) share one concurrency group so the model runs one call at a time; clicks use
+everything) take the workbench's model lock, one model call at a time; clicks and uploads
+also share one concurrency group, and segment everything takes the lock per point batch so
+other sessions' clicks are answered between its batches; clicks use
 ``trigger_mode="multiple"`` so fast clicks are queued, never dropped. ``.select`` events
 cannot be driven by ``gradio_client``, so the same logic is also exposed through hidden
 buttons with explicit API names (``/click``, ``/select_mask``, ...).
@@ -28,7 +30,8 @@ from annotator.workbench import (AMG_DEFAULTS, COMPUTING, REVIEW_FILTERS, TABLE_
                                  WorkbenchError)
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-MODEL = "model"  # the concurrency group of every event that runs the model
+MODEL = "model"  # the concurrency group of the events that run the model once (upload, clicks)
+EVERYTHING = "everything"  # segment-everything runs; they share the model per batch (Workbench.model_lock)
 # The browser keeps {"project": name, "image": id} (encrypted in localStorage) to reopen its
 # place after a reload or a server restart; the secret must not change between starts (the
 # default is random per start), and the value is no secret (a name and a number).
@@ -546,15 +549,18 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
                 yield (*show(step.view), step.view.message,
                        gr.Tabs(selected="masks") if step.final else gr.skip())
 
-        # the progress bar shows on the progress box, so the canvas stays visible as masks appear
-        run_amg_btn.click(on_segment_everything, amg_in, [*view_out, amg_progress, tabs], concurrency_limit=1,
-                          concurrency_id=MODEL, show_progress="full", show_progress_on=[amg_progress],
+        # the progress bar shows on the progress box, so the canvas stays visible as masks appear.
+        # Not in the model group: a run takes the workbench's model lock per point batch, so
+        # other people's clicks are answered between batches instead of after the whole run.
+        run_amg_btn.click(on_segment_everything, amg_in, [*view_out, amg_progress, tabs],
+                          concurrency_limit=2, concurrency_id=EVERYTHING, show_progress="full",
+                          show_progress_on=[amg_progress],
                           api_name="segment_everything")
 
         def on_cancel(request: gr.Request):
             wb.cancel(sid(request))
 
-        # not in the model group: it must run while the generator holds the model
+        # in no group: it must run while a run is going
         cancel_amg_btn.click(on_cancel, None, None, concurrency_limit=None, show_progress="hidden",
                              api_name="cancel")
 

@@ -631,6 +631,9 @@ class Workbench:
         finally:
             with s.lock:
                 s.preview = []
+        # Never yield while holding the session lock: Gradio resumes a generator on another
+        # worker thread (an RLock cannot be released there), and a generator the client
+        # abandons would keep the session locked for good.
         with s.lock:
             if s.doc is not doc:
                 return
@@ -639,15 +642,17 @@ class Workbench:
             try:
                 dropped = self._make_room(s, extra, "add these masks")
             except WorkbenchError as e:
-                yield AmgStep(self._view(s, f"Segment everything found {_plural(len(records), 'mask')} "
-                                            f"but kept none: {e}"), 1, 1, 0.0, True)
-                return
-            action = f"segment everything: {_plural(len(records), 'mask')}"
-            ids = doc.add_many(records, source="auto", action=action) if records else []
-            secs = time.perf_counter() - t0
-            msg = (f"Segment everything found {_plural(len(ids), 'mask')} in {secs:.1f} s.{note}{capped}{dropped} "
-                   "Filter and sort them in the Masks tab; review with J (next), Y (accept), X (reject).")
-            yield AmgStep(self._view(s, msg), 1, 1, 0.0, True)
+                last = AmgStep(self._view(s, f"Segment everything found {_plural(len(records), 'mask')} "
+                                             f"but kept none: {e}"), 1, 1, 0.0, True)
+            else:
+                action = f"segment everything: {_plural(len(records), 'mask')}"
+                ids = doc.add_many(records, source="auto", action=action) if records else []
+                secs = time.perf_counter() - t0
+                msg = (f"Segment everything found {_plural(len(ids), 'mask')} in {secs:.1f} s.{note}{capped}"
+                       f"{dropped} Filter and sort them in the Masks tab; review with J (next), Y (accept), "
+                       "X (reject).")
+                last = AmgStep(self._view(s, msg), 1, 1, 0.0, True)
+        yield last
 
     def cancel(self, sid: str) -> None:
         """Ask a running "segment everything" of this session to stop after its current batch."""

@@ -239,6 +239,17 @@ def test_merge_collects_prompts():
     assert doc[new].prompts == [{"id": big, "prompts": {"points": [[20, 20]], "labels": [1]}}]
 
 
+def test_merge_keeps_the_review_state_its_parts_share():
+    doc, (big, mid, small, side) = make_doc()
+    doc.accept([mid, side])
+    assert doc[doc.merge([mid, side])].review == "accepted"
+    doc.reject([small])
+    merged = doc.merge([big, small])  # pending + rejected: to be reviewed again
+    assert doc[merged].review == "pending"
+    doc.undo()
+    assert doc[small].review == "rejected" and doc[big].review == "pending"
+
+
 def test_subtract_cuts_pixels_and_keeps_the_id():
     doc, (big, mid, small, side) = make_doc()
     expected = doc.mask(big) & ~doc.mask(mid) & ~doc.mask(small)

@@ -160,6 +160,26 @@ def test_segment_everything_streams_and_cancels(app):
     assert "Cancelled after" in final[MESSAGE] and "of 16 batches" in final[MESSAGE]
 
 
+def test_a_click_is_answered_while_another_session_segments_everything(app):
+    import time
+
+    one, two = client(app[1]), client(app[1])
+    for c in (one, two):
+        c.predict(handle_file(str(IMAGES / "dog.jpg")), api_name="/upload")
+    job = one.submit(24, 4, 0.0, 0.0, 0.7, 0, 0, api_name="/segment_everything")  # 144 batches
+    deadline = time.monotonic() + 60
+    while not job.outputs() and time.monotonic() < deadline:  # the run has started
+        time.sleep(0.02)
+    assert job.outputs(), "segment everything did not start"
+    out = two.predict(300, 300, "positive", api_name="/click")
+    running = not job.done()
+    one.predict(api_name="/cancel")
+    final = job.result()
+    assert len(out[CANDIDATES]["choices"]) == 3
+    assert running, "the click waited for the whole segment-everything run"
+    assert "Cancelled after" in final[MESSAGE]
+
+
 def test_duplicate_inspector(app):
     c = client(app[1])
     c.predict(handle_file(str(IMAGES / "dog.jpg")), api_name="/upload")

@@ -431,6 +431,45 @@ def test_cancel_keeps_the_masks_found_so_far(wb, sid):
     assert len(wb.session(sid).doc) >= 1
 
 
+def test_other_sessions_click_between_the_batches_of_a_run(wb, sid):
+    import threading
+
+    other = uuid.uuid4().hex
+    wb.open_image(sid, DOG)
+    wb.open_image(other, DOG)
+    run = wb.segment_everything(sid, **SMALL_GRID)
+    assert next(run).done == 1
+    # the run is paused between batches: it holds neither the model nor the session
+    assert wb.model_lock.users_waiting() == 0
+    answered = []
+    t = threading.Thread(target=lambda: answered.append(wb.click(other, 300, 300)))
+    t.start()
+    t.join(timeout=60)
+    assert answered and len(answered[0].candidates) == 3
+    *rest, final = list(run)
+    assert [s.done for s in rest] == [2, 3, 4] and final.final
+    assert len(wb.session(other).doc) == 0  # the run's masks went to its own session only
+
+
+def test_a_run_resumed_on_other_threads_never_leaves_the_session_locked(wb, sid):
+    """Gradio runs each step of a generator on whichever worker thread is free, and a
+    client may stop reading after the last step it needs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    wb.open_image(sid, DOG)
+    run = wb.segment_everything(sid, **SMALL_GRID)
+    steps = []
+    for _ in range(5):  # 4 batches and the final step, each on a new thread
+        with ThreadPoolExecutor(1) as pool:
+            steps.append(pool.submit(next, run).result(timeout=60))
+    assert steps[-1].final
+    # the generator is not exhausted (nor closed), yet other threads get the session
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(wb.session(sid).lock.acquire, timeout=5).result()
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(list, run).result(timeout=60) == []
+
+
 def test_segment_everything_checks_its_parameters(wb, sid):
     wb.open_image(sid, DOG)
     with pytest.raises(WorkbenchError, match="points_per_side"):
