@@ -57,7 +57,7 @@ from annotator.zerogpu import gpu
 
 MODES = ("positive", "negative", "box", "select")
 COMPUTING = "Computing the image embedding…"
-MAX_DOCUMENTS = 16  # per session: the documents of the last images opened, kept for reopening
+MAX_DOCUMENTS = 16  # per session: empty documents kept for reopening (ones with masks are all kept)
 KEEP_EXPORTS = 3  # per session: export folders kept for download
 EMBEDDING_BYTES = 256 * 64 * 64 * 4  # one SAM image embedding (float32), every model size
 SORT_KEYS = ("id", "predicted_iou", "stability_score", "area")
@@ -308,8 +308,12 @@ class Workbench:
             again = doc is not None and len(doc) > 0
             s.doc = doc if doc is not None else AnnotationDocument(*image.shape[:2], image_id=name)
             s.documents[key] = s.doc
-            while len(s.documents) > MAX_DOCUMENTS:
-                s.documents.popitem(last=False)
+            # forget the oldest images without masks beyond MAX_DOCUMENTS; masks are dropped
+            # only by the memory limit, and then the message says so (_make_room)
+            for k in [k for k, d in s.documents.items() if len(d) == 0 and d is not s.doc]:
+                if len(s.documents) <= MAX_DOCUMENTS:
+                    break
+                del s.documents[k]
             s.prompt, s.cursor, s.last_pick, s.preview, s.duplicates = Prompt(), None, None, [], []
             s.layer, s.layer_key = None, None
             s.sent_canvas_key = s.sent_table_key = None
@@ -1404,7 +1408,8 @@ class Workbench:
         if not dropped:
             return ""
         return (f" To stay under the session's memory limit ({human_bytes(limit)}), the masks kept for "
-                f"{', '.join(dropped)} were dropped.")
+                f"{', '.join(dropped)} were dropped. Export before opening many images, or open a "
+                "project (Project tab): it keeps every image's masks on disk.")
 
     # -- checks --------------------------------------------------------------------------
     def _need_image(self, s: Session) -> None:

@@ -56,6 +56,22 @@ def test_open_image_shows_it_with_status_and_an_empty_table(wb, sid, dog):
     assert v.table == [] and v.candidates == []
 
 
+def test_masks_of_earlier_images_are_never_forgotten_by_count(wb, sid):
+    from annotator.workbench import MAX_DOCUMENTS
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (24, 32, 3), dtype=np.uint8) for _ in range(MAX_DOCUMENTS + 4)]
+    for k, image in enumerate(images):
+        wb.load(sid, image, name=f"img{k}.png")
+        if k < 3:  # the first three get a mask; the rest stay empty
+            wb.session(sid).doc.add(rect(24, 32, 2, 2, 10 + k, 10), label=f"m{k}")
+    assert len(wb.session(sid).documents) <= MAX_DOCUMENTS + 1
+    for k in range(3):
+        v = wb.load(sid, images[k], name=f"img{k}.png")
+        assert "1 mask from before is back" in v.message
+        assert [a.label for a in wb.session(sid).doc.annotations] == [f"m{k}"]
+
+
 def test_reopening_an_image_reuses_the_cached_embedding(wb, sid):
     wb.open_image(sid, DOG)
     v = wb.open_image(uuid.uuid4().hex, DOG)
