@@ -468,15 +468,16 @@ class Project:
             row = self._conn.execute("SELECT id FROM images WHERE sha256 = ?", (digest,)).fetchone()
         return None if row is None else self.image(row[0])
 
-    def load_pixels(self, image_id: int):
+    def load_pixels(self, image_id: int, *, max_pixels: int | None = DEFAULT_MAX_PIXELS):
         """The image as an (H, W, 3) uint8 RGB array. A server file that changed since it was
-        added is an error: its masks would no longer match it."""
+        added is an error: its masks would no longer match it. Images over ``max_pixels``
+        are refused before decoding (``ImageError``)."""
         info = self.image(image_id)
         if info.path is None:
             with self._lock:
                 data = self._conn.execute("SELECT bytes FROM image_data WHERE sha256 = ?",
                                           (info.sha256,)).fetchone()[0]
-            return load_image(data)
+            return load_image(data, max_pixels=max_pixels)
         path = Path(info.path)
         if not path.is_file():
             raise ImageError(f"{info.name} is no longer at {info.path}")
@@ -484,7 +485,7 @@ class Project:
         if hashlib.sha256(data).hexdigest() != info.sha256:
             raise ImageError(f"{info.path} changed since it was added to the project; "
                              "its masks may not match it any more")
-        return load_image(data)
+        return load_image(data, max_pixels=max_pixels)
 
     def set_status(self, image_id: int, status: str) -> None:
         if status not in IMAGE_STATUSES:

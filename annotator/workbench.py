@@ -941,14 +941,16 @@ class Workbench:
         its embedding); then prefetch the next image's embedding in the background."""
         with self._session(sid) as s:
             p = self._need_project(s)
+            info = None
             try:
                 info = p.store.image(int(image_id))
-                image = p.store.load_pixels(info.id)
+                image = p.store.load_pixels(info.id, max_pixels=self.limits.max_pixels)
                 doc = p.store.load_document(info.id)
             except KeyError:
                 raise WorkbenchError(f"Project {p.name} has no image {image_id}.") from None
             except (ImageError, ProjectError, OSError) as e:
-                raise WorkbenchError(f"Cannot open {image_id}: {e}") from None
+                what = info.name if info is not None else f"image {image_id}"
+                raise WorkbenchError(f"Cannot open {what}: {str(e).rstrip('.')}.") from None
             s.cancel.set()
             self._show_image(s, image, info.name, doc)
             p.image_id, p.doc, p.saved_version, p.rev = info.id, doc, doc.version, info.rev

@@ -423,3 +423,15 @@ def test_an_upload_while_a_project_is_open_joins_it_and_is_shown(wb, sid, root):
     new_project(wb, sid, DOG)
     v = wb.add_uploads(sid, [TRUCK], show=True)  # what the Image tab's upload does in a project
     assert wb.session(sid).name == "truck.jpg" and [r[0] for r in v.progress] == ["", "▶"]
+
+
+def test_an_image_over_the_servers_pixel_limit_is_refused_with_the_project_still_open(segmenter, root, sid):
+    from annotator.limits import Limits
+
+    seg, info = segmenter
+    wb = Workbench(seg, info, projects=ProjectLibrary(root))
+    new_project(wb, sid, DOG)  # 800x534, under the default limit
+    small = Workbench(seg, info, projects=ProjectLibrary(root), limits=Limits(max_pixels=100_000))
+    v = small.open_project(sid, "p")
+    assert "Cannot open dog.jpg" in v.message and "megapixels" in v.message and "dog.jpg" not in v.status
+    assert small.project_of(sid) is not None
