@@ -19,6 +19,7 @@ server listens on 127.0.0.1 only and is stopped at the end.
 
     python benchmarks/load.py                  # 20 sessions, tiny random SAM
     python benchmarks/load.py --sessions 4     # a quick look
+    python benchmarks/load.py --think 1        # people pause ~1 s between actions
 """
 
 from __future__ import annotations
@@ -86,11 +87,13 @@ def peak_rss_mib(pid: int) -> float | None:
 class Session:
     """One person's sequence; records (action, seconds) and the problems it saw."""
 
-    def __init__(self, index: int, url: str, rng: random.Random, grid: int, call_timeout: float):
+    def __init__(self, index: int, url: str, rng: random.Random, grid: int, call_timeout: float,
+                 think: float = 0.0):
         from gradio_client import Client
 
         self.index, self.url, self.rng, self.grid = index, url, rng, grid
         self.call_timeout = call_timeout
+        self.think = think
         self.prefix = f"s{index:02d}-"
         self.image = IMAGES[index % len(IMAGES)]
         self.client = Client(url, verbose=False, download_files=False)
@@ -99,6 +102,8 @@ class Session:
         self.leaks: list[str] = []
 
     def call(self, action: str, *args, api_name: str):
+        if self.think:
+            time.sleep(self.rng.uniform(0, 2 * self.think))  # a person looks before the next action
         t0 = time.perf_counter()
         try:
             out = self.client.submit(*args, api_name=api_name).result(timeout=self.call_timeout)
@@ -198,6 +203,9 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=900, help="seconds for the whole run (default 900)")
     p.add_argument("--call-timeout", type=float, default=300,
                    help="seconds one request may take before it counts as an error (default 300)")
+    p.add_argument("--think", type=float, default=0.0,
+                   help="mean seconds a person waits between actions (uniform 0..2x; default 0: "
+                        "every session acts as fast as the server answers, a stress test)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     if not 1 <= args.sessions <= 64:
@@ -215,8 +223,8 @@ def main() -> int:
               f"127.0.0.1:{port})")
         try:
             url = f"http://127.0.0.1:{port}/"
-            sessions = [Session(i, url, random.Random(args.seed * 1000 + i), args.grid, args.call_timeout)
-                        for i in range(args.sessions)]
+            sessions = [Session(i, url, random.Random(args.seed * 1000 + i), args.grid, args.call_timeout,
+                                args.think) for i in range(args.sessions)]
             t0 = time.perf_counter()
             pool = ThreadPoolExecutor(args.sessions)
             futures = [pool.submit(s.run) for s in sessions]
@@ -237,7 +245,8 @@ def main() -> int:
     for s in sessions:
         for action, seconds in s.times:
             times[action].append(seconds * 1000)
-    print(f"\n{args.sessions} sessions, {sum(len(s.times) for s in sessions)} requests in {wall:.1f} s"
+    print(f"\n{args.sessions} sessions, think time {args.think:g} s, "
+          f"{sum(len(s.times) for s in sessions)} requests in {wall:.1f} s"
           + (f"; server peak RSS {rss:.0f} MiB" if rss else ""))
     print(f"{'action':<12}{'n':>6}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}")
     for action in ACTIONS:
