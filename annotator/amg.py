@@ -125,6 +125,7 @@ class MaskGenerator:
         *,
         decoder_batch_size: int | None = None,
         precision: str | None = None,
+        model_lock: contextlib.AbstractContextManager | None = None,
     ) -> None:
         """Arguments as ``SamAutomaticMaskGenerator``'s. ``model`` is a ``Sam`` (wrapped in a
         ``SamSegmenter`` on its own device; note this switches its attention modules to the fused
@@ -135,6 +136,9 @@ class MaskGenerator:
         ``points_per_batch`` such as 256 is faster). ``precision``: "fp32", or "bf16" / "fp16"
         autocast for the decoder (for GPUs; masks then differ slightly from fp32 ones); default:
         the segmenter's precision. A ``Sam`` gets a segmenter with this precision (default fp32).
+        ``model_lock``: held around each model call (image encoder, prompt encoder, decoder)
+        and released for the post-processing, so others sharing the model (an app's other
+        users) get in between.
         """
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("give exactly one of points_per_side or point_grids")
@@ -183,6 +187,7 @@ class MaskGenerator:
         self.crop_n_points_downscale_factor = crop_n_points_downscale_factor
         self.min_mask_region_area = min_mask_region_area
         self.output_mode = output_mode
+        self.model_lock = model_lock if model_lock is not None else contextlib.nullcontext()
 
     # -- public ------------------------------------------------------------------------------
     def generate(
@@ -218,10 +223,11 @@ class MaskGenerator:
             self._check(cancel, per_crop, [], clock)
             clock.start_crop(ci)
             x0, y0, x1, y1 = crop_box
-            emb = self.segmenter.embed(image[y0:y1, x0:x1, :])
+            with self.model_lock:
+                emb = self.segmenter.embed(image[y0:y1, x0:x1, :])
             clock.encoded()
             frame = CropFrame(tuple(crop_box), orig_hw, tuple(emb.input_size), self.model.image_encoder.img_size)
-            with torch.inference_mode(), self._precision():
+            with self.model_lock, torch.inference_mode(), self._precision():
                 decoder = PointDecoder(self.model, emb.features)
             crop_hw = np.array(frame.crop_hw)
             points = self.point_grids[layer] * crop_hw[None, ::-1]
@@ -255,9 +261,28 @@ class MaskGenerator:
         transformed = self.segmenter.transform.apply_coords(points, frame.crop_hw)
         in_points = torch.as_tensor(transformed, device=self.device)[:, None, :]
         in_labels = torch.ones((len(points), 1), dtype=torch.int, device=self.device)
+        with self.model_lock:
+            lows, ious, point_idx = self._decode(decoder, in_points, in_labels, len(points))
+        if not lows:
+            return MaskSet()
+        point_idx = np.concatenate(point_idx)
+        return masks_from_logits(
+            torch.cat(lows),
+            torch.cat(ious),
+            points[point_idx],
+            frame,
+            mask_threshold=self.model.mask_threshold,
+            stability_score_offset=self.stability_score_offset,
+            stability_score_thresh=self.stability_score_thresh,
+            chunk=self.mask_chunk,
+        )
+
+    def _decode(self, decoder: PointDecoder, in_points, in_labels, n: int):
+        """The model's part of a batch: low-res logits and predicted IoUs of the masks that
+        can pass ``pred_iou_thresh``, and the index of each one's point."""
         sparse, _ = self.model.prompt_encoder(points=(in_points, in_labels), boxes=None, masks=None)
         lows, ious, point_idx = [], [], []
-        for start in range(0, len(points), self.decoder_batch_size):
+        for start in range(0, n, self.decoder_batch_size):
             sl = slice(start, start + self.decoder_batch_size)
             with self._precision():
                 tokens, keys = decoder.transformer(sparse[sl])
@@ -275,19 +300,7 @@ class MaskGenerator:
             del keys
             ious.append(iou[keep])
             point_idx.append(torch.nonzero(rows).flatten()[:, None].expand(-1, 3)[keep].cpu().numpy() + start)
-        if not lows:
-            return MaskSet()
-        point_idx = np.concatenate(point_idx)
-        return masks_from_logits(
-            torch.cat(lows),
-            torch.cat(ious),
-            points[point_idx],
-            frame,
-            mask_threshold=self.model.mask_threshold,
-            stability_score_offset=self.stability_score_offset,
-            stability_score_thresh=self.stability_score_thresh,
-            chunk=self.mask_chunk,
-        )
+        return lows, ious, point_idx
 
     def _finish_crop(self, batches: list[MaskSet], frame: CropFrame) -> MaskSet:
         """Box NMS within the crop (by predicted IoU), then crop -> image coordinates."""

@@ -616,7 +616,9 @@ class Workbench:
         t0 = time.perf_counter()
         records, note = None, ""
         try:
-            for update in _locked(self.model_lock, _generate(self.segmenter, image, p, cancel)):
+            # the generator takes the model lock for its model calls only, so other sessions'
+            # clicks get in between, also while it post-processes a batch
+            for update in _generate(self.segmenter, image, p, cancel, self.model_lock):
                 if update.final:
                     records = update.records
                     break
@@ -1485,17 +1487,6 @@ def _copy_prompt(p: Prompt) -> Prompt:
                   prediction=p.prediction, order=list(p.order), choice=p.choice)
 
 
-def _locked(lock: ModelLock, steps: Iterator) -> Iterator:
-    """Each step of a generator under ``lock`` (held while computing it, not across yields)."""
-    while True:
-        with lock:
-            try:
-                item = next(steps)
-            except StopIteration:
-                return
-        yield item
-
-
 @gpu
 def _embed(segmenter, image: np.ndarray):
     """The image encoder (on ZeroGPU, the one step that needs the GPU per image)."""
@@ -1503,9 +1494,10 @@ def _embed(segmenter, image: np.ndarray):
 
 
 @gpu(duration=120)
-def _generate(segmenter, image: np.ndarray, params: dict, cancel):
+def _generate(segmenter, image: np.ndarray, params: dict, cancel, model_lock=None):
     """SAM's automatic generator as a stream of updates (see ``MaskGenerator.iter_generate``)."""
-    yield from MaskGenerator(segmenter, output_mode="coco_rle", **params).iter_generate(image, cancel=cancel)
+    generator = MaskGenerator(segmenter, output_mode="coco_rle", model_lock=model_lock, **params)
+    yield from generator.iter_generate(image, cancel=cancel)
 
 
 def _write_rgb_png(path: Path, rgb: np.ndarray) -> Path:

@@ -418,3 +418,44 @@ def test_clear_errors():
         MaskGenerator(model, points_per_side=None, point_grids=[np.zeros((1, 2))], crop_n_layers=1)
     with pytest.raises(TypeError, match="Sam or a SamSegmenter"):
         MaskGenerator(object())
+
+
+def test_the_model_lock_is_held_for_model_calls_and_not_for_post_processing(monkeypatch):
+    import annotator.amg as amg
+
+    class RecordingLock:
+        held = False
+        acquired = 0
+
+        def __enter__(self):
+            assert not self.held, "the lock is not reentrant"
+            self.held = True
+            self.acquired += 1
+
+        def __exit__(self, *exc):
+            self.held = False
+
+    lock = RecordingLock()
+    seen = []
+    real = amg.masks_from_logits
+
+    def post_processing(*args, **kwargs):
+        seen.append(("post", lock.held))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(amg, "masks_from_logits", post_processing)
+    model = random_sam("tiny", seed=3)
+    for name in ("image_encoder", "prompt_encoder"):
+        getattr(model, name).register_forward_hook(lambda m, i, o, name=name: seen.append((name, lock.held)))
+    image = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    gen = MaskGenerator(model, points_per_side=4, points_per_batch=4, pred_iou_thresh=0.0,
+                        stability_score_thresh=0.0, model_lock=lock)
+    unlocked = MaskGenerator(model, points_per_side=4, points_per_batch=4, pred_iou_thresh=0.0,
+                             stability_score_thresh=0.0)
+    records = gen.generate(image)
+    assert ("image_encoder", True) in seen and ("prompt_encoder", True) in seen
+    assert all(held for name, held in seen if name != "post")
+    assert ("post", False) in seen and ("post", True) not in seen
+    assert lock.acquired == 2 + 4  # the encoder, the decoder's per-image part, 4 point batches
+    same = unlocked.generate(image)
+    assert [r["segmentation"].tolist() for r in records] == [r["segmentation"].tolist() for r in same]
