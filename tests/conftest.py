@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ANNOTATOR_SHARED_DATA", ROOT.parent / "shared" / "data"))
 IMAGES = SHARED_DATA / "images"
 LABELME_COCO = SHARED_DATA / "labelme_coco"
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface, for an app a test starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def shared_image(name: str) -> np.ndarray:
@@ -38,3 +47,19 @@ def dog() -> np.ndarray:
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A seeded random tiny-SAM checkpoint file, written once per test session."""
     return write_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "sam_tiny.pth", "tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def wb(tiny_checkpoint):
+    """A Workbench (the app's logic) on the tiny random SAM, shared by a test module."""
+    from annotator.backends import load_segmenter
+    from annotator.workbench import Workbench
+
+    segmenter, info = load_segmenter("tiny", str(tiny_checkpoint), device="cpu")
+    return Workbench(segmenter, info)
+
+
+@pytest.fixture
+def sid() -> str:
+    """A fresh session id."""
+    return uuid.uuid4().hex

@@ -2,7 +2,6 @@
 
 import io
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from annotator.checkpoints import CheckpointError
 from annotator.classical import GrabCutSegmenter
 from annotator.image_io import ImageError, load_image
 from annotator.segmenter import SamSegmenter
+
+from conftest import free_port
 
 BOWL = np.array([490, 140, 662, 262])  # the steel bowl in dog.jpg (x0, y0, x1, y1)
 
@@ -103,11 +104,6 @@ def test_load_image_bad_input_messages(tmp_path):
     with pytest.raises(ImageError, match="megapixels"):
         load_image(big.getvalue(), max_pixels=50_000)
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("entry", [["-m", "annotator", "serve"], ["app.py"]])

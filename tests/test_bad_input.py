@@ -29,17 +29,6 @@ DOG = IMAGES / "dog.jpg"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def wb(tiny_checkpoint):
-    segmenter, info = load_segmenter("tiny", str(tiny_checkpoint), device="cpu")
-    return Workbench(segmenter, info)
-
-
-@pytest.fixture
-def sid():
-    return uuid.uuid4().hex
-
-
 def with_masks(wb, sid) -> list[dict]:
     """Open dog.jpg with two masks in the session; returns the document's records."""
     wb.open_image(sid, DOG)

@@ -7,14 +7,13 @@ chromium these tests are skipped, unless ANNOTATOR_REQUIRE_BROWSER=1 (CI), where
 
 import os
 import re
-import socket
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import IMAGES
+from conftest import IMAGES, free_port
 
 pytestmark = pytest.mark.browser
 
@@ -49,11 +48,6 @@ def _chromium_or_skip():
     pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def app(tiny_checkpoint, tmp_path_factory):
@@ -62,7 +56,7 @@ def app(tiny_checkpoint, tmp_path_factory):
 
     segmenter, info = load_segmenter("tiny", str(tiny_checkpoint), device="cpu")
     demo = build_app(segmenter, info, projects_dir=tmp_path_factory.mktemp("projects"))
-    port = _free_port()
+    port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                 **launch_kwargs())
     yield demo, f"http://127.0.0.1:{port}/"

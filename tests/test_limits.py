@@ -113,7 +113,7 @@ def test_segment_everything_keeps_the_best_masks_up_to_the_cap(model, monkeypatc
         records.append({"segmentation": rle, "predicted_iou": [0.5, 0.9, 0.6, 0.95, 0.7, 0.8][k],
                         "stability_score": 0.9})
 
-    def fake_generate(segmenter, image, params, cancel):
+    def fake_generate(segmenter, image, params, cancel, model_lock=None):
         yield Update(records, True, Progress(1, 1, 0.0, 0.0, 0, 1))
 
     monkeypatch.setattr(workbench_module, "_generate", fake_generate)

@@ -2,19 +2,16 @@
 folder and server-folder rules, and the background prefetch."""
 
 import json
-import os
 import threading
 import time
 import uuid
 
-import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
 from annotator.backends import load_segmenter
 from annotator.project import Project
-from annotator.projects_app import (FolderPolicy, ModelLock, Prefetcher, ProjectLibrary, ProjectNameError,
-                                    check_project_name)
+from annotator.projects_app import FolderPolicy, ModelLock, Prefetcher, ProjectLibrary, ProjectNameError
 from annotator.workbench import Workbench, WorkbenchError
 
 from conftest import IMAGES

@@ -4,7 +4,6 @@ restarted: every accepted mask is still there."""
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,17 +16,12 @@ from pycocotools.coco import COCO
 
 from annotator.project import Project
 
-from conftest import IMAGES
+from conftest import IMAGES, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 # outputs of every view endpoint, in order (project endpoints add more after these)
 CANVAS, STATUS, MESSAGE, CANDIDATES, TABLE, PROGRESS = range(6)
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rows(table: dict) -> list[list]:
@@ -48,7 +42,7 @@ def app(tiny_checkpoint, tmp_path_factory):
     segmenter, info = load_segmenter("tiny", str(tiny_checkpoint), device="cpu")
     projects = tmp_path_factory.mktemp("projects")
     demo = build_app(segmenter, info, projects_dir=projects, allow_folders=[IMAGES])
-    port = _free_port()
+    port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield demo, f"http://127.0.0.1:{port}/", projects
     demo.close()
@@ -116,7 +110,7 @@ def _wait_up(proc: subprocess.Popen, port: int) -> str:
 
 def test_killed_server_restarts_with_every_accepted_mask(tiny_checkpoint, tmp_path):
     projects = tmp_path / "projects"
-    port = _free_port()
+    port = free_port()
     proc = _serve(tiny_checkpoint, projects, port)
     try:
         c = Client(_wait_up(proc, port), verbose=False)
@@ -136,7 +130,7 @@ def test_killed_server_restarts_with_every_accepted_mask(tiny_checkpoint, tmp_pa
         proc.wait(timeout=20)
     assert proc.returncode == -signal.SIGKILL
 
-    port = _free_port()
+    port = free_port()
     proc = _serve(tiny_checkpoint, projects, port)
     try:
         c = Client(_wait_up(proc, port), verbose=False)

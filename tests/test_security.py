@@ -5,7 +5,6 @@ server paths a client names but never uploaded refused. (Checkpoints that would 
 when unpickled: tests/test_checkpoints.py and tests/test_bad_input.py.)"""
 
 import json
-import socket
 import uuid
 from pathlib import Path
 
@@ -20,17 +19,12 @@ from PIL import Image
 from annotator.filenames import safe_name, safe_stem
 from annotator.limits import Limits
 
-from conftest import IMAGES, LABELME_COCO
+from conftest import IMAGES, LABELME_COCO, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 MESSAGE, TABLE = 2, 4
 LIMITS = Limits(max_upload_mb=0.05, max_json_mb=2 / 1024)  # 51 KB uploads, 2 KB JSON
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +42,7 @@ def served(tiny_checkpoint, tmp_path_factory):
     (projects / "secret.annotator").write_text("[project] masks of a private project")
     segmenter, info = load_segmenter("tiny", str(tiny_checkpoint), device="cpu")
     demo = build_app(segmenter, info, limits=LIMITS, projects_dir=projects)
-    port = _free_port()
+    port = free_port()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GRADIO_ALLOWED_PATHS", str(tiny_checkpoint.parent))
         demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,

@@ -1,7 +1,6 @@
 """The app driven headlessly through its API with gradio_client: the same flow as a person,
 two sessions at once, and neither sees the other's masks."""
 
-import socket
 import threading
 
 import numpy as np
@@ -10,16 +9,11 @@ from gradio_client import Client, handle_file
 from PIL import Image
 from pycocotools.coco import COCO
 
-from conftest import IMAGES
+from conftest import IMAGES, free_port
 
 # outputs of every view endpoint, in order
 CANVAS, STATUS, MESSAGE, CANDIDATES, TABLE = range(5)
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +23,7 @@ def app(tiny_checkpoint):
 
     segmenter, info = load_segmenter("tiny", str(tiny_checkpoint), device="cpu")
     demo = build_app(segmenter, info)
-    port = _free_port()
+    port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield demo, f"http://127.0.0.1:{port}/"
     demo.close()

@@ -18,17 +18,6 @@ from conftest import IMAGES
 DOG = IMAGES / "dog.jpg"
 
 
-@pytest.fixture(scope="module")
-def wb(tiny_checkpoint):
-    segmenter, info = load_segmenter("tiny", str(tiny_checkpoint), device="cpu")
-    return Workbench(segmenter, info)
-
-
-@pytest.fixture
-def sid():
-    return uuid.uuid4().hex
-
-
 def rect(h, w, x0, y0, x1, y1):
     m = np.zeros((h, w), bool)
     m[y0:y1, x0:x1] = True
