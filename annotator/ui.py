@@ -3,8 +3,8 @@
 Every event calls one ``Workbench`` method with the browser session's hash and plain
 values, and shows the ``View`` it returns. Model events (upload, clicks, segment
 everything) take the workbench's model lock, one model call at a time; clicks and uploads
-also share one concurrency group, and segment everything takes the lock per point batch so
-other sessions' clicks are answered between its batches; clicks use
+also share one concurrency group, while segment everything has its own and holds the lock
+only for its model calls, so other sessions' clicks are answered while it runs; clicks use
 ``trigger_mode="multiple"`` so fast clicks are queued, never dropped. ``.select`` events
 cannot be driven by ``gradio_client``, so the same logic is also exposed through hidden
 buttons with explicit API names (``/click``, ``/select_mask``, ...).
@@ -31,7 +31,7 @@ from annotator.workbench import (AMG_DEFAULTS, COMPUTING, REVIEW_FILTERS, TABLE_
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 MODEL = "model"  # the concurrency group of the events that run the model once (upload, clicks)
-EVERYTHING = "everything"  # segment-everything runs; they share the model per batch (Workbench.model_lock)
+EVERYTHING = "everything"  # segment-everything runs; they share the model call by call (Workbench.model_lock)
 # The browser keeps {"project": name, "image": id} (encrypted in localStorage) to reopen its
 # place after a reload or a server restart; the secret must not change between starts (the
 # default is random per start), and the value is no secret (a name and a number).
@@ -550,8 +550,8 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
                        gr.Tabs(selected="masks") if step.final else gr.skip())
 
         # the progress bar shows on the progress box, so the canvas stays visible as masks appear.
-        # Not in the model group: a run takes the workbench's model lock per point batch, so
-        # other people's clicks are answered between batches instead of after the whole run.
+        # Not in the model group: a run holds the workbench's model lock for its model calls
+        # only, so other people's clicks are answered while it runs, not after the whole run.
         run_amg_btn.click(on_segment_everything, amg_in, [*view_out, amg_progress, tabs],
                           concurrency_limit=2, concurrency_id=EVERYTHING, show_progress="full",
                           show_progress_on=[amg_progress],
