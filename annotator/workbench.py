@@ -219,8 +219,9 @@ class Workbench:
         threading.Thread(target=_sweep_sessions, args=(weakref.ref(self.sessions), stop, interval),
                          name="annotator-session-sweep", daemon=True).start()
         weakref.finalize(self, stop.set)
-        # the UI's "model" concurrency group serialises user events; this lock also covers
-        # the background prefetch thread (every encoder and decoder call holds it)
+        # one model call at a time, whoever makes it: every encoder and decoder call holds
+        # this lock (clicks, uploads, segment everything call by call, and the background
+        # prefetch, which yields to users)
         self.model_lock = ModelLock()
         self.projects = projects if projects is not None else ProjectLibrary()
         self.folders = folders if folders is not None else FolderPolicy()
