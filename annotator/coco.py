@@ -397,7 +397,8 @@ def _bridge(outer: np.ndarray, hole: np.ndarray) -> np.ndarray:
 
 
 # -- writing --------------------------------------------------------------------------------
-def _json_value(v):
+def json_value(v):
+    """``json.dump``'s ``default``: numpy scalars and arrays, RLE bytes, tuples."""
     if isinstance(v, np.generic):
         return v.item()
     if isinstance(v, np.ndarray):
@@ -450,7 +451,7 @@ def save(dataset: CocoDataset, path, segmentation: str = "rle", *, tolerance: fl
     data = to_json(dataset, segmentation, tolerance=tolerance)
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:
-        json.dump(data, f, default=_json_value)
+        json.dump(data, f, default=json_value)
     os.replace(tmp, path)
     return path
 

@@ -21,6 +21,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from annotator.batch import ACTION, BatchResult, needs_prelabel, store_prelabels
+from annotator.coco import json_value
 from annotator.image_io import ImageError, load_image
 from annotator.project import Project
 
@@ -54,7 +55,7 @@ def segment_batch(generator, batch: Mapping[str, Sequence]) -> dict[str, np.ndar
             records.append("[]")
             errors.append(str(e))
             continue
-        records.append(json.dumps(generator.generate(image), default=_json_default))
+        records.append(json.dumps(generator.generate(image), default=json_value))
         errors.append("")
     return {"image_id": np.asarray(batch["image_id"], dtype=np.int64),
             "path": np.asarray([str(p) for p in batch["path"]], dtype=object),
@@ -71,16 +72,6 @@ def _read_checked(path: str, sha256: str | None) -> np.ndarray:
     if sha256 and hashlib.sha256(data).hexdigest() != sha256:
         raise ImageError(f"{path} differs from the file added to the project")
     return load_image(data)
-
-
-def _json_default(v):
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, bytes):
-        return v.decode("ascii")
-    raise TypeError(f"cannot send a {type(v).__name__} as JSON")
 
 
 class SegmentEverything:
