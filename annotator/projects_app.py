@@ -85,9 +85,6 @@ class ProjectLibrary:
         return sorted(p.name[: -len(PROJECT_SUFFIX)] for p in self.root.glob("*" + PROJECT_SUFFIX)
                       if p.is_file() and _NAME.fullmatch(p.name[: -len(PROJECT_SUFFIX)]))
 
-    def exists(self, name: str) -> bool:
-        return self.path(name).is_file()
-
     def open(self, name: str, *, create: bool = True) -> Project:
         """The project called ``name`` (created, with the projects folder, when missing and
         ``create``)."""

@@ -1,4 +1,5 @@
-"""Small randomly initialised SAM models for tests and benchmarks.
+"""Small randomly initialised SAM models for tests and benchmarks (and a free port for the
+apps they start).
 
 No SAM checkpoint can be downloaded where the tests run, so they build SAM from
 ``segment_anything``'s own modeling classes with seeded random weights, write it as a
@@ -8,6 +9,7 @@ masks but run exactly the same computation as real ones.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import torch
@@ -67,3 +69,10 @@ def write_random_checkpoint(path: str | Path, variant: str | SamVariant = "tiny"
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(random_sam(variant, seed).state_dict(), path)
     return path
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface, for an app a test or benchmark starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,12 +45,6 @@ DATA = ROOT.parent / "shared" / "data" / "images"
 IMAGES = ["truck.jpg", "dog.jpg", "dogs.jpg", "groceries.jpg"]
 CANVAS, STATUS, MESSAGE, CANDIDATES, TABLE = range(5)  # outputs of every view endpoint
 ACTIONS = ["upload", "click", "accept", "everything", "select", "merge", "delete", "export", "canvas"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(model: str, checkpoint: str, port: int, log_path: Path) -> subprocess.Popen:
@@ -210,7 +203,7 @@ def main() -> int:
     if not 1 <= args.sessions <= 64:
         p.error("--sessions must be between 1 and 64")
 
-    from annotator.testing import write_random_checkpoint
+    from annotator.testing import free_port, write_random_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="annotator-load-") as tmp:
         tmp = Path(tmp)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -189,11 +188,10 @@ def http(wb, image, clicks) -> None:
     """The same clicks through a running app: browser-equivalent API calls over HTTP."""
     from gradio_client import Client, handle_file
 
+    from annotator.testing import free_port
     from annotator.ui import build_app
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     demo = build_app(wb.segmenter, wb.info, workbench=wb)
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from pathlib import Path
 
@@ -17,13 +16,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ANNOTATOR_SHARED_DATA", ROOT.parent / "shared" / "data"))
 IMAGES = SHARED_DATA / "images"
 LABELME_COCO = SHARED_DATA / "labelme_coco"
-
-
-def free_port() -> int:
-    """A free TCP port on the loopback interface, for an app a test starts."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def shared_image(name: str) -> np.ndarray:

@@ -16,8 +16,7 @@ from annotator.checkpoints import CheckpointError
 from annotator.classical import GrabCutSegmenter
 from annotator.image_io import ImageError, load_image
 from annotator.segmenter import SamSegmenter
-
-from conftest import free_port
+from annotator.testing import free_port
 
 BOWL = np.array([490, 140, 662, 262])  # the steel bowl in dog.jpg (x0, y0, x1, y1)
 

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import IMAGES, free_port
+from annotator.testing import free_port
+
+from conftest import IMAGES
 
 pytestmark = pytest.mark.browser
 

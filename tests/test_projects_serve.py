@@ -15,8 +15,9 @@ from gradio_client import Client, handle_file
 from pycocotools.coco import COCO
 
 from annotator.project import Project
+from annotator.testing import free_port
 
-from conftest import IMAGES, free_port
+from conftest import IMAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 # outputs of every view endpoint, in order (project endpoints add more after these)

@@ -18,8 +18,9 @@ from PIL import Image
 
 from annotator.filenames import safe_name, safe_stem
 from annotator.limits import Limits
+from annotator.testing import free_port
 
-from conftest import IMAGES, LABELME_COCO, free_port
+from conftest import IMAGES, LABELME_COCO
 
 ROOT = Path(__file__).resolve().parents[1]
 MESSAGE, TABLE = 2, 4

@@ -9,7 +9,9 @@ from gradio_client import Client, handle_file
 from PIL import Image
 from pycocotools.coco import COCO
 
-from conftest import IMAGES, free_port
+from annotator.testing import free_port
+
+from conftest import IMAGES
 
 # outputs of every view endpoint, in order
 CANVAS, STATUS, MESSAGE, CANDIDATES, TABLE = range(5)
