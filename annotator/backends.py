@@ -31,6 +31,7 @@ from annotator.checkpoints import (
 from annotator.classical import GrabCutSegmenter
 from annotator.device import default_precision, pick_device
 from annotator.embeddings import EmbeddingCache
+from annotator.models.hub import HUB_MODELS, get_hub_model, resolve_hub_checkpoint
 from annotator.registry import VARIANTS, get_variant
 from annotator.segmenter import SamSegmenter
 
@@ -48,9 +49,27 @@ class BackendInfo:
     precision: str
     reason: str = ""  # why the classical backend runs instead of SAM
     why: str = ""  # why this SAM model, e.g. "default on CPU", "chosen with --model"
+    family: str = "sam"  # "sam" (SAM 1, MobileSAM), "sam2.1" or "sam3"
+    revision: str | None = None  # Hub commit of a Hugging Face checkpoint (None: a local file/folder)
+    repo_id: str | None = None  # Hub id of a Hugging Face model
+    concepts: bool = False  # can find all instances of a text / exemplar boxes (SAM 3)
+
+    @property
+    def model_tag(self) -> str:
+        """Which model made a mask, as recorded with it: name, and the Hub revision or the
+        checkpoint's file name."""
+        if self.backend != "sam":
+            return "grabcut"
+        if self.repo_id:
+            return f"{self.model} ({self.repo_id}@{self.revision[:12] if self.revision else 'local folder'})"
+        return f"{self.model} ({Path(self.checkpoint).name})" if self.checkpoint else str(self.model)
 
     @property
     def status(self) -> str:
+        if self.backend == "sam" and self.repo_id:
+            rev = f"revision {self.revision[:7]}" if self.revision else f"folder {Path(self.checkpoint).name}"
+            return (f"{self.model} ({self.repo_id}, {rev}): {self.why} · {self.device} · "
+                    f"encoder {self.precision}")
         if self.backend == "sam":
             return (
                 f"SAM {self.model}: {self.why} · checkpoint {Path(self.checkpoint).name} · "
@@ -133,6 +152,11 @@ def load_segmenter(
     """
     dev = pick_device(device)
     prec = precision or default_precision(dev)
+    hub_name = model or os.environ.get(MODEL_ENV)
+    if hub_name in HUB_MODELS:
+        return load_hub_segmenter(hub_name, checkpoint, device=dev, precision=prec, download=download,
+                                  why="chosen with --model" if model else f"chosen with {MODEL_ENV}",
+                                  cache_bytes=cache_bytes)
     try:
         name, path, why, state = choose_model(dev, model, checkpoint, download=download)
     except CheckpointError as e:
@@ -146,3 +170,37 @@ def load_segmenter(
     info = BackendInfo("sam", name, str(path), str(dev), prec, why=why)
     log.info("backend: %s", info.status)
     return segmenter, info
+
+
+def load_hub_segmenter(name: str, checkpoint=None, *, device=None, precision: str | None = None,
+                       download: bool = True, why: str = "chosen with --model",
+                       cache_bytes: int = 512 * 2**20):
+    """``(predictor, BackendInfo)`` for a Hugging Face model (SAM 2.1 or SAM 3). SAM 3's
+    predictor does clicks with SAM 3's tracker and carries a ``finder`` for "find all"."""
+    from annotator.models.hf_sam2 import HFSamPredictor, load_hf_model
+
+    hub = get_hub_model(name)
+    dev = pick_device(str(device) if device is not None else None)
+    prec = precision or default_precision(dev)
+    resolved = resolve_hub_checkpoint(hub, checkpoint, download=download)
+    cache = EmbeddingCache(cache_bytes)
+    if hub.family == "sam3":
+        model, processor = load_hf_model(resolved.path, "sam3_tracker")
+        predictor = HFSamPredictor(model, processor, device=dev, precision=prec, cache=cache, name=name)
+        predictor.finder = load_concept_finder(resolved.path, device=dev, cache=EmbeddingCache(cache_bytes))
+    else:
+        model, processor = load_hf_model(resolved.path, "sam2")
+        predictor = HFSamPredictor(model, processor, device=dev, precision=prec, cache=cache, name=name)
+    info = BackendInfo("sam", name, str(resolved.path), str(dev), prec, why=f"{why}, from the {resolved.source}",
+                       family=hub.family, revision=resolved.revision, repo_id=hub.repo_id,
+                       concepts=hub.family == "sam3")
+    log.info("backend: %s", info.status)
+    return predictor, info
+
+
+def load_concept_finder(path, *, device=None, cache: EmbeddingCache | None = None):
+    """SAM 3's concept finder (``Sam3ConceptFinder``) from a local Hugging Face folder."""
+    from annotator.models.hf_sam3 import Sam3ConceptFinder, load_sam3
+
+    model, processor = load_sam3(path)
+    return Sam3ConceptFinder(model, processor, device=device, cache=cache)
