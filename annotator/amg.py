@@ -165,8 +165,13 @@ class MaskGenerator:
             self.segmenter = model
         elif isinstance(model, Sam):
             self.segmenter = SamSegmenter(model, device=_model_device(model), precision=precision or "fp32")
+        elif hasattr(model, "decode_points"):  # annotator.models.protocol.PointBatchPredictor (SAM 2.1, SAM 3)
+            self.segmenter = model
         else:
-            raise TypeError(f"model must be a segment_anything Sam or a SamSegmenter, not {type(model).__name__}")
+            raise TypeError(f"model must be a segment_anything Sam, a SamSegmenter or a predictor with "
+                            f"decode_points, not {type(model).__name__}")
+        # SAM 1's own decoder path (PointDecoder) vs. the predictor's batched decoding
+        self._sam1 = isinstance(self.segmenter, SamSegmenter)
         self.model = self.segmenter.model
         self.device = self.segmenter.device
         self.precision = precision or self.segmenter.precision
@@ -226,9 +231,14 @@ class MaskGenerator:
             with self.model_lock:
                 emb = self.segmenter.embed(image[y0:y1, x0:x1, :])
             clock.encoded()
-            frame = CropFrame(tuple(crop_box), orig_hw, tuple(emb.input_size), self.model.image_encoder.img_size)
-            with self.model_lock, torch.inference_mode(), self._precision():
-                decoder = PointDecoder(self.model, emb.features)
+            if self._sam1:
+                frame = CropFrame(tuple(crop_box), orig_hw, tuple(emb.input_size), self.model.image_encoder.img_size)
+                with self.model_lock, torch.inference_mode(), self._precision():
+                    decoder = PointDecoder(self.model, emb.features)
+            else:
+                frame = CropFrame(tuple(crop_box), orig_hw, tuple(self.segmenter.input_hw(emb)),
+                                  self.segmenter.encoder_size, direct=self.segmenter.upscale_directly)
+                decoder = emb  # the predictor decodes from the embedding itself
             crop_hw = np.array(frame.crop_hw)
             points = self.point_grids[layer] * crop_hw[None, ::-1]
             batches: list[MaskSet] = []
@@ -257,12 +267,16 @@ class MaskGenerator:
         return torch.autocast(device_type=self.device.type, dtype=self._autocast)
 
     @torch.inference_mode()
-    def _process_batch(self, decoder: PointDecoder, points: np.ndarray, frame: CropFrame) -> MaskSet:
-        transformed = self.segmenter.transform.apply_coords(points, frame.crop_hw)
-        in_points = torch.as_tensor(transformed, device=self.device)[:, None, :]
-        in_labels = torch.ones((len(points), 1), dtype=torch.int, device=self.device)
-        with self.model_lock:
-            lows, ious, point_idx = self._decode(decoder, in_points, in_labels, len(points))
+    def _process_batch(self, decoder, points: np.ndarray, frame: CropFrame) -> MaskSet:
+        if self._sam1:
+            transformed = self.segmenter.transform.apply_coords(points, frame.crop_hw)
+            in_points = torch.as_tensor(transformed, device=self.device)[:, None, :]
+            in_labels = torch.ones((len(points), 1), dtype=torch.int, device=self.device)
+            with self.model_lock:
+                lows, ious, point_idx = self._decode(decoder, in_points, in_labels, len(points))
+        else:
+            with self.model_lock:
+                lows, ious, point_idx = self._decode_with_predictor(decoder, points)
         if not lows:
             return MaskSet()
         point_idx = np.concatenate(point_idx)
@@ -271,7 +285,7 @@ class MaskGenerator:
             torch.cat(ious),
             points[point_idx],
             frame,
-            mask_threshold=self.model.mask_threshold,
+            mask_threshold=self.segmenter.mask_threshold if not self._sam1 else self.model.mask_threshold,
             stability_score_offset=self.stability_score_offset,
             stability_score_thresh=self.stability_score_thresh,
             chunk=self.mask_chunk,
@@ -300,6 +314,23 @@ class MaskGenerator:
             del keys
             ious.append(iou[keep])
             point_idx.append(torch.nonzero(rows).flatten()[:, None].expand(-1, 3)[keep].cpu().numpy() + start)
+        return lows, ious, point_idx
+
+    def _decode_with_predictor(self, embedding, points: np.ndarray):
+        """``_decode`` for a ``PointBatchPredictor``: the same filter on predicted IoU, the
+        logits transposed like ``PointDecoder.masks(..., transpose=True)``'s."""
+        lows, ious, point_idx = [], [], []
+        for start in range(0, len(points), self.decoder_batch_size):
+            with self._precision():
+                low, iou = self.segmenter.decode_points(points[start : start + self.decoder_batch_size], embedding)
+            iou = iou.float()
+            keep = iou > self.pred_iou_thresh if self.pred_iou_thresh > 0.0 else torch.ones_like(iou, dtype=torch.bool)
+            if not keep.any():
+                continue
+            lows.append(low[keep].transpose(-1, -2).float())  # (k, w, h): x-major, as masks_from_logits takes
+            ious.append(iou[keep])
+            rows = torch.nonzero(keep)[:, 0].cpu().numpy()
+            point_idx.append(rows + start)
         return lows, ious, point_idx
 
     def _finish_crop(self, batches: list[MaskSet], frame: CropFrame) -> MaskSet:

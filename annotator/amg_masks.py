@@ -36,6 +36,9 @@ class CropFrame:
     image_hw: tuple[int, int]  # (H, W) of the whole image
     input_hw: tuple[int, int]  # (h, w) of the resized crop inside the encoder's square input
     encoder_size: int = 1024
+    # SAM 2 / SAM 3: the low-res logits are resized straight to the crop's size (one bilinear
+    # resize, as their processors do), not to the encoder input first (SAM 1's two)
+    direct: bool = False
 
     @property
     def crop_hw(self) -> tuple[int, int]:
@@ -206,12 +209,13 @@ def masks_from_logits(
     ih, iw = frame.input_hw
     n_low = low_t.shape[-1]
     factor = frame.encoder_size // n_low
-    maps = (axis_map(n_low, factor, iw, w, low_t.device), axis_map(n_low, factor, ih, h, low_t.device))
+    maps = None if frame.direct else \
+        (axis_map(n_low, factor, iw, w, low_t.device), axis_map(n_low, factor, ih, h, low_t.device))
     for start in range(0, len(low_t), chunk):
         low = low_t[start : start + chunk].float()
         # exact at low res where the logits are clear of the thresholds; at full resolution
         # when too much of the masks is close to them
-        stability = stability_from_low_res(
+        stability = None if frame.direct else stability_from_low_res(
             low, maps, mask_threshold, stability_score_offset, max_work=len(low) * h * w // 4
         )
         logits = None

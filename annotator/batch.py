@@ -138,3 +138,46 @@ def prelabel(project: Project, generator, image_ids: Sequence[int], settings: Ma
         result.processed.append(image_id)
     bar.close()
     return result
+
+
+CONCEPT_ACTION = "find all"
+
+
+def find_all_into(project: Project, finder, image_ids: Sequence[int], texts: Sequence[str],
+                  settings: Mapping, *, threshold: float = 0.5, progress: bool = True) -> BatchResult:
+    """SAM 3 "find all" for each text on each image not yet pre-labelled (nor marked done),
+    committing each image's instances (pending, labelled with the text, best score first) and
+    the pre-labelled mark together, like ``prelabel``. ``finder``: a ``ConceptFinder``; it
+    keeps each text's embedding, so a text is encoded once per run."""
+    from tqdm.auto import tqdm
+
+    result = BatchResult()
+    todo = []
+    for image_id in image_ids:
+        (todo if needs_prelabel(project.image(image_id)) else result.skipped).append(image_id)
+    bar = tqdm(todo, desc=CONCEPT_ACTION, unit="image", disable=not progress, dynamic_ncols=True)
+    model = settings.get("model")
+    for image_id in bar:
+        info = project.image(image_id)
+        bar.set_postfix_str(info.name, refresh=False)
+        try:
+            pixels = project.load_pixels(image_id)
+        except ImageError as e:
+            result.failed[image_id] = str(e)
+            log.warning("skipping %s: %s", info.name, e)
+            continue
+        embedding = finder.embed(pixels)  # once per image, whatever the number of texts
+        doc = project.load_document(image_id)
+        added = 0
+        for text in texts:
+            found = [i for i in finder.find_all(embedding, text, threshold=threshold) if i.mask.any()]
+            records = [{"segmentation": i.mask, "meta": {"model": model, "score": round(i.score, 4),
+                                                          "concept": text}} for i in found]
+            if records:
+                doc.add_many(records, source="concept", label=text, action=f"{CONCEPT_ACTION} '{text}'")
+                added += len(records)
+        project.save(image_id, doc, action=CONCEPT_ACTION, prelabel=settings)
+        result.n_masks += added
+        result.processed.append(image_id)
+    bar.close()
+    return result

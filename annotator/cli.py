@@ -14,10 +14,12 @@ from annotator.limits import add_limit_args
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """The model flags every command that runs SAM shares."""
     p.add_argument("--model", default=None,
-                   help="SAM variant: vit_h, vit_l, vit_b or vit_t (MobileSAM); default: $ANNOTATOR_MODEL, "
-                        "else the model a --checkpoint file holds, else vit_h on CUDA, vit_b on MPS, vit_t on CPU")
+                   help="vit_h, vit_l, vit_b, vit_t (MobileSAM), sam2.1-tiny, sam2.1-small, sam2.1-base-plus, "
+                        "sam2.1-large or sam3; default: $ANNOTATOR_MODEL, else the model a --checkpoint file "
+                        "holds, else vit_h on CUDA, vit_b on MPS, vit_t on CPU")
     p.add_argument("--checkpoint", default=None,
-                   help="checkpoint file to load (default: $ANNOTATOR_CHECKPOINT, the cache, or a download)")
+                   help="checkpoint file (SAM 1) or Hugging Face folder (SAM 2.1, SAM 3) to load (default: "
+                        "$ANNOTATOR_CHECKPOINT, the cache, or a download)")
     p.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best available)")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="image-encoder precision (default: bf16 on CUDA, fp32 elsewhere)")
@@ -95,12 +97,17 @@ def cmd_auto(args) -> int:
         for path, why in unreadable.items():
             print(f"annotator: skipping {path}: {why}", file=sys.stderr)
         ids = list(dict.fromkeys(i.id for i in infos))
+        for text in args.text:  # COCO categories in the order the texts were given
+            if text.split():
+                project.add_category(" ".join(text.split()))
         todo = [i for i in infos if needs_prelabel(i)]
         print(f"annotator: {len(ids)} images, {len(ids) - len(todo)} already done, "
               f"{len(todo)} to segment; progress is kept in {project_path}", file=sys.stderr)
         result = None
         if todo:
-            if args.ray:
+            if args.text:
+                run, settings = _concept_runner(args)
+            elif args.ray:
                 run, settings = _ray_runner(args, params)
             else:
                 run, settings = _local_runner(args, params)
@@ -149,6 +156,38 @@ def _local_runner(args, params: dict):
     generator = MaskGenerator(segmenter, output_mode="coco_rle", **params)
     return (lambda project, ids, settings: prelabel(project, generator, ids, settings)), \
         {"model": info.model, **params}
+
+
+def _concept_runner(args):
+    """(run, settings) for ``--text``: SAM 3 finds every instance of each text in each image;
+    each text is encoded once for the whole run. (None, None) after saying why it cannot run."""
+    from annotator.batch import find_all_into
+    from annotator.checkpoints import CheckpointError
+    from annotator.models.hub import get_hub_model, resolve_hub_checkpoint
+
+    if args.ray:
+        print("annotator: --text runs in this process; --ray is for segment everything", file=sys.stderr)
+        return None, None
+    if args.model not in (None, "sam3"):
+        print(f"annotator: --text needs SAM 3 (--model sam3), not {args.model}", file=sys.stderr)
+        return None, None
+    hub = get_hub_model("sam3")
+    try:
+        from annotator.backends import load_concept_finder
+        from annotator.device import pick_device
+
+        resolved = resolve_hub_checkpoint(hub, args.checkpoint, download=not args.no_download)
+        finder = load_concept_finder(resolved.path, device=pick_device(args.device))
+    except (CheckpointError, ValueError) as e:
+        print(f"annotator: {e}", file=sys.stderr)
+        return None, None
+    tag = f"sam3 ({hub.repo_id}@{resolved.revision[:12] if resolved.revision else 'local folder'})"
+    texts = [" ".join(t.split()) for t in args.text]
+    print(f"annotator: SAM 3 from the {resolved.source} ({resolved.path}); finding {', '.join(texts)} "
+          f"with score >= {args.threshold:g}", file=sys.stderr)
+    settings = {"model": tag, "texts": texts, "threshold": args.threshold}
+    return (lambda project, ids, settings: find_all_into(project, finder, ids, texts, settings,
+                                                         threshold=args.threshold)), settings
 
 
 def _ray_runner(args, params: dict):
@@ -226,6 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
     auto.add_argument("--project", default=None, help="project file to pre-label into")
     auto.add_argument("-r", "--recursive", action="store_true", help="search folders recursively")
     add_model_args(auto)
+    concepts = auto.add_argument_group("find all (SAM 3): instead of segment everything")
+    concepts.add_argument("--text", action="append", default=[], metavar="WORDS",
+                          help="find every instance of this noun phrase (repeatable; each text becomes a "
+                               "COCO category); needs the SAM 3 checkpoint")
+    concepts.add_argument("--threshold", type=float, default=0.5,
+                          help="keep instances scoring at least this (default: 0.5)")
     add_generator_args(auto)
     dist = auto.add_argument_group("distributed (needs annotator[ray]; see docs/distributed.md)")
     dist.add_argument("--ray", type=int, default=0, metavar="ACTORS",

@@ -36,6 +36,7 @@ from annotator.limits import human_bytes
 from annotator.masks import SOURCES, REVIEW_STATES, AnnotationDocument
 
 SAM_FIELDS = ("predicted_iou", "stability_score", "point_coords", "crop_box", "prompts")
+PROVENANCE_FIELDS = ("model", "score", "concept")
 ANNOTATOR_FIELDS = ("source", "review", "visible", "z", "parents", "subtracted")
 DEFAULT_CATEGORY = "object"
 
@@ -499,6 +500,8 @@ def from_documents(
             for f in SAM_FIELDS:
                 if getattr(a, f) is not None:
                     ann[f] = getattr(a, f)
+            if isinstance(a.meta, Mapping):  # which model made it; SAM 3's score and concept
+                ann.update({k: a.meta[k] for k in PROVENANCE_FIELDS if k in a.meta})
             ann.update(source=a.source, review=a.review, visible=a.visible, z=z,
                        parents=list(a.parents), subtracted=list(a.subtracted), annotator_id=a.id)
             annotations.append(ann)

@@ -25,7 +25,7 @@ import numpy as np
 
 from annotator import rle as rle_utils
 
-SOURCES = ("prompt", "auto", "import", "merge")
+SOURCES = ("prompt", "auto", "import", "merge", "concept")  # concept: SAM 3 "find all"
 REVIEW_STATES = ("pending", "accepted", "rejected")
 DEFAULT_MAX_HISTORY = 100
 

@@ -423,7 +423,8 @@ class Workbench:
             dropped = self._make_room(s, len(rle["counts"]), "accept this mask")
             label = (label or "").strip() or None
             ann_id = s.doc.add(rle, source="prompt", label=label, prompts=s.prompt.record(),
-                               predicted_iou=s.prompt.score, review="accepted")
+                               predicted_iou=s.prompt.score, review="accepted",
+                               meta={"model": self.info.model_tag})
             s.prompt = Prompt()
             return self._view(s, f"Added mask {ann_id}" + (f" ({label})" if label else "") + f".{dropped}")
 
@@ -653,13 +654,61 @@ class Workbench:
                                              f"but kept none: {e}"), 1, 1, 0.0, True)
             else:
                 action = f"segment everything: {_plural(len(records), 'mask')}"
-                ids = doc.add_many(records, source="auto", action=action) if records else []
+                ids = doc.add_many(records, source="auto", action=action,
+                                   meta={"model": self.info.model_tag}) if records else []
                 secs = time.perf_counter() - t0
                 msg = (f"Segment everything found {_plural(len(ids), 'mask')} in {secs:.1f} s.{note}{capped}"
                        f"{dropped} Filter and sort them in the Masks tab; review with J (next), Y (accept), "
                        "X (reject).")
                 last = AmgStep(self._view(s, msg), 1, 1, 0.0, True)
         yield last
+
+    # -- find all (SAM 3 concepts) --------------------------------------------------------------
+    def find_all(self, sid: str, text: str | None = None, boxes=None, box_labels=None,
+                 threshold: float = 0.5) -> View:
+        """Every instance of ``text`` and/or of exemplar ``boxes`` (x0, y0, x1, y1 in image
+        pixels, ``box_labels`` 1 = like this, 0 = not like this) in the session's image, added
+        as pending masks labelled with the text, best score first (the lowest id), for review
+        with J/K, Y/X; one undoable step. Needs SAM 3."""
+        finder = getattr(self.segmenter, "finder", None)
+        if finder is None:
+            raise WorkbenchError(f"Find all needs SAM 3, and this server runs {self.info.model_tag}. Start it "
+                                 "with --model sam3 (see the README for getting the checkpoint).")
+        try:
+            threshold = float(threshold)
+        except (TypeError, ValueError):
+            raise WorkbenchError("the score threshold is a number between 0 and 1") from None
+        with self._session(sid) as s:
+            self._need_image(s)
+            try:
+                with self.model_lock:
+                    found = finder.find_all(s.image, text, boxes, box_labels, threshold)
+            except ValueError as e:
+                raise WorkbenchError(f"{e}. Nothing was changed.") from None
+            words = " ".join(str(text or "").split()) or None
+            what = f"'{words}'" if words else "the exemplar boxes' object"
+            if not found:
+                return self._view(s, f"Found no instance of {what} scoring {threshold:.2f} or more; "
+                                     "lower the threshold or draw an exemplar box.")
+            # SAM 3's score is a detection confidence, not a predicted IoU: it goes in meta
+            records = [{"segmentation": inst.mask,
+                        "meta": {"model": self.info.model_tag, "score": round(inst.score, 4),
+                                 "concept": words or "exemplar boxes"}}
+                       for inst in found if inst.mask.any()]
+            kept, capped = records[:max(0, self.limits.max_masks - len(s.doc))], ""
+            if len(kept) < len(records):
+                capped = (f" Kept the {len(kept)} best of {len(records)}: the image may hold "
+                          f"{self.limits.max_masks} masks (--max-masks, ANNOTATOR_MAX_MASKS).")
+            rles = [to_rle(r["segmentation"], s.doc.size) for r in kept]
+            dropped = self._make_room(s, sum(len(r["counts"]) for r in rles), "add these masks")
+            items = [{**r, "segmentation": rle} for r, rle in zip(kept, rles)]
+            action = f"find all {what}: {_plural(len(items), 'mask')}"
+            ids = s.doc.add_many(items, source="concept", label=words, action=action) if items else []
+            s.cursor = ids[0] if ids else None
+            scores = ", ".join(f"{r['meta']['score']:.2f}" for r in kept[:5])
+            return self._view(s, f"Found {_plural(len(ids), 'instance')} of {what} (scores {scores}"
+                                 f"{', …' if len(kept) > 5 else ''}).{capped}{dropped} Reviewing mask "
+                                 f"{s.cursor}: Y accept, X reject, J/K next/previous.")
 
     def cancel(self, sid: str) -> None:
         """Ask a running "segment everything" of this session to stop after its current batch."""
@@ -778,7 +827,7 @@ class Workbench:
             h, w = s.doc.size
             dataset = coco.from_documents(
                 [(doc, {"id": 1, "file_name": s.name, "height": h, "width": w})],
-                model=self.info.model or self.info.backend, parameters=s.amg_params or None)
+                model=self.info.model_tag, parameters=s.amg_params or None)
             files = [coco.save(dataset, folder / f"{stem}_coco.json", segmentation)]
             files.append(coco.write_instance_png(folder / f"{stem}_instances.png", doc))
             classes = ["background"] + sorted({a.label or coco.DEFAULT_CATEGORY for a in anns})
@@ -1067,7 +1116,7 @@ class Workbench:
                 shutil.rmtree(s.exports.pop(0), ignore_errors=True)
             try:
                 return p.store.export_coco(folder / f"{p.name}_coco.json", include_rejected=include_rejected,
-                                           model=self.info.model or self.info.backend)
+                                           model=self.info.model_tag)
             except (ProjectError, sqlite3.Error, OSError, ValueError) as e:
                 raise WorkbenchError(f"Could not export {p.name}: {e}") from None
 
