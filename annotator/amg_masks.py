@@ -55,6 +55,8 @@ def upscale_transposed(low_t: torch.Tensor, frame: CropFrame) -> torch.Tensor:
     (n, w, h). ``Sam.postprocess_masks`` on the transposed maps."""
     s = frame.encoder_size
     h, w = frame.crop_hw
+    if frame.direct:
+        return F.interpolate(low_t[:, None], (w, h), mode="bilinear", align_corners=False).squeeze(1)
     ih, iw = frame.input_hw
     factor = s // low_t.shape[-1]
     # Upsampling by an exact factor samples every output at the same place wherever the input

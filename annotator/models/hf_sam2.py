@@ -59,8 +59,10 @@ def load_hf_model(path: str | Path, kind: str):
     model_cls, processor_cls = {"sam2": (Sam2Model, Sam2Processor),
                                 "sam3_tracker": (Sam3TrackerModel, Sam3TrackerProcessor)}[kind]
     from annotator.checkpoints import CheckpointError
+    from annotator.models.hub import check_model_type
 
     what = {"sam2": "SAM 2", "sam3_tracker": "SAM 3"}[kind]
+    check_model_type(Path(path), kind, what)
     try:
         model, info = model_cls.from_pretrained(str(path), output_loading_info=True)
         processor = processor_cls.from_pretrained(str(path))

@@ -53,7 +53,9 @@ def load_sam3(path: str | Path):
     from transformers import Sam3Model, Sam3Processor
 
     from annotator.checkpoints import CheckpointError
+    from annotator.models.hub import check_model_type
 
+    check_model_type(Path(path), "sam3", "SAM 3")
     try:
         model, info = Sam3Model.from_pretrained(str(path), output_loading_info=True)
         processor = Sam3Processor.from_pretrained(str(path))

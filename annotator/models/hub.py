@@ -112,6 +112,26 @@ def check_folder(path: Path, model: HubModel) -> Path:
     return path
 
 
+# the config ``model_type``s each loader accepts, and the --model that fits each
+MODEL_TYPES = {"sam2": ("sam2", "sam2_video"), "sam3_tracker": ("sam3_video", "sam3_tracker", "sam3_tracker_video"),
+               "sam3": ("sam3", "sam3_video")}
+SUGGEST = {"sam2": "sam2.1-tiny (or -small, -base-plus, -large)", "sam2_video": "sam2.1-tiny (or -small, "
+           "-base-plus, -large)", "sam3": "sam3", "sam3_video": "sam3"}
+
+
+def check_model_type(path: Path, kind: str, what: str) -> None:
+    """Refuse a folder whose config is another architecture, naming the --model that fits."""
+    import json
+
+    try:
+        model_type = json.loads((Path(path) / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        raise CheckpointError(f"{path}/config.json cannot be read as a model configuration") from None
+    if model_type not in MODEL_TYPES[kind]:
+        hint = f"; try --model {SUGGEST[model_type]}" if model_type in SUGGEST else ""
+        raise CheckpointError(f"{path} is not a {what} checkpoint: it holds a {model_type!r} model{hint}")
+
+
 def _revision_of(snapshot: Path) -> str | None:
     """The commit hash of a Hub cache snapshot folder (``.../snapshots/<commit>``)."""
     if snapshot.parent.name == "snapshots" and re.fullmatch(r"[0-9a-f]{40}", snapshot.name):
