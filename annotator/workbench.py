@@ -695,6 +695,10 @@ class Workbench:
                         "meta": {"model": self.info.model_tag, "score": round(inst.score, 4),
                                  "concept": words or "exemplar boxes"}}
                        for inst in found if inst.mask.any()]
+            if not records:
+                return self._view(s, f"Found {_plural(len(found), 'instance')} of {what}, all with empty "
+                                     "masks; nothing was added.")
+            self._need_room_for_masks(s, 1, "add the instances found")
             kept, capped = records[:max(0, self.limits.max_masks - len(s.doc))], ""
             if len(kept) < len(records):
                 capped = (f" Kept the {len(kept)} best of {len(records)}: the image may hold "
@@ -703,7 +707,7 @@ class Workbench:
             dropped = self._make_room(s, sum(len(r["counts"]) for r in rles), "add these masks")
             items = [{**r, "segmentation": rle} for r, rle in zip(kept, rles)]
             action = f"find all {what}: {_plural(len(items), 'mask')}"
-            ids = s.doc.add_many(items, source="concept", label=words, action=action) if items else []
+            ids = s.doc.add_many(items, source="concept", label=words, action=action)
             s.cursor = ids[0] if ids else None
             scores = ", ".join(f"{r['meta']['score']:.2f}" for r in kept[:5])
             return self._view(s, f"Found {_plural(len(ids), 'instance')} of {what} (scores {scores}"

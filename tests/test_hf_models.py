@@ -43,12 +43,14 @@ def sam2(sam2_dir):
     return load_segmenter("sam2.1-tiny", str(sam2_dir), device="cpu")
 
 
-def _reference_sam2(folder, image, **prompts):
-    """What transformers itself computes: processor -> Sam2Model -> post_process_masks."""
-    from transformers import Sam2Model, Sam2Processor
+def _reference_sam2(folder, image, tracker=False, **prompts):
+    """What transformers itself computes: processor -> Sam2Model (or SAM 3's Sam3TrackerModel)
+    -> post_process_masks."""
+    from transformers import Sam2Model, Sam2Processor, Sam3TrackerModel, Sam3TrackerProcessor
 
-    model = Sam2Model.from_pretrained(str(folder)).eval()
-    proc = Sam2Processor.from_pretrained(str(folder))
+    model_cls, proc_cls = (Sam3TrackerModel, Sam3TrackerProcessor) if tracker else (Sam2Model, Sam2Processor)
+    model = model_cls.from_pretrained(str(folder)).eval()
+    proc = proc_cls.from_pretrained(str(folder))
     multimask = prompts.pop("multimask_output", True)
     masks_in = prompts.pop("input_masks", None)
     inputs = proc(images=image, return_tensors="pt", **prompts)
@@ -180,6 +182,29 @@ def finder(sam3_dir):
     return load_concept_finder(sam3_dir, device="cpu")
 
 
+@pytest.fixture(scope="module")
+def sam3(sam3_dir):
+    return load_segmenter("sam3", str(sam3_dir), device="cpu")
+
+
+def test_sam3_clicks_use_its_tracker_and_equal_transformers(sam3, sam3_dir):
+    predictor, info = sam3
+    assert (info.family, info.concepts, info.repo_id) == ("sam3", True, "facebook/sam3")
+    assert isinstance(predictor.finder, ConceptFinder)
+    image = _image()
+    predictor.set_image(image)
+    pts, lbl = [[60.0, 45.0]], [1]
+    pred = predictor.predict(np.array(pts), np.array(lbl))
+    _assert_same(pred, _reference_sam2(sam3_dir, image, tracker=True, input_points=[[pts]], input_labels=[[lbl]]))
+    box = [25.0, 15.0, 95.0, 75.0]
+    pred_box = predictor.predict(box=np.array(box), multimask_output=False)
+    _assert_same(pred_box, _reference_sam2(sam3_dir, image, tracker=True, input_boxes=[[box]],
+                                           multimask_output=False))
+    # the clicks' and the finder's encoder outputs are cached apart (same image key, other tensors)
+    predictor.finder.embed(image)
+    assert predictor.cache is not predictor.finder.cache
+
+
 def _reference_sam3(folder, image, threshold, **prompts):
     from transformers import Sam3Model, Sam3Processor
 
@@ -229,42 +254,48 @@ def test_sam3_bad_concepts_get_a_message(finder):
         finder.find_all(image, boxes=[[10, 10, 50, 50]], box_labels=[0])
 
 
-def test_workbench_find_all_adds_pending_labelled_masks_best_first(sam2, finder):
+def test_find_all_needs_sam3(sam2):
     from annotator.workbench import Workbench, WorkbenchError
 
-    predictor, info = sam2
+    wb = Workbench(*sam2, prefetch=False)
+    wb.open_image("s", _image(), "street.png")
+    with pytest.raises(WorkbenchError, match="needs SAM 3.*--model sam3"):
+        wb.find_all("s", "car")
+
+
+def test_workbench_find_all_adds_pending_labelled_masks_best_first(sam3):
+    from annotator.workbench import Workbench, WorkbenchError
+
+    predictor, info = sam3
     wb = Workbench(predictor, info, prefetch=False)
     wb.open_image("s", _image(), "street.png")
-    with pytest.raises(WorkbenchError, match="needs SAM 3"):
-        wb.find_all("s", "car")
-    predictor.finder = finder  # what load_hub_segmenter gives a SAM 3 predictor
-    try:
-        view = wb.find_all("s", "car", threshold=0.0)
-        doc = wb.session("s").doc
-        anns = doc.annotations
-        assert anns and {a.label for a in anns} == {"car"} and {a.review for a in anns} == {"pending"}
-        assert {a.source for a in anns} == {"concept"}
-        scores = [a.meta["score"] for a in sorted(anns, key=lambda a: a.id)]
-        assert scores == sorted(scores, reverse=True)
-        assert wb.session("s").cursor == min(a.id for a in anns)
-        assert "Y accept" in view.message
-        first = wb.session("s").cursor
-        wb.review("s", "accepted")
-        assert doc[first].review == "accepted" and wb.session("s").cursor != first
-        n = len(doc)
-        wb.find_all("s", "car", boxes=[[30, 20, 90, 70]], box_labels=[1], threshold=0.0)
-        assert len(doc) > n
-        with pytest.raises(WorkbenchError, match="Nothing was changed"):
-            wb.find_all("s", "")
-        wb.undo("s")
-        assert len(doc) == n  # one undoable step
-        out = wb.export("s", figures=False, out_dir=wb.export_root / "t")
-        data = json.loads(out.coco.read_text())
-        assert {a["model"] for a in data["annotations"]} == {info.model_tag}
-        assert all("score" in a for a in data["annotations"])
-        assert data["info"]["model"] == info.model_tag
-    finally:
-        del predictor.finder
+    view = wb.find_all("s", "car", threshold=0.0)
+    doc = wb.session("s").doc
+    anns = doc.annotations
+    assert anns and {a.label for a in anns} == {"car"} and {a.review for a in anns} == {"pending"}
+    assert {a.source for a in anns} == {"concept"}
+    scores = [a.meta["score"] for a in sorted(anns, key=lambda a: a.id)]
+    assert scores == sorted(scores, reverse=True)
+    assert wb.session("s").cursor == min(a.id for a in anns)
+    assert "Y accept" in view.message
+    first = wb.session("s").cursor
+    wb.review("s", "accepted")
+    assert doc[first].review == "accepted" and wb.session("s").cursor != first
+    n = len(doc)
+    wb.find_all("s", "car", boxes=[[30, 20, 90, 70]], box_labels=[1], threshold=0.0)
+    assert len(doc) > n
+    with pytest.raises(WorkbenchError, match="Nothing was changed"):
+        wb.find_all("s", "")
+    wb.undo("s")
+    assert len(doc) == n  # one undoable step
+    out = wb.export("s", figures=False, out_dir=wb.export_root / "t")
+    data = json.loads(out.coco.read_text())
+    assert {a["model"] for a in data["annotations"]} == {info.model_tag}
+    assert all("score" in a for a in data["annotations"])
+    assert data["info"]["model"] == info.model_tag
+    # clicks still work on the same image, through SAM 3's tracker
+    wb.click("s", 60, 45, "positive")
+    assert wb.session("s").prompt.mask is not None
 
 
 def test_cli_auto_text_writes_categories_and_encodes_each_text_once(tmp_path, sam3_dir, monkeypatch):

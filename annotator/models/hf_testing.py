@@ -100,11 +100,39 @@ def write_random_sam2(folder: str | Path, seed: int = 0, size: int = TINY_SAM2_S
 
 
 def write_random_sam3(folder: str | Path, seed: int = 0, size: int = TINY_SAM3_SIZE) -> Path:
-    from transformers import Sam3ImageProcessor, Sam3Model, Sam3Processor
+    """A tiny SAM 3 folder laid out like ``facebook/sam3``: a ``sam3_video`` config holding the
+    detector's and the tracker's, and one safetensors file with the detector under
+    ``detector_model.``, the tracker's prompt encoder and decoder under ``tracker_model.`` and
+    its neck under ``tracker_neck.``; the tracker shares the detector's ViT backbone (the
+    layout transformers' own weight renaming for ``sam3_tracker`` reads)."""
+    from safetensors.torch import save_file
+    from transformers import Sam3ImageProcessor, Sam3Model, Sam3Processor, Sam3TrackerModel, Sam3VideoConfig
 
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    detector_config = tiny_sam3_config(size)
+    vision = detector_config.vision_config.to_dict()
+    side = size // 14  # patches per side; the tracker's FPN levels are 4x, 2x and 1x that
+    vision["backbone_feature_sizes"] = [[4 * side] * 2, [2 * side] * 2, [side] * 2]
+    tracker_config = dict(image_size=size, vision_config=vision,
+                          prompt_encoder_config=dict(hidden_size=32, image_size=size, patch_size=14),
+                          mask_decoder_config=dict(hidden_size=32, mlp_dim=64, num_attention_heads=2,
+                                                   iou_head_hidden_dim=32))
+    config = Sam3VideoConfig(detector_config=detector_config.to_dict(), tracker_config=tracker_config)
     torch.manual_seed(seed)
-    model = spread_weights(Sam3Model(tiny_sam3_config(size)), seed).eval()
-    model.save_pretrained(folder)
+    detector = spread_weights(Sam3Model(config.detector_config), seed).eval()
+    tracker = spread_weights(Sam3TrackerModel(config), seed + 1).eval()
+    tracker.vision_encoder.backbone.load_state_dict(detector.vision_encoder.backbone.state_dict())
+    state = {"detector_model." + k: v for k, v in detector.state_dict().items()}
+    for k, v in tracker.state_dict().items():
+        if k.startswith("vision_encoder.backbone."):
+            continue  # shared with the detector
+        if k.startswith("vision_encoder.neck."):
+            state["tracker_neck." + k[len("vision_encoder.neck."):]] = v
+        else:
+            state["tracker_model." + k] = v
+    config.save_pretrained(folder)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"),
+              metadata={"format": "pt"})
     Sam3Processor(Sam3ImageProcessor(size={"height": size, "width": size}), tiny_clip_tokenizer()).save_pretrained(folder)
     return folder
