@@ -35,8 +35,8 @@ class HubModel:
     family: str  # "sam2.1" or "sam3"
     size: str  # "tiny", "small", "base-plus", "large" or "" (SAM 3 has one size)
     repo_id: str
-    parameters_m: float  # millions of parameters (the model card's figure)
-    download_mb: int  # size of the safetensors download
+    parameters_m: float  # millions of parameters of the image model (counted, benchmarks/models.py)
+    weights_mb: int  # their size in fp32 (the download is larger for SAM 2.1: it holds video modules too)
     licence: str
     gated: bool = False
     description: str = ""
@@ -52,17 +52,16 @@ SAM3_LICENCE = "SAM License (Meta's own; accept it on the model page)"
 HUB_MODELS: dict[str, HubModel] = {
     m.name: m
     for m in (
-        HubModel("sam2.1-tiny", "sam2.1", "tiny", "facebook/sam2.1-hiera-tiny", 38.9, 156, SAM2_LICENCE,
-                 description="SAM 2.1 Hiera-T (39M parameters)"),
-        HubModel("sam2.1-small", "sam2.1", "small", "facebook/sam2.1-hiera-small", 46.0, 184, SAM2_LICENCE,
-                 description="SAM 2.1 Hiera-S (46M parameters)"),
-        HubModel("sam2.1-base-plus", "sam2.1", "base-plus", "facebook/sam2.1-hiera-base-plus", 80.8, 324,
-                 SAM2_LICENCE, description="SAM 2.1 Hiera-B+ (81M parameters)"),
-        HubModel("sam2.1-large", "sam2.1", "large", "facebook/sam2.1-hiera-large", 224.4, 898, SAM2_LICENCE,
-                 description="SAM 2.1 Hiera-L (224M parameters, best SAM 2.1 masks)"),
-        HubModel("sam3", "sam3", "", "facebook/sam3", 848.0, 3450, SAM3_LICENCE, gated=True,
-                 description="SAM 3 (848M parameters): clicks, and find all instances of a text or "
-                             "exemplar boxes"),
+        HubModel("sam2.1-tiny", "sam2.1", "tiny", "facebook/sam2.1-hiera-tiny", 31.5, 120, SAM2_LICENCE,
+                 description="SAM 2.1 Hiera-T"),
+        HubModel("sam2.1-small", "sam2.1", "small", "facebook/sam2.1-hiera-small", 38.5, 147, SAM2_LICENCE,
+                 description="SAM 2.1 Hiera-S"),
+        HubModel("sam2.1-base-plus", "sam2.1", "base-plus", "facebook/sam2.1-hiera-base-plus", 73.4, 280,
+                 SAM2_LICENCE, description="SAM 2.1 Hiera-B+"),
+        HubModel("sam2.1-large", "sam2.1", "large", "facebook/sam2.1-hiera-large", 217.0, 828, SAM2_LICENCE,
+                 description="SAM 2.1 Hiera-L, the best SAM 2.1 masks"),
+        HubModel("sam3", "sam3", "", "facebook/sam3", 840.0, 3206, SAM3_LICENCE, gated=True,
+                 description="SAM 3: clicks, and find all instances of a text or exemplar boxes"),
     )
 }
 
