@@ -29,7 +29,7 @@ from annotator.projects.library import FolderPolicy, ProjectLibrary
 from annotator.app.workbench import (AMG_DEFAULTS, COMPUTING, REVIEW_FILTERS, TABLE_HEADERS, View, Workbench,
                                  WorkbenchError)
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
+ASSETS = Path(__file__).resolve().parents[3] / "assets"  # the checkout's assets/ folder
 MODEL = "model"  # the concurrency group of the events that run the model once (upload, clicks)
 EVERYTHING = "everything"  # segment-everything runs; they share the model call by call (Workbench.model_lock)
 # The browser keeps {"project": name, "image": id} (encrypted in localStorage) to reopen its
