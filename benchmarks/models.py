@@ -57,7 +57,7 @@ def build(name: str):
 
     torch.manual_seed(0)
     if name.startswith("vit_"):
-        from annotator.segmenter import SamSegmenter
+        from annotator.models.predictor import SamSegmenter
         from annotator.testing import random_sam
 
         return SamSegmenter(random_sam(name), device="cpu")
@@ -99,7 +99,7 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from annotator.image_io import load_image
+    from annotator.formats.images import load_image
 
     torch.set_grad_enabled(False)
     images = [load_image(DATA / n) for n in ("truck.jpg", "dog.jpg", "groceries.jpg")] if DATA.is_dir() else \

@@ -29,10 +29,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from annotator.device import autocast_dtype, pick_device
-from annotator.embeddings import EmbeddingCache, image_key
-from annotator.image_io import as_rgb_array
-from annotator.segmenter import Prediction, check_prompts
+from annotator.annotations.pixels import as_rgb_array
+from annotator.models.device import autocast_dtype, pick_device
+from annotator.models.embeddings import EmbeddingCache, image_key
+from annotator.models.predictor import Prediction, check_prompts
 
 MASK_THRESHOLD = 0.0  # logits above this are in the mask (SAM 2's and SAM 1's threshold)
 
@@ -58,7 +58,7 @@ def load_hf_model(path: str | Path, kind: str):
 
     model_cls, processor_cls = {"sam2": (Sam2Model, Sam2Processor),
                                 "sam3_tracker": (Sam3TrackerModel, Sam3TrackerProcessor)}[kind]
-    from annotator.checkpoints import CheckpointError
+    from annotator.models.checkpoints import CheckpointError
     from annotator.models.hub import check_model_type
 
     what = {"sam2": "SAM 2", "sam3_tracker": "SAM 3"}[kind]

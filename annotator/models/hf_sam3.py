@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from annotator.device import pick_device
-from annotator.embeddings import EmbeddingCache, image_key
-from annotator.image_io import as_rgb_array
+from annotator.annotations.pixels import as_rgb_array
+from annotator.models.device import pick_device
+from annotator.models.embeddings import EmbeddingCache, image_key
 from annotator.models.protocol import Instance
 
 TEXT_CACHE_SIZE = 64  # texts whose embeddings a finder keeps
@@ -52,7 +52,7 @@ def load_sam3(path: str | Path):
     fit the model (missing or mismatched tensors) is an error, never a half-random model."""
     from transformers import Sam3Model, Sam3Processor
 
-    from annotator.checkpoints import CheckpointError
+    from annotator.models.checkpoints import CheckpointError
     from annotator.models.hub import check_model_type
 
     check_model_type(Path(path), "sam3", "SAM 3")

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from annotator.checkpoints import CHECKPOINT_ENV, CheckpointError
+from annotator.models.checkpoints import CHECKPOINT_ENV, CheckpointError
 
 HUB = "https://huggingface.co/"
 # what a folder must hold to be loaded (the processor's own files are optional: defaults)
