@@ -55,3 +55,21 @@ def wb(tiny_checkpoint):
 def sid() -> str:
     """A fresh session id."""
     return uuid.uuid4().hex
+
+
+@pytest.fixture(scope="session")
+def sam2_dir(tmp_path_factory) -> Path:
+    """A tiny random SAM 2.1 folder in the Hugging Face layout (annotator.models.hf_testing)."""
+    pytest.importorskip("transformers")
+    from annotator.models.hf_testing import write_random_sam2
+
+    return write_random_sam2(tmp_path_factory.mktemp("sam2"))
+
+
+@pytest.fixture(scope="session")
+def sam3_dir(tmp_path_factory) -> Path:
+    """A tiny random SAM 3 folder laid out like facebook/sam3 (annotator.models.hf_testing)."""
+    pytest.importorskip("transformers")
+    from annotator.models.hf_testing import write_random_sam3
+
+    return write_random_sam3(tmp_path_factory.mktemp("sam3"))

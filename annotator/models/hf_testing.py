@@ -72,6 +72,18 @@ def tiny_clip_tokenizer():
     return CLIPTokenizer(vocab=vocab, merges=[])
 
 
+def shapes_image(h: int = 120, w: int = 200, seed: int = 0):
+    """Two rectangles on a colour gradient, with a little noise: features differ across it."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([xx * 255 // w, yy * 255 // h, np.full_like(xx, 90)], axis=-1).astype(np.uint8)
+    img[20:70, 30:90] = (220, 40, 40)
+    img[60:110, 120:180] = (30, 200, 60)
+    return np.clip(img.astype(int) + rng.integers(-8, 9, img.shape), 0, 255).astype(np.uint8)
+
+
 @torch.no_grad()
 def spread_weights(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Weights of unit gain (matrices ~ N(0, 1/fan_in)), biases ~ N(0, 0.1), norms' scales

@@ -3,8 +3,6 @@ loading code, give what the transformers model itself gives for the same inputs.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -17,25 +15,7 @@ from annotator.models.hub import get_hub_model, resolve_hub_checkpoint  # noqa: 
 from annotator.models.loading import load_concept_finder, load_segmenter  # noqa: E402
 from annotator.models.protocol import ConceptFinder, PointBatchPredictor, Predictor  # noqa: E402
 
-
-def _image(h=120, w=200, seed=0):
-    """Shapes on a gradient, so features differ across the image."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    img = np.stack([xx * 255 // w, yy * 255 // h, np.full_like(xx, 90)], axis=-1).astype(np.uint8)
-    img[20:70, 30:90] = (220, 40, 40)
-    img[60:110, 120:180] = (30, 200, 60)
-    return np.clip(img.astype(int) + rng.integers(-8, 9, img.shape), 0, 255).astype(np.uint8)
-
-
-@pytest.fixture(scope="module")
-def sam2_dir(tmp_path_factory):
-    return hf_testing.write_random_sam2(tmp_path_factory.mktemp("sam2"))
-
-
-@pytest.fixture(scope="module")
-def sam3_dir(tmp_path_factory):
-    return hf_testing.write_random_sam3(tmp_path_factory.mktemp("sam3"))
+_image = hf_testing.shapes_image
 
 
 @pytest.fixture(scope="module")
@@ -261,83 +241,3 @@ def test_sam3_bad_concepts_get_a_message(finder):
         finder.find_all(image, "car", boxes=[[10, 10, 10, 50]])
     with pytest.raises(ValueError, match="must be positive"):
         finder.find_all(image, boxes=[[10, 10, 50, 50]], box_labels=[0])
-
-
-def test_find_all_needs_sam3(sam2):
-    from annotator.app.workbench import Workbench, WorkbenchError
-
-    wb = Workbench(*sam2, prefetch=False)
-    wb.open_image("s", _image(), "street.png")
-    with pytest.raises(WorkbenchError, match="needs SAM 3.*--model sam3"):
-        wb.find_all("s", "car")
-
-
-def test_workbench_find_all_adds_pending_labelled_masks_best_first(sam3):
-    from annotator.app.workbench import Workbench, WorkbenchError
-
-    predictor, info = sam3
-    wb = Workbench(predictor, info, prefetch=False)
-    wb.open_image("s", _image(), "street.png")
-    view = wb.find_all("s", "car", threshold=0.0)
-    doc = wb.session("s").doc
-    anns = doc.annotations
-    assert anns and {a.label for a in anns} == {"car"} and {a.review for a in anns} == {"pending"}
-    assert {a.source for a in anns} == {"concept"}
-    scores = [a.meta["score"] for a in sorted(anns, key=lambda a: a.id)]
-    assert scores == sorted(scores, reverse=True)
-    assert wb.session("s").cursor == min(a.id for a in anns)
-    assert "Y accept" in view.message
-    first = wb.session("s").cursor
-    wb.review("s", "accepted")
-    assert doc[first].review == "accepted" and wb.session("s").cursor != first
-    n = len(doc)
-    wb.find_all("s", "car", boxes=[[30, 20, 90, 70]], box_labels=[1], threshold=0.0)
-    assert len(doc) > n
-    with pytest.raises(WorkbenchError, match="Nothing was changed"):
-        wb.find_all("s", "")
-    wb.undo("s")
-    assert len(doc) == n  # one undoable step
-    out = wb.export("s", figures=False, out_dir=wb.export_root / "t")
-    data = json.loads(out.coco.read_text())
-    assert {a["model"] for a in data["annotations"]} == {info.model_tag}
-    assert all("score" in a for a in data["annotations"])
-    assert data["info"]["model"] == info.model_tag
-    # clicks still work on the same image, through SAM 3's tracker
-    wb.click("s", 60, 45, "positive")
-    assert wb.session("s").prompt.mask is not None
-
-
-def test_cli_auto_text_writes_categories_and_encodes_each_text_once(tmp_path, sam3_dir, monkeypatch):
-    import cv2
-    from transformers import Sam3Model
-
-    from annotator.cli import main
-
-    calls = []
-    original = Sam3Model.get_text_features
-
-    def counted(self, *a, **k):
-        calls.append(1)
-        return original(self, *a, **k)
-
-    monkeypatch.setattr(Sam3Model, "get_text_features", counted)
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for k in range(3):
-        cv2.imwrite(str(folder / f"im{k}.png"), _image(seed=k)[..., ::-1])
-    out = tmp_path / "out.json"
-    rc = main(["auto", str(folder), "--text", "car", "--text", "person", "--model", "sam3",
-               "--checkpoint", str(sam3_dir), "--threshold", "0", "-o", str(out), "--device", "cpu"])
-    assert rc == 0
-    assert len(calls) == 2  # one per text, for three images
-    data = json.loads(out.read_text())
-    assert [c["name"] for c in data["categories"]][:2] == ["car", "person"]
-    names = {c["id"]: c["name"] for c in data["categories"]}
-    assert {names[a["category_id"]] for a in data["annotations"]} == {"car", "person"}
-    assert len({a["image_id"] for a in data["annotations"]}) == 3
-    assert all(a["model"].startswith("sam3 (facebook/sam3@local folder)") for a in data["annotations"])
-    # a second run resumes: nothing is found twice
-    n = len(data["annotations"])
-    assert main(["auto", str(folder), "--text", "car", "--text", "person", "--model", "sam3",
-                 "--checkpoint", str(sam3_dir), "--threshold", "0", "-o", str(out), "--device", "cpu"]) == 0
-    assert len(json.loads(out.read_text())["annotations"]) == n
