@@ -169,8 +169,8 @@ class MaskGenerator:
         elif hasattr(model, "decode_points"):  # annotator.models.protocol.PointBatchPredictor (SAM 2.1, SAM 3)
             self.segmenter = model
         else:
-            raise TypeError(f"model must be a segment_anything Sam, a SamSegmenter or a predictor with "
-                            f"decode_points, not {type(model).__name__}")
+            raise TypeError(f"model must be a segment_anything Sam or a SamSegmenter (or a SAM 2.1 / SAM 3 "
+                            f"predictor with decode_points), not {type(model).__name__}")
         # SAM 1's own decoder path (PointDecoder) vs. the predictor's batched decoding
         self._sam1 = isinstance(self.segmenter, SamSegmenter)
         self.model = self.segmenter.model
