@@ -46,7 +46,8 @@ def cmd_serve(args) -> int:
     except (CheckpointError, LimitsError, ValueError) as e:
         print(f"annotator: {e}", file=sys.stderr)
         return 2
-    from annotator.projects.library import FolderPolicy, ProjectLibrary
+    from annotator.projects.folders import FolderPolicy
+    from annotator.projects.library import ProjectLibrary
     from annotator.app.ui import build_app, launch_kwargs
     from annotator.app.workbench import Workbench
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from annotator.app import workbench as workbench_module
+from annotator.app import everything as everything_module
 from annotator.amg.generator import Progress, Update
 from annotator.models.loading import load_segmenter
 from annotator.cli import build_parser
@@ -116,7 +116,7 @@ def test_segment_everything_keeps_the_best_masks_up_to_the_cap(model, monkeypatc
     def fake_generate(segmenter, image, params, cancel, model_lock=None):
         yield Update(records, True, Progress(1, 1, 0.0, 0.0, 0, 1))
 
-    monkeypatch.setattr(workbench_module, "_generate", fake_generate)
+    monkeypatch.setattr(everything_module, "generate", fake_generate)
     wb, sid = workbench(model, max_masks=4), "s"
     wb.open_image(sid, DOG)
     wb.session(sid).doc.add(rects(wb.session(sid).doc.size, 1)[0])  # one mask already: room for 3

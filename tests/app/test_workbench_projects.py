@@ -11,7 +11,10 @@ from pycocotools.coco import COCO
 
 from annotator.models.loading import load_segmenter
 from annotator.projects.store import Project
-from annotator.projects.library import FolderPolicy, ModelLock, Prefetcher, ProjectLibrary, ProjectNameError
+from annotator.models.lock import ModelLock
+from annotator.projects.folders import FolderPolicy
+from annotator.projects.library import ProjectLibrary, ProjectNameError
+from annotator.projects.prefetch import Prefetcher
 from annotator.app.workbench import Workbench, WorkbenchError
 
 from conftest import IMAGES

@@ -25,7 +25,8 @@ import gradio as gr
 from annotator.models.loading import BackendInfo
 from annotator.models.checkpoints import cache_dir
 from annotator.limits import Limits
-from annotator.projects.library import FolderPolicy, ProjectLibrary
+from annotator.projects.folders import FolderPolicy
+from annotator.projects.library import ProjectLibrary
 from annotator.app.workbench import (AMG_DEFAULTS, COMPUTING, REVIEW_FILTERS, TABLE_HEADERS, View, Workbench,
                                  WorkbenchError)
 
@@ -623,14 +624,13 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
 
         def show_project(v: View, request: gr.Request, full: bool = False):
             key = sid(request)
-            s = wb.session(key)
             p = wb.project_of(key)
             out = list(show(v))
-            if s.image is None:
+            if not v.has_image:
                 out[0] = None  # no image (empty or closed project): clear the canvas
             if p is None and full:
                 out[5] = []
-            opts = s.view
+            opts = v.options
             return (*out, wb.resume_state(key), gr.Row(visible=p is not None),
                     gr.Dropdown(choices=wb.project_names(), value=p.name if p else None),
                     opts.alpha, opts.outlines, opts.only_selected, opts.coverage)
@@ -638,7 +638,7 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
         def then_encode(first: View, request: gr.Request):
             """Show the image at once, then its embedding (as the upload does)."""
             yield show_project(first, request)
-            if wb.session(sid(request)).image is not None and wb.session(sid(request)).embedding is None:
+            if wb.needs_embedding(sid(request)):
                 done = wb.encode(sid(request))
                 done.message = first.message.removesuffix(COMPUTING) + done.message
                 # an API client sees only the last yield: repeat the (small) lists, not the canvas
