@@ -61,7 +61,7 @@ class Cancelled(Exception):
     deduplicated across them, in the generator's output mode."""
 
     def __init__(self, records: list[dict], done: int, total: int,
-                 counts: "FilterCounts | None" = None):
+                 counts: FilterCounts | None = None):
         self.records = records
         self.done = done
         self.total = total

@@ -67,7 +67,7 @@ PREVIEW_COLOR_BASE = 1 << 20  # palette keys for masks still being found, apart 
 AMG_DEFAULTS = {"points_per_side": 32, "points_per_batch": 64, "pred_iou_thresh": 0.88,
                 "stability_score_thresh": 0.95, "box_nms_thresh": 0.7, "crop_n_layers": 0,
                 "min_mask_region_area": 0}
-# first column: ▶ the mask under review, ● selected, "◌ hidden" hidden
+# first column: ▶ the mask under review, ● selected, "hidden" hidden
 TABLE_HEADERS = ["", "id", "label", "source", "IoU", "stab.", "area", "review"]
 
 
@@ -756,9 +756,9 @@ class Workbench:
                 for g in groups:
                     keep = accepted[id(g)] or g[:1]
                     gone += [i for i in g if i not in keep]
-                    if accepted[id(g)] and keep != g[:1]:
-                        notes.append(f"group {number[id(g)]}: kept accepted {_ids_text(keep)} "
-                                     f"instead of the best, mask {g[0]}")
+                    if keep != g[:1]:
+                        best = "" if g[0] in keep else f" instead of the best, mask {g[0]}"
+                        notes.append(f"group {number[id(g)]}: kept accepted {_ids_text(keep)}{best}")
                 s.doc.delete(gone)
                 msg = (f"Kept the best of {_plural(len(groups), 'group')}; "
                        f"deleted {_plural(len(gone), 'mask')}.")
@@ -768,7 +768,7 @@ class Workbench:
                 skipped = [g for g in groups if accepted[id(g)]]  # stay listed, to look at
                 new = [s.doc.merge(g) for g in groups if not accepted[id(g)]]
                 msg = (f"Merged {_plural(len(new), 'group')} into {_ids_text(new)}." if new
-                       else "Merged no group.")
+                       else "No group merged.")
                 if skipped:
                     msg += (" Skipped " + "; ".join(
                         f"group {number[id(g)]} (holds accepted {_ids_text(accepted[id(g)])})"
@@ -1285,7 +1285,7 @@ class Workbench:
         rows = []
         for a in self.table_order(s):
             mark = (("▶" if a.id == s.cursor else "") + ("●" if a.id in sel else "")
-                    + ("" if a.visible else "◌ hidden"))
+                    + ("" if a.visible else " hidden")).strip()
             rows.append([mark, a.id, a.label or "", a.source, _fmt(a.predicted_iou),
                          _fmt(a.stability_score), a.area, a.review])
         return rows
@@ -1591,7 +1591,7 @@ def _none_found_text(counts, p: dict) -> str:
             (counts.below_stability, f"below stability_score_thresh {stab:g}{edge}"),
             (counts.duplicates, "removed as duplicates or small regions")) if k]
         why = f"of {n} candidates, " + ", ".join(parts)
-    return f" No mask was kept: {why}. Lower the threshold to keep more."
+    return f" No mask was kept: {why}. Lower the threshold to keep more; the masks you had are unchanged."
 
 
 def _plural(n: int, word: str) -> str:
