@@ -64,22 +64,31 @@ def select_shown(s: Session) -> str:
 
 
 def merge(s: Session) -> str:
-    ids = need_selection(s, 2, "merge")
-    new = s.doc.merge(ids)
-    return f"Merged {ids_text(ids)} into mask {new}."
+    """Replace the selected masks by their union, labelled as the first-selected mask (or,
+    if it has none, the first labelled one selected after it)."""
+    need_selection(s, 2, "merge")
+    picked = s.doc.selected_in_order()
+    labels = list(dict.fromkeys(s.doc[i].label for i in picked if s.doc[i].label is not None))
+    label = labels[0] if labels else None
+    new = s.doc.merge(picked, label=label)
+    msg = f"Merged {ids_text(sorted(picked))} into mask {new}"
+    if len(labels) > 1:
+        dropped = ", ".join(repr(x) for x in labels[1:])
+        msg += (f", labelled {label!r} (the first selected); dropped the label"
+                f"{'s' * (len(labels) > 2)} {dropped}")
+    return msg + "."
 
 
 def subtract(s: Session) -> str:
-    """Cut the other selected masks out of the largest selected one."""
-    ids = need_selection(s, 2, "subtract")
-    target = max(ids, key=lambda i: (s.doc[i].area, -i))
-    tools = [i for i in ids if i != target]
+    """Cut the masks selected later out of the first-selected one."""
+    need_selection(s, 2, "subtract")
+    target, *tools = s.doc.selected_in_order()
     try:
         s.doc.subtract(target, tools)
     except ValueError as e:
         raise WorkbenchError(str(e)) from None
     s.doc.select([target], "replace")
-    return f"Cut {ids_text(tools)} out of mask {target}."
+    return f"Cut {ids_text(tools)} out of mask {target} (the first selected)."
 
 
 def delete(s: Session) -> str:
@@ -91,10 +100,12 @@ def delete(s: Session) -> str:
 
 
 def toggle_visibility(s: Session) -> str:
+    """Hide (or show again) the selected masks; a hidden mask is not drawn, only a dashed
+    outline while it is selected."""
     ids = need_selection(s, 1, "hide or show")
     s.doc.toggle_visibility(ids)
     hidden = [i for i in ids if not s.doc[i].visible]
-    return f"Hid {ids_text(hidden)}." if hidden else f"Showing {ids_text(ids)}."
+    return f"Hid {ids_text(hidden)} (press H again to show)." if hidden else f"Showing {ids_text(ids)}."
 
 
 def relabel(s: Session, label: str | None) -> str:

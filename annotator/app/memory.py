@@ -35,9 +35,11 @@ def need_room_for_masks(limits: Limits, s: Session, n: int, what: str) -> None:
             "(--max-masks, ANNOTATOR_MAX_MASKS). Delete or merge masks first; nothing was changed.")
 
 
-def fit_mask_cap(limits: Limits, s: Session, records: list) -> tuple[list, str]:
-    """The records that fit under the mask cap (best predicted IoU first), and a note."""
-    room = max(0, limits.max_masks - len(s.doc))
+def fit_mask_cap(limits: Limits, s: Session, records: list, replacing: int = 0) -> tuple[list, str]:
+    """The records that fit under the mask cap (best predicted IoU first), and a note.
+    Room is made only by the ``replacing`` masks these records supersede, never by
+    dropping masks already reviewed."""
+    room = max(0, limits.max_masks - (len(s.doc) - replacing))
     if len(records) <= room:
         return records, ""
     order = sorted(range(len(records)), key=lambda k: -(records[k].get("predicted_iou") or 0.0))

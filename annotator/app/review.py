@@ -112,23 +112,52 @@ def select_duplicates(s: Session, group: int) -> str:
 def resolve_duplicates(s: Session, how: str = "keep_best", group: int | None = None) -> str:
     """``keep_best``: delete all but each group's best mask (one undoable step);
     ``merge``: replace each group by the union of its masks (one step per group).
-    ``group`` (1-based) limits it to one group."""
+    ``group`` (1-based) limits it to one group.
+
+    Review decisions outrank scores: an accepted mask is never deleted. ``keep_best``
+    keeps a group's accepted masks in place of its best one; ``merge`` skips a group
+    holding an accepted mask. The message names every such group."""
     if how not in ("keep_best", "merge"):
         raise WorkbenchError("resolve duplicates by 'keep_best' or 'merge'")
     todo = groups(s) if group is None else [_group(s, group)]
     if not todo:
         raise WorkbenchError("No duplicate groups: press Find duplicates first.")
+    number = {id(g): k + 1 for k, g in enumerate(s.duplicates)}
+    accepted = {id(g): [i for i in g if s.doc[i].review == "accepted"] for g in todo}
     if how == "keep_best":
-        gone = [i for g in todo for i in g[1:]]
-        s.doc.delete(gone)
-        msg = f"Kept the best of {plural(len(todo), 'group')}; deleted {plural(len(gone), 'mask')}."
+        msg, left = _keep_best(s, todo, number, accepted), []
     else:
-        new = [s.doc.merge(g) for g in todo]
-        msg = f"Merged {plural(len(todo), 'group')} into {ids_text(new)}."
+        msg, left = _merge_groups(s, todo, number, accepted)
     if s.cursor is not None and s.cursor not in s.doc:
         s.cursor = None
-    s.duplicates = []
+    s.duplicates = left  # groups skipped stay listed, to look at
     return msg
+
+
+def _keep_best(s: Session, todo: list, number: dict, accepted: dict) -> str:
+    gone, notes = [], []
+    for g in todo:
+        keep = accepted[id(g)] or g[:1]
+        gone += [i for i in g if i not in keep]
+        if keep != g[:1]:
+            best = "" if g[0] in keep else f" instead of the best, mask {g[0]}"
+            notes.append(f"group {number[id(g)]}: kept accepted {ids_text(keep)}{best}")
+    s.doc.delete(gone)
+    msg = f"Kept the best of {plural(len(todo), 'group')}; deleted {plural(len(gone), 'mask')}."
+    if notes:
+        msg += " Accepted masks are never deleted: " + "; ".join(notes) + "."
+    return msg
+
+
+def _merge_groups(s: Session, todo: list, number: dict, accepted: dict) -> tuple[str, list]:
+    skipped = [g for g in todo if accepted[id(g)]]
+    new = [s.doc.merge(g) for g in todo if not accepted[id(g)]]
+    msg = f"Merged {plural(len(new), 'group')} into {ids_text(new)}." if new else "No group merged."
+    if skipped:
+        msg += (" Skipped " + "; ".join(f"group {number[id(g)]} (holds accepted {ids_text(accepted[id(g)])})"
+                                       for g in skipped)
+                + ": merging would replace an accepted mask; merge it by hand if you mean to.")
+    return msg, skipped
 
 
 def groups(s: Session) -> list[list[int]]:

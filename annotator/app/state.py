@@ -28,7 +28,7 @@ REVIEW_FILTERS = ("all", "pending", "accepted", "rejected")
 PREVIEW_COLOR_BASE = 1 << 20  # palette keys for masks still being found, apart from real ids
 # "Segment everything" parameters the app exposes: SAM's names and defaults
 AMG_DEFAULTS = APP_DEFAULTS
-# first column: ▶ the mask under review, ● selected, ◌ hidden
+# first column: ▶ the mask under review, ● selected, "hidden" hidden
 TABLE_HEADERS = ["", "id", "label", "source", "IoU", "stab.", "area", "review"]
 
 

@@ -33,7 +33,7 @@ def table(s: Session) -> list[list]:
     rows = []
     for a in table_order(s):
         mark = (("▶" if a.id == s.cursor else "") + ("●" if a.id in sel else "")
-                + ("" if a.visible else "◌"))
+                + ("" if a.visible else " hidden")).strip()
         rows.append([mark, a.id, a.label or "", a.source, fmt(a.predicted_iou),
                      fmt(a.stability_score), a.area, a.review])
     return rows
