@@ -6,7 +6,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from annotator.annotations import rle as rle_utils
-from annotator.app import workbench as workbench_module
+from annotator.app import everything as everything_module
 from annotator.amg.generator import Progress, Update
 from annotator.limits import Limits
 from annotator.annotations.document import AnnotationDocument
@@ -105,7 +105,7 @@ def test_the_mask_cap_never_drops_an_accepted_mask_and_counts_replaced_ones_as_r
     wb = Workbench(segmenter, info, limits=Limits(max_masks=5))
     wb.open_image(sid, DOG)
     size = wb.session(sid).doc.size
-    monkeypatch.setattr(workbench_module, "_generate",
+    monkeypatch.setattr(everything_module, "generate",
                         fake_run([square_records(size, 5, 0.9), square_records(size, 8, 0.8, offset=10)]))
     list(wb.segment_everything(sid, points_per_side=4))
     doc = wb.session(sid).doc
@@ -126,7 +126,7 @@ def test_a_rerun_replaces_the_pending_masks_of_the_previous_run_and_keeps_review
     wb.accept(sid, "dog")  # a prompted mask: never part of a run
     size = wb.session(sid).doc.size
     n = 6
-    monkeypatch.setattr(workbench_module, "_generate",
+    monkeypatch.setattr(everything_module, "generate",
                         fake_run([square_records(size, n, 0.9), square_records(size, n, 0.9)]))
     list(wb.segment_everything(sid, **SMALL_GRID))
     doc = wb.session(sid).doc
