@@ -80,7 +80,14 @@ SHORTCUTS_JS = """
     const t = e.target;
     const typing = t && ((t.tagName === 'INPUT' && !['radio', 'checkbox', 'range', 'button'].includes(t.type))
                          || t.tagName === 'TEXTAREA' || t.isContentEditable);
-    if (typing) { if (e.key === 'Escape') { t.blur(); } return; }
+    if (typing) {
+      if (e.key === 'Escape') { t.blur(); }
+      // Enter in the label field accepts (its submit event); then the field lets go, so the
+      // next keys are shortcuts again and never land in the label. (Blurred after the key's
+      // own events: the field submits on keypress.)
+      else if (e.key === 'Enter' && t.closest('#label')) { setTimeout(() => t.blur(), 0); }
+      return;
+    }
     if (e.altKey || e.metaKey) { return; }
     const k = e.key.toLowerCase();
     if (e.ctrlKey) {
@@ -380,7 +387,8 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
             api_progress = gr.Button("progress")
         resume = gr.BrowserState(None, storage_key=RESUME_KEY, secret=RESUME_SECRET)
 
-        # (the mode radio is not an output: a late response must never switch it back)
+        # (the mode radio is an output of accept only, which resets it; a late response to
+        # any other event must never switch it back)
         view_out = [canvas, status, message, candidates, table, progress_table]
 
         def show(v: View):
@@ -452,11 +460,12 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
 
         @_user_errors
         def on_accept(text, request: gr.Request):
-            return show(wb.accept(sid(request), text))
+            v = wb.accept(sid(request), text)
+            return (*show(v), v.mode)  # the mode the next object starts in (positive, or box)
 
         quick = {"show_progress": "minimal"}  # no overlay over the canvas for fast actions
-        accept_btn.click(on_accept, [label], view_out, api_name="accept", **quick)
-        label.submit(on_accept, [label], view_out, api_visibility="private", **quick)
+        accept_btn.click(on_accept, [label], [*view_out, mode], api_name="accept", **quick)
+        label.submit(on_accept, [label], [*view_out, mode], api_visibility="private", **quick)
         # undo may re-run the model (the last prompt point), so it queues with the clicks
         undo_btn.click(action(wb.undo), None, view_out, concurrency_limit=1, concurrency_id=MODEL,
                        api_name="undo", **quick)

@@ -425,6 +425,10 @@ class Workbench:
             ann_id = s.doc.add(rle, source="prompt", label=label, prompts=s.prompt.record(),
                                predicted_iou=s.prompt.score, review="accepted")
             s.prompt = Prompt()
+            # the next object starts with a positive click: a sticky negative mode would make
+            # its first click silently negative (a box user keeps drawing boxes)
+            if s.mode != "box":
+                self._switch_mode(s, "positive")
             return self._view(s, f"Added mask {ann_id}" + (f" ({label})" if label else "") + f".{dropped}")
 
     # -- selecting -----------------------------------------------------------------------
