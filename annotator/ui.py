@@ -15,6 +15,8 @@ limit and the paths the server must never serve. The queue holds at most
 ``Limits.max_queue`` waiting events; more are refused at once ("queue is full").
 """
 
+import base64
+import binascii
 import functools
 import inspect
 from collections.abc import Sequence
@@ -141,12 +143,19 @@ def read_by_the_app(image: gr.Image) -> gr.Image:
     then fails with a generic error before the app sees it, and a 16-bit image is clipped
     to 8 bits. ``annotator.image_io`` reads every file instead, with a clear message for
     each bad one. (Set on the instance: a subclass of a Gradio component makes Gradio write
-    a ``.pyi`` file beside this module at import.)"""
-    gradio_preprocess = image.preprocess
-
+    a ``.pyi`` file beside this module at import. So the component must never be an event's
+    output: Gradio would then keep a new instance per session, without this.) An inline
+    ``data:`` image is decoded here and read by the app too."""
     def preprocess(payload):
-        if payload is None or (payload.url or "").startswith("data:"):
-            return gradio_preprocess(payload)
+        if payload is None:
+            return None
+        url = payload.url or ""
+        if url.startswith("data:"):  # an inline image (API clients): its bytes, read by the app
+            data = url.partition(",")[2]
+            try:
+                return base64.b64decode(data, validate=True) or b"\0"
+            except (binascii.Error, ValueError):
+                return data.encode() or b"\0"  # not base64: the reader says it is no image
         return payload.path
 
     image.preprocess = preprocess
@@ -227,8 +236,14 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
                         upload = read_by_the_app(gr.Image(
                             None, type="filepath", sources=["upload", "clipboard"],
                             label="Upload or paste an image", elem_id="upload", height=220))
-                        gr.Examples(examples, inputs=upload, label="Examples (assets/)", elem_id="examples",
-                                    example_labels=[Path(e).stem for e in examples])
+                        # not gr.Examples: it writes the example into the upload component, and
+                        # Gradio then keeps a fresh copy of that component per session, without
+                        # read_by_the_app, so the next upload was read by PIL (a traceback for a
+                        # non-image). An example is opened by the app's reader like any upload.
+                        example_list = gr.Dataset(components=["textbox"], samples=[[e] for e in examples],
+                                                  sample_labels=[Path(e).stem for e in examples],
+                                                  label="Examples (assets/)", elem_id="examples",
+                                                  type="index", samples_per_page=len(examples) or 1)
                         gr.Markdown(HELP)
                     with gr.Tab("Project", id="project"):
                         gr.Markdown("A **project** keeps many images and saves every edit as you go; "
@@ -405,6 +420,9 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
         def on_upload(path, request: gr.Request):
             if not path:
                 return
+            yield from open_file(path, request)
+
+        def open_file(path, request: gr.Request):
             if wb.project_of(sid(request)) is not None:  # in a project: it joins the project
                 first = wb.add_uploads(sid(request), [path], encode=False, show=True)
             else:
@@ -417,6 +435,16 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
         upload.change(on_upload, [upload], [*view_out, tabs, resume], concurrency_limit=1,
                       concurrency_id=MODEL,
                       show_progress="full", show_progress_on=[status], api_name="upload")
+
+        @_user_errors
+        def on_example(index, request: gr.Request):
+            if index is None:
+                return
+            yield from open_file(examples[int(index)], request)
+
+        example_list.click(on_example, [example_list], [*view_out, tabs, resume], concurrency_limit=1,
+                           concurrency_id=MODEL, show_progress="full", show_progress_on=[status],
+                           api_visibility="private")
 
         # -- clicks --------------------------------------------------------------------
         @_user_errors
