@@ -92,3 +92,86 @@ def test_accept_returns_to_positive_point_but_box_stays_box(app, page):
     wait_message(page, "Added mask")
     assert checked_mode(page) == "box" and sess.mode == "box"
     shot(page, "keys-mode-after-accept")
+
+
+def test_the_keys_the_readme_promises(app, page):
+    """README: Esc clears, A accepts, Ctrl+Z / Ctrl+Y undo / redo, J / K and the arrows
+    move the review, X rejects, H hides the selection."""
+    demo, _ = app
+    sess = open_example(page, demo)
+    canvas = Canvas(page)
+    canvas.click(260, 400)
+    wait_message(page, "positive point added")
+    page.keyboard.press("Escape")
+    wait_message(page, "Prompt cleared")
+    assert sess.prompt.empty
+    canvas.click(260, 400)
+    wait_message(page, "positive point added")
+    page.keyboard.press("a")
+    wait_message(page, "Added mask 1")
+    page.keyboard.press("Control+z")
+    wait_message(page, "Undid")
+    assert len(sess.doc) == 0
+    page.keyboard.press("Control+y")
+    wait_message(page, "Redid")
+    assert sorted(sess.doc.ids) == [1]
+    canvas.click(430, 530)
+    wait_message(page, "positive point added")
+    page.keyboard.press("a")
+    wait_message(page, "Added mask 2")
+    page.get_by_role("tab", name="Masks").click()
+    wait_rows(page, 2)
+    page.locator("body").click(position={"x": 5, "y": 5})  # focus off any field
+    moves = [("ArrowRight", 1), ("ArrowRight", 2), ("k", 1), ("ArrowLeft", 2), ("j", 1)]
+    for key, cursor in moves:
+        page.keyboard.press(key)
+        page.wait_for_function(f"() => document.querySelector('#message textarea').value"
+                               f".includes('Reviewing mask {cursor} ')")
+        assert sess.cursor == cursor, (key, sess.cursor)
+    page.keyboard.press("x")
+    wait_message(page, "rejected")
+    assert sess.doc[1].review == "rejected" and sess.doc[2].review == "accepted"
+    # H hides the selection
+    page.keyboard.press("s")
+    wait_mode(page, "select")
+    sess.doc.select([], "replace")
+    page.locator("#masks-table [role=gridcell][data-col='1']").filter(has_text="2").first.click()
+    wait_message(page, "Mask 2 selected")
+    page.keyboard.press("h")
+    wait_message(page, "Hid")
+    assert not sess.doc[2].visible and sess.doc[1].visible
+    shot(page, "keys-readme")
+
+
+def test_project_keys_and_view_options_after_a_reload(app, page):
+    """README: PageDown / PageUp step through the project's images, D marks done; a
+    reloaded page reopens the project with its view options."""
+    demo, _ = app
+    page.get_by_role("tab", name="Project").click()
+    name = page.locator("#project-name input")
+    name.fill("keys-test")
+    name.press("Enter")
+    page.locator("#open-project").click()
+    wait_message(page, "Project keys-test is empty")
+    page.locator("#add-images input[type=file]").set_input_files([str(IMAGES / "dog.jpg"),
+                                                                  str(IMAGES / "truck.jpg")])
+    wait_status(page, "dog.jpg 800x534 · embedding cached")
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("PageDown")
+    wait_status(page, "truck.jpg 1800x1200")
+    page.keyboard.press("d")
+    wait_status(page, "image 2/2 (done)")
+    page.keyboard.press("PageUp")
+    wait_status(page, "dog.jpg 800x534")
+    # view options: outlines off, coverage on
+    page.locator("#outlines input[type=checkbox]").uncheck()
+    page.locator("#coverage input[type=checkbox]").check()
+    wait_message(page, "Coverage")
+    sess = session_showing(demo, "dog.jpg")
+    assert sess.view.outlines is False and sess.view.coverage is True
+    page.reload()
+    page.wait_for_selector("#canvas")
+    wait_status(page, "dog.jpg 800x534")
+    page.wait_for_function("() => document.querySelector('#coverage input[type=checkbox]').checked")
+    assert not page.locator("#outlines input[type=checkbox]").is_checked()
+    shot(page, "keys-project-reload")
