@@ -358,7 +358,10 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
                         dup_table = gr.Dataframe(headers=["group", "best", "duplicates", "masks"],
                                                  value=[], interactive=False, label="Duplicate groups",
                                                  show_label=False, elem_id="duplicates-table",
-                                                 max_height=220, datatype="str")
+                                                 max_height=220, datatype="str", wrap=True,
+                                                 # a group's duplicates can be a long list: it wraps
+                                                 # in its column, the last column stays in view
+                                                 column_widths=["15%", "15%", "55%", "15%"])
                         with gr.Row():
                             keep_best_btn = gr.Button("Keep the best of each group", elem_id="keep-best",
                                                       size="sm")

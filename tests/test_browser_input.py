@@ -113,3 +113,40 @@ def test_a_pasted_image_opens_through_the_apps_reader(app, browser):
 
 def header_texts(page, table: str) -> list[str]:
     return [t.strip() for t in page.locator(f"#{table} [role=columnheader]").all_inner_texts()]
+
+
+COLUMN_EDGES = """t => { const box = document.querySelector(`#${t}`).getBoundingClientRect();
+  return [box.right, Array.from(document.querySelectorAll(`#${t} [role=columnheader]`))
+    .map(e => [e.innerText.trim(), e.getBoundingClientRect().right])]; }"""
+
+
+def test_tables_show_their_column_names_and_every_column(app, page):
+    """Item 13: the empty mask table names its columns; the duplicates table, with a long
+    list of duplicates in a group, still shows its last column (it wraps, not cuts)."""
+    import numpy as np
+
+    from annotator.rle import normalize
+
+    demo, _ = app
+    page.get_by_role("tab", name="Masks").click()
+    assert header_texts(page, "masks-table") == TABLE_HEADERS
+    open_example(page)
+    sess = session_showing(demo, "tabletop.jpg")
+    assert header_texts(page, "masks-table") == TABLE_HEADERS
+    # 40 near-identical masks: one group whose "duplicates" cell lists 39 ids
+    base = np.zeros((800, 1200), bool)
+    base[100:300, 100:400] = True
+    with sess.lock:
+        for k in range(40):
+            m = base.copy()
+            m[100:300, 400:400 + k // 4] = True
+            sess.doc.add(normalize(m, sess.doc.size), source="auto", review="pending", predicted_iou=0.9)
+    page.get_by_role("tab", name="Segment everything").click()
+    page.locator("#find-duplicates").click()
+    wait_message(page, "1 group of near-duplicates")
+    page.wait_for_function("() => document.querySelector('#duplicates-table').innerText.includes('2, 3, 4')")
+    right, headers = page.evaluate(COLUMN_EDGES, "duplicates-table")
+    assert [h for h, _ in headers] == ["group", "best", "duplicates", "masks"]
+    page.locator("#duplicates-table").scroll_into_view_if_needed()
+    shot(page, "input-duplicates-table")
+    assert all(edge <= right + 1 for _, edge in headers), (right, headers)
