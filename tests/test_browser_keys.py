@@ -175,3 +175,21 @@ def test_project_keys_and_view_options_after_a_reload(app, page):
     page.wait_for_function("() => document.querySelector('#coverage input[type=checkbox]').checked")
     assert not page.locator("#outlines input[type=checkbox]").is_checked()
     shot(page, "keys-project-reload")
+
+
+def test_accept_through_the_api_says_the_next_mode(app):
+    """Item 5 through gradio_client: /accept's last output is the mode the next object
+    starts in (positive after a negative point; box stays box)."""
+    from gradio_client import Client, handle_file
+
+    _, url = app
+    c = Client(url, verbose=False)
+    c.predict(handle_file(str(IMAGES / "dog.jpg")), api_name="/upload")
+    c.predict(300, 300, "positive", api_name="/click")
+    c.predict(420, 200, "negative", api_name="/click")
+    out = c.predict("dog", api_name="/accept")
+    assert "Added mask 1 (dog)" in out[2] and out[-1] == "positive"
+    c.predict(100, 100, "box", api_name="/click")
+    c.predict(500, 400, "box", api_name="/click")
+    out = c.predict("dog", api_name="/accept")
+    assert "Added mask 2" in out[2] and out[-1] == "box"
