@@ -7,7 +7,7 @@ traceback. Uses the fixtures of ``test_browser``.
 
 import pytest
 
-from annotator.workbench import TABLE_HEADERS
+from annotator.app.workbench import TABLE_HEADERS
 from test_browser import (IMAGES, LOADED, app, browser, page, session_showing, shot,  # noqa: F401
                           wait_message, wait_status)
 
@@ -125,7 +125,7 @@ def test_tables_show_their_column_names_and_every_column(app, page):
     list of duplicates in a group, still shows its last column (it wraps, not cuts)."""
     import numpy as np
 
-    from annotator.rle import normalize
+    from annotator.annotations.rle import normalize
 
     demo, _ = app
     page.get_by_role("tab", name="Masks").click()
