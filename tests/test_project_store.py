@@ -200,6 +200,21 @@ def test_a_stale_base_revision_is_a_conflict(tmp_path):
         assert p1.save(img, [rect_record(9, (0, 0, 9, 9))], base_rev=p1.image(img).rev) == 2
 
 
+def test_undo_and_redo_from_a_stale_revision_are_conflicts(tmp_path):
+    path = tmp_path / "p.annotator"
+    with Project(path) as p1, Project(path) as p2:
+        img = p1.add_image(write_png(tmp_path / "a.png")).id
+        seen = p1.image(img).rev
+        p2.save(img, [rect_record(1, (0, 0, 5, 5))])
+        with pytest.raises(ConflictError, match="another session"):
+            p1.undo(img, base_rev=seen)  # would take back p2's mask, which p1 never saw
+        assert [r["id"] for r in p1.records(img)] == [1] and p1.image(img).rev == 1
+        assert p1.undo(img, base_rev=1) == [] and p1.image(img).rev == 0
+        with pytest.raises(ConflictError, match="another session"):
+            p2.redo(img, base_rev=1)
+        assert p2.records(img) == [] and p2.redo(img, base_rev=0)[0]["id"] == 1
+
+
 def test_state_and_categories(project):
     assert project.get_state("current_image", 0) == 0
     project.set_state("current_image", 3)
