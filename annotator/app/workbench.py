@@ -228,6 +228,8 @@ class Workbench:
         # (partial, not a lambda over self: the finalizer below must not keep self alive)
         self.prefetcher = Prefetcher(functools.partial(_embed, segmenter), self.model_lock) \
             if prefetch else None
+        # a freed or evicted session's prefetch goes with it
+        self.sessions.on_evict = functools.partial(_release_session, prefetcher=self.prefetcher)
         weakref.finalize(self, self.projects.close)
         if self.prefetcher is not None:
             weakref.finalize(self, self.prefetcher.close)
@@ -247,7 +249,7 @@ class Workbench:
         """Forget a session (the browser tab closed)."""
         s = self.sessions.peek(sid)
         if s is not None:
-            _release_session(sid, s)
+            _release_session(sid, s, self.prefetcher)
         self.sessions.free(sid)
 
     def keep_alive(self, sid: str) -> bool:
@@ -332,7 +334,7 @@ class Workbench:
             self._need_image(s)
             cached = self.segmenter.is_cached(s.image)
             if self.prefetcher is not None and not cached:
-                self.prefetcher.cancel()  # the user's own image goes first
+                self.prefetcher.cancel(sid)  # its prefetch was for where it no longer is
             with self.model_lock:
                 s.embedding = _embed(self.segmenter, s.image)
             what = "from the cache" if cached else "computed"
@@ -1171,12 +1173,16 @@ class Workbench:
         try:
             p.rev = p.store.save(p.image_id, s.doc, base_rev=p.rev)
         except ConflictError as e:
-            self._reload_document(s)
-            raise WorkbenchError(f"{e}. Showing the saved masks now; please redo your last change.") from None
+            raise self._conflict(s, e, "please redo your last change.") from None
         except (ProjectError, sqlite3.Error, OSError, ValueError) as e:
             raise WorkbenchError(f"Could not save to project {p.name}: {e}. The last change is NOT "
                                  "saved; undo it or try again.") from None
         p.saved_version = s.doc.version
+
+    def _conflict(self, s: Session, e: ConflictError, then: str) -> WorkbenchError:
+        """Another session saved this image since this one loaded it: show what is saved."""
+        self._reload_document(s)
+        return WorkbenchError(f"{e}. Showing the saved masks now; {then}")
 
     def _reload_document(self, s: Session, records: list | None = None) -> None:
         """Replace the shown document by the project's records (after undo/redo or a conflict),
@@ -1199,8 +1205,10 @@ class Workbench:
         p = s.project
         state = p.store.undo_state(p.image_id)
         action = state.redo_action if forward else state.undo_action
-        try:
-            records = p.store.redo(p.image_id) if forward else p.store.undo(p.image_id)
+        try:  # only from the revision this session shows: never over another session's edit
+            records = (p.store.redo if forward else p.store.undo)(p.image_id, base_rev=p.rev)
+        except ConflictError as e:
+            raise self._conflict(s, e, f"{'redo' if forward else 'undo'} again if you still want to.") from None
         except (ProjectError, sqlite3.Error) as e:
             raise WorkbenchError(f"Could not {'redo' if forward else 'undo'}: {e}") from None
         if records is None:
@@ -1219,7 +1227,7 @@ class Workbench:
             return
         nxt = ids[(ids.index(p.image_id) + 1) % len(ids)]
         store = p.store
-        self.prefetcher.request((str(store.path), nxt), lambda: store.load_pixels(nxt))
+        self.prefetcher.request((str(store.path), nxt), lambda: store.load_pixels(nxt), owner=sid)
 
     def _show_image(self, s: Session, image: np.ndarray, name: str, doc: AnnotationDocument) -> None:
         """Put an image and its document in the session, resetting what belonged to the last."""
@@ -1497,9 +1505,12 @@ class Workbench:
         return f" · predicted IoU {score:.2f}" if score is not None else " · (no score: not SAM)"
 
 
-def _release_session(sid: str, s: Session) -> None:
-    """What a session holds outside the store: a running generator, its export folders."""
+def _release_session(sid: str, s: Session, prefetcher: Prefetcher | None = None) -> None:
+    """What a session holds outside the store: a running generator, its export folders,
+    its prefetch."""
     s.cancel.set()  # a running "segment everything" stops at its next batch
+    if prefetcher is not None:
+        prefetcher.cancel(sid)
     for folder in s.exports:
         shutil.rmtree(folder, ignore_errors=True)
 

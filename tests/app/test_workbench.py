@@ -9,6 +9,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from annotator.annotations import render
 from annotator.models.loading import BackendInfo, load_segmenter
 from annotator.models.grabcut import GrabCutSegmenter
 from annotator.app.workbench import TABLE_HEADERS, Workbench, WorkbenchError
@@ -408,10 +409,22 @@ def test_segment_everything_streams_batches_then_adds_one_undoable_step(wb, sid)
     wb.open_image(sid, DOG)
     wb.click(sid, 300, 300)
     wb.accept(sid, "dog")
-    steps = list(wb.segment_everything(sid, **SMALL_GRID))
+    before = wb.canvas(sid)
+    steps, drawn = [], []
+    for step in wb.segment_everything(sid, **SMALL_GRID):
+        steps.append(step)
+        if not step.final:  # what the canvas should show now: every candidate found so far
+            drawn.append(render.label_map_from_rles(wb.session(sid).preview, before.shape[:2]) != 0)
     *batches, final = steps
     assert [s.done for s in batches] == [1, 2, 3, 4] and all(s.total == 4 for s in batches)
-    assert all(not s.final and s.view.canvas is not None for s in batches)  # masks appear per batch
+    assert all(not s.final for s in batches)
+    # masks appear batch by batch: each canvas differs from the one before, and only where
+    # the run's candidates are (the photo at scale 1, so canvas and image pixels agree)
+    previous = before
+    for step, where in zip(batches, drawn):
+        changed = np.any(step.view.canvas != previous, axis=2)
+        assert changed.any() and where[changed].mean() > 0.95
+        previous = step.view.canvas
     assert "candidate masks so far" in batches[0].view.message
     assert batches[-1].eta_s == pytest.approx(0.0, abs=1e-6) and batches[0].eta_s > 0
     assert final.final and "Segment everything found" in final.view.message
@@ -430,10 +443,23 @@ def test_cancel_keeps_the_masks_found_so_far(wb, sid):
     run = wb.segment_everything(sid, **SMALL_GRID)
     first = next(run)
     assert first.done == 1
+    text = lambda counts: counts.decode() if isinstance(counts, bytes) else counts  # noqa: E731
+    found = {text(r["counts"]) for r in wb.session(sid).preview}  # the first batch's candidates
     wb.cancel(sid)
     (final,) = list(run)
     assert final.final and "Cancelled after 1 of 4 batches" in final.view.message
-    assert len(wb.session(sid).doc) >= 1
+    kept = [text(a.rle["counts"]) for a in wb.session(sid).doc.annotations]
+    # exactly what the first batch's 4 points find, deduplicated: nothing from a batch after
+    # the cancel, no duplicate left in
+    from annotator.amg.generator import MaskGenerator
+    from segment_anything.utils.amg import build_all_layer_point_grids
+
+    (grid,) = build_all_layer_point_grids(4, 0, 1)
+    params = {k: v for k, v in SMALL_GRID.items() if k != "points_per_side"}
+    first_batch = MaskGenerator(wb.segmenter, output_mode="coco_rle", points_per_side=None,
+                                point_grids=[grid[:4]], **params).generate(wb.session(sid).image)
+    assert kept and set(kept) <= found and len(set(kept)) == len(kept)
+    assert sorted(kept) == sorted(text(r["segmentation"]["counts"]) for r in first_batch)
 
 
 def test_other_sessions_click_between_the_batches_of_a_run(wb, sid):
