@@ -8,9 +8,8 @@ import json
 import threading
 
 import pytest
-from pycocotools.coco import COCO
-
 from conftest import IMAGES
+from pycocotools.coco import COCO
 
 try:
     import ray

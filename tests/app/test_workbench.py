@@ -243,7 +243,7 @@ def test_filter_and_sort_without_changing_the_document(wb, sid):
     ids = with_rects(wb, sid, (0, 0, 10, 10), (0, 0, 100, 100), (0, 0, 50, 50), source="auto")
     doc = wb.session(sid).doc
     # the two scores rank the masks in opposite orders, so reading one for the other shows
-    for i, iou, stability in zip(ids, (0.9, 0.5, 0.7), (0.6, 0.99, 0.8)):
+    for i, iou, stability in zip(ids, (0.9, 0.5, 0.7), (0.6, 0.99, 0.8), strict=True):
         doc.update(i, predicted_iou=iou, stability_score=stability)
     v = wb.set_filter(sid, min_area=200, sort_by="area", descending=True)
     assert col(v.table, "id") == [ids[1], ids[2]] and "2 of 3" in v.message

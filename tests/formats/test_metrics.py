@@ -117,7 +117,7 @@ def cocoeval_stats(pred, tmp_path) -> dict[str, float]:
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    return dict(zip(metrics.AP_NAMES, map(float, ev.stats)))
+    return dict(zip(metrics.AP_NAMES, map(float, ev.stats), strict=True))
 
 
 def test_evaluate_class_agnostic_predictions_by_file_name(tmp_path):
