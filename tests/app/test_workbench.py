@@ -243,15 +243,37 @@ def test_merge_subtract_delete_hide_relabel_and_undo(wb, sid):
 def test_filter_and_sort_without_changing_the_document(wb, sid):
     ids = with_rects(wb, sid, (0, 0, 10, 10), (0, 0, 100, 100), (0, 0, 50, 50), source="auto")
     doc = wb.session(sid).doc
-    for i, score in zip(ids, (0.9, 0.5, 0.7)):
-        doc.update(i, predicted_iou=score, stability_score=score)
+    # the two scores rank the masks in opposite orders, so reading one for the other shows
+    for i, iou, stability in zip(ids, (0.9, 0.5, 0.7), (0.6, 0.99, 0.8), strict=True):
+        doc.update(i, predicted_iou=iou, stability_score=stability)
     v = wb.set_filter(sid, min_area=200, sort_by="area", descending=True)
     assert col(v.table, "id") == [ids[1], ids[2]] and "2 of 3" in v.message
     v = wb.set_filter(sid, min_iou=0.6, sort_by="predicted_iou")
     assert col(v.table, "id") == [ids[2], ids[0]]
+    v = wb.set_filter(sid, min_stability=0.75, sort_by="stability_score")
+    assert col(v.table, "id") == [ids[2], ids[1]] and "2 of 3" in v.message
+    v = wb.set_filter(sid, sort_by="stability_score", descending=True)
+    assert col(v.table, "id") == [ids[1], ids[2], ids[0]]
+    assert col(v.table, "stab.") == ["0.990", "0.800", "0.600"] and col(v.table, "IoU") == ["0.500", "0.700", "0.900"]
+    v = wb.set_filter(sid, min_iou=0.6, min_stability=0.75)
+    assert col(v.table, "id") == [ids[2]]
     assert len(doc) == 3
     # filtered-out masks are neither drawn nor pickable
     assert wb.click(sid, 60, 60, "select").message == "No mask here."
+
+
+def test_review_filter_shows_masks_by_decision(wb, sid):
+    ids = with_rects(wb, sid, (0, 0, 10, 10), (20, 20, 40, 40), (50, 50, 60, 60), (70, 70, 80, 80),
+                     source="auto")
+    doc = wb.session(sid).doc
+    doc.update(ids[0], review="accepted")
+    doc.update(ids[1], review="rejected")
+    shown = {review: col(wb.set_filter(sid, review=review).table, "id")
+             for review in ("all", "pending", "accepted", "rejected")}
+    assert shown == {"all": ids, "pending": ids[2:], "accepted": ids[:1], "rejected": ids[1:2]}
+    assert "2 of 4" in wb.set_filter(sid, review="pending").message
+    with pytest.raises(WorkbenchError, match="review filter must be one of"):
+        wb.set_filter(sid, review="maybe")
 
 
 def test_review_walks_pending_masks_in_table_order(wb, sid):
