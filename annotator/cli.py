@@ -156,15 +156,20 @@ def _local_runner(args, params: dict):
 def _ray_runner(args, params: dict):
     from annotator.amg import distributed
 
+    # the cluster is asked first, so a request it cannot hold fails now, naming its flag
     try:
-        distributed.require_ray()
-    except ImportError as e:
+        ray = distributed.connect()
+        cluster = ray.cluster_resources()
+        num_gpus = distributed.gpus_per_actor(cluster, args.ray, args.gpus_per_actor)
+    except (ImportError, ValueError) as e:
         print(f"annotator: {e}", file=sys.stderr)
         return None, None
+    print(f"annotator: Ray cluster with {cluster.get('CPU', 0):g} CPUs and {cluster.get('GPU', 0):g} GPUs: "
+          f"{args.ray} actors with {num_gpus:g} GPUs each", file=sys.stderr)
 
     def run(project, ids, settings):
         return distributed.run(project, ids, settings, concurrency=args.ray,
-                               num_gpus=args.gpus_per_actor, batch_size=args.batch_size,
+                               num_gpus=num_gpus, batch_size=args.batch_size,
                                model=args.model, checkpoint=args.checkpoint, device=args.device,
                                precision=args.precision, generator_params=params)
     return run, {"model": args.model, **params}
@@ -233,7 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     dist = auto.add_argument_group("distributed (needs annotator[ray]; see docs/distributed.md)")
     dist.add_argument("--ray", type=int, default=0, metavar="ACTORS",
                       help="run on this many Ray Data actors instead of in this process")
-    dist.add_argument("--gpus-per-actor", type=float, default=1.0, help="GPUs each actor holds (default: 1)")
+    dist.add_argument("--gpus-per-actor", type=float, default=None,
+                      help="GPUs each actor holds (default: 1 when the cluster has a GPU per actor, "
+                           "shared evenly when it has fewer, 0 when it has none)")
     dist.add_argument("--batch-size", type=int, default=4, help="images per actor call (default: 4)")
     auto.set_defaults(func=cmd_auto)
 

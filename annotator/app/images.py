@@ -83,12 +83,12 @@ def open_image(ctx: Context, s: Session, image: np.ndarray, name: str, notes: li
     return f"{name}: {w}x{h}{shown}.{back}{note} {COMPUTING}"
 
 
-def encode(ctx: Context, s: Session) -> str:
+def encode(ctx: Context, s: Session, sid: str) -> str:
     """Compute (or take from the cache) the shown image's embedding."""
     need_image(s)
     cached = ctx.segmenter.is_cached(s.image)
     if ctx.prefetcher is not None and not cached:
-        ctx.prefetcher.cancel()  # the user's own image goes first
+        ctx.prefetcher.cancel(sid)  # its prefetch was for where it no longer is
     with ctx.model_lock:
         s.embedding = embed(ctx.segmenter, s.image)
     what = "from the cache" if cached else "computed"

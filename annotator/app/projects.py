@@ -134,7 +134,7 @@ def position_target(s: Session, position: int) -> int:
     return ids[int(position)]
 
 
-def prefetch_next(ctx: Context, s: Session | None) -> None:
+def prefetch_next(ctx: Context, sid: str, s: Session | None) -> None:
     """Start embedding the image after the shown one (see ``Prefetcher``)."""
     p = s.project if s is not None else None
     if ctx.prefetcher is None or p is None:
@@ -144,7 +144,7 @@ def prefetch_next(ctx: Context, s: Session | None) -> None:
         return
     nxt = ids[(ids.index(p.image_id) + 1) % len(ids)]
     store = p.store
-    ctx.prefetcher.request((str(store.path), nxt), lambda: store.load_pixels(nxt))
+    ctx.prefetcher.request((str(store.path), nxt), lambda: store.load_pixels(nxt), owner=sid)
 
 
 # -- adding images -------------------------------------------------------------------------
@@ -265,12 +265,17 @@ def save(s: Session) -> None:
     try:
         p.rev = p.store.save(p.image_id, s.doc, base_rev=p.rev)
     except ConflictError as e:
-        reload_document(s)
-        raise WorkbenchError(f"{e}. Showing the saved masks now; please redo your last change.") from None
+        raise conflict(s, e, "please redo your last change.") from None
     except (ProjectError, sqlite3.Error, OSError, ValueError) as e:
         raise WorkbenchError(f"Could not save to project {p.name}: {e}. The last change is NOT "
                              "saved; undo it or try again.") from None
     p.saved_version = s.doc.version
+
+
+def conflict(s: Session, e: ConflictError, then: str) -> WorkbenchError:
+    """Another session saved this image since this one loaded it: show what is saved."""
+    reload_document(s)
+    return WorkbenchError(f"{e}. Showing the saved masks now; {then}")
 
 
 def reload_document(s: Session, records: list | None = None) -> None:
@@ -296,8 +301,10 @@ def history_step(s: Session, forward: bool) -> str:
     p = s.project
     state = p.store.undo_state(p.image_id)
     action = state.redo_action if forward else state.undo_action
-    try:
-        records = p.store.redo(p.image_id) if forward else p.store.undo(p.image_id)
+    try:  # only from the revision this session shows: never over another session's edit
+        records = (p.store.redo if forward else p.store.undo)(p.image_id, base_rev=p.rev)
+    except ConflictError as e:
+        raise conflict(s, e, f"{'redo' if forward else 'undo'} again if you still want to.") from None
     except (ProjectError, sqlite3.Error) as e:
         raise WorkbenchError(f"Could not {'redo' if forward else 'undo'}: {e}") from None
     if records is None:

@@ -97,6 +97,10 @@ def accept(ctx: Context, s: Session, label: str | None = None) -> str:
     ann_id = s.doc.add(rle, source="prompt", label=label, prompts=s.prompt.record(),
                        predicted_iou=s.prompt.score, review="accepted")
     s.prompt = Prompt()
+    # the next object starts with a positive click: a sticky negative mode would make its
+    # first click silently negative (a box user keeps drawing boxes)
+    if s.mode != "box":
+        switch_mode(s, "positive")
     return f"Added mask {ann_id}" + (f" ({label})" if label else "") + f".{dropped}"
 
 

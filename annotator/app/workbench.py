@@ -28,6 +28,7 @@ by a background sweep, since an idle session sends no request that could free it
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 import threading
 import weakref
@@ -64,6 +65,7 @@ from annotator.limits import Limits
 from annotator.models.loading import BackendInfo
 from annotator.projects.folders import FolderPolicy
 from annotator.projects.library import ProjectLibrary
+from annotator.projects.prefetch import Prefetcher
 
 
 def _shared(name: str) -> property:
@@ -84,7 +86,8 @@ class Workbench:
         self.ctx.finalize_with(self)
         self.sessions: SessionStore[Session] = SessionStore(
             Session, max_sessions=self.ctx.limits.max_sessions, idle_seconds=self.ctx.limits.idle_seconds,
-            on_evict=_release_session)
+            # a freed or evicted session's prefetch goes with it
+            on_evict=functools.partial(_release_session, prefetcher=self.ctx.prefetcher))
         # idle sessions are freed by a sweep; the thread holds the store weakly and stops
         # when the workbench goes
         stop = threading.Event()
@@ -125,7 +128,7 @@ class Workbench:
         """Forget a session (the browser tab closed)."""
         s = self.sessions.peek(sid)
         if s is not None:
-            _release_session(sid, s)
+            _release_session(sid, s, self.ctx.prefetcher)
         self.sessions.free(sid)
 
     def keep_alive(self, sid: str) -> bool:
@@ -158,8 +161,8 @@ class Workbench:
         return self._act(sid, lambda s: images.open_image(self.ctx, s, image, name, notes))
 
     def encode(self, sid: str) -> View:
-        view = self._act(sid, lambda s: images.encode(self.ctx, s))
-        projects.prefetch_next(self.ctx, self.sessions.peek(sid))  # in a project: the next image
+        view = self._act(sid, lambda s: images.encode(self.ctx, s, sid))
+        projects.prefetch_next(self.ctx, sid, self.sessions.peek(sid))  # in a project: the next image
         return view
 
     # -- prompting -----------------------------------------------------------------------
@@ -418,9 +421,12 @@ class Workbench:
             return views.make_view(self.ctx, s, "")
 
 
-def _release_session(sid: str, s: Session) -> None:
-    """What a session holds outside the store: a running generator, its export folders."""
+def _release_session(sid: str, s: Session, prefetcher: Prefetcher | None = None) -> None:
+    """What a session holds outside the store: a running generator, its export folders,
+    its prefetch."""
     s.cancel.set()  # a running "segment everything" stops at its next batch
+    if prefetcher is not None:
+        prefetcher.cancel(sid)
     for folder in s.exports:
         shutil.rmtree(folder, ignore_errors=True)
 

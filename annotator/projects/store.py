@@ -557,10 +557,7 @@ class Project:
         action = action or "edit"
         with self._write() as c:
             h, w, head = self._image_row(c, image_id)
-            if base_rev is not None and base_rev != head:
-                raise ConflictError(
-                    f"image {image_id} was changed by another session (revision {head}, you had "
-                    f"{base_rev}); reload it before editing")
+            _check_base(image_id, head, base_rev)
             saved = self._saved_rows(c, image_id, head)
             old, old_order = saved.rows, saved.order
             new: dict[int, tuple[str, str]] = {}
@@ -634,10 +631,11 @@ class Project:
                       [(z, image_id, ann_id) for z, ann_id in enumerate(order)
                        if ann_id in written or old_z.get(ann_id) != z])
 
-    def _step(self, image_id: int, forward: bool) -> list[dict] | None:
+    def _step(self, image_id: int, forward: bool, base_rev: int | None) -> list[dict] | None:
         self._remember(image_id, None)
         with self._write() as c:
             _, _, head = self._image_row(c, image_id)
+            _check_base(image_id, head, base_rev)
             rev = head + 1 if forward else head
             row = c.execute("SELECT order_before, order_after FROM revisions WHERE image_id = ? AND rev = ?",
                             (image_id, rev)).fetchone()
@@ -659,13 +657,16 @@ class Project:
             c.execute("UPDATE images SET rev = ? WHERE id = ?", (rev if forward else head - 1, image_id))
             return self._records(c, image_id)
 
-    def undo(self, image_id: int) -> list[dict] | None:
+    def undo(self, image_id: int, *, base_rev: int | None = None) -> list[dict] | None:
         """Step the image back one saved edit (even one saved before a restart); returns the
-        records now current, or None when there is nothing to undo. Committed on return."""
-        return self._step(image_id, forward=False)
+        records now current, or None when there is nothing to undo. Committed on return.
+        ``base_rev``, as for ``save``: the revision the caller shows; if another session
+        saved or stepped since, ``ConflictError`` is raised and nothing changes (an undo
+        must never take back an edit its caller has not seen)."""
+        return self._step(image_id, False, base_rev)
 
-    def redo(self, image_id: int) -> list[dict] | None:
-        return self._step(image_id, forward=True)
+    def redo(self, image_id: int, *, base_rev: int | None = None) -> list[dict] | None:
+        return self._step(image_id, True, base_rev)
 
     def undo_state(self, image_id: int) -> UndoState:
         with self._read() as c:
@@ -751,6 +752,13 @@ class Project:
                 c.execute("DELETE FROM state WHERE key = ?", (key,))
             else:
                 c.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, _json(value)))
+
+
+def _check_base(image_id: int, head: int, base_rev: int | None) -> None:
+    if base_rev is not None and base_rev != head:
+        raise ConflictError(
+            f"image {image_id} was changed by another session (revision {head}, you had "
+            f"{base_rev}); reload it before editing")
 
 
 def _full(value: tuple[str, str] | None) -> str | None:
