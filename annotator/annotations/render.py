@@ -233,25 +233,17 @@ def overlay(
     h, w = image.shape[:2]
     if not 0.0 <= alpha <= 1.0 or not 0.0 <= dim <= 1.0:
         raise ValueError("alpha and dim must be between 0 and 1")
-    dense = isinstance(masks, np.ndarray)
-    if dense:
-        if masks.ndim == 2:
-            masks = masks[None]
-        if masks.ndim != 3 or masks.shape[1:] != (h, w):
-            raise ValueError(f"masks must be (N, {h}, {w}), got shape {masks.shape}")
-        n = masks.shape[0]
-    else:
-        masks = [m if isinstance(m, dict) and isinstance(m.get("counts"), (bytes, str))
-                 else rle_utils.normalize(m, (h, w)) for m in masks]
-        n = len(masks)
+    masks, dense = _checked_masks(masks, (h, w))
+    n = len(masks)
     if n == 0:
         return image.copy()
     hid = _index_set(hidden, n, "hidden")
-    ghosts = [k for k in np.flatnonzero(hid & _index_set(selected, n, "selected")).tolist()]
+    ghosts = np.flatnonzero(hid & _index_set(selected, n, "selected")).tolist()
     sel = _index_set(selected, n, "selected") & ~hid
     gray = _index_set(rejected, n, "rejected")
     dimmed = gray & ~sel
     base = [k for k in (range(n) if order is None else [int(k) for k in order]) if not hid[k]]
+    # rejected beneath, then the rest, selected on top
     paint = ([k for k in base if dimmed[k]] + [k for k in base if not dimmed[k] and not sel[k]]
              + [k for k in base if sel[k]])
     if dense:
@@ -268,50 +260,73 @@ def overlay(
     alphas = np.full(n, float(alpha))
     alphas[sel] = alpha + (1.0 - alpha) * 0.4
     alphas[dimmed] = alpha * dim
-    lut = np.zeros((n + 1, 4), np.uint8)
-    lut[1:, :3] = rgb
-    lut32 = lut.view(np.uint32)[:, 0]
     label_alpha = np.concatenate(([0.0], alphas))
+    if label_alpha.max() == 0.0 or not paint:
+        return _dashed_outlines(image.copy(), masks, ghosts, outline_width, highlight)
+    out4, color32 = _blend(image, labels, rgb, label_alpha)
+    _draw_edges(out4.view(np.uint32)[..., 0], labels, color32, sel, outlines, outline_width, highlight)
+    return _dashed_outlines(cv2.cvtColor(out4, cv2.COLOR_RGBA2RGB), masks, ghosts, outline_width,
+                            highlight)
 
-    # every pixel's mask color (RGBA packed in uint32); where no mask, the photo's own color,
-    # so that blending leaves those pixels as they are
+
+def _checked_masks(masks, size: tuple[int, int]):
+    """``masks`` as an (N, H, W) bool array or a list of compressed RLEs, and whether dense."""
+    h, w = size
+    if isinstance(masks, np.ndarray):
+        if masks.ndim == 2:
+            masks = masks[None]
+        if masks.ndim != 3 or masks.shape[1:] != (h, w):
+            raise ValueError(f"masks must be (N, {h}, {w}), got shape {masks.shape}")
+        return masks, True
+    return [m if isinstance(m, dict) and isinstance(m.get("counts"), (bytes, str))
+            else rle_utils.normalize(m, (h, w)) for m in masks], False
+
+
+def _blend(image: np.ndarray, labels: np.ndarray, rgb: np.ndarray, label_alpha: np.ndarray):
+    """The image with each label's color blended in at its alpha (RGBA), and every pixel's
+    mask color (RGBA packed in uint32; the photo's own where no mask)."""
+    h, w = labels.shape
+    lut = np.zeros((len(rgb) + 1, 4), np.uint8)
+    lut[1:, :3] = rgb
     image4 = cv2.cvtColor(image, cv2.COLOR_RGB2RGBA)
     image32 = image4.view(np.uint32)[..., 0]
-    color32 = np.take(lut32, labels)
+    color32 = np.take(lut.view(np.uint32)[:, 0], labels)
     empty = labels == 0
+    # where no mask, the photo's own color, so that blending leaves those pixels as they are
     np.copyto(color32, image32, where=empty)
     color4 = color32.view(np.uint8).reshape(h, w, 4)
-
     # one cv2 blend per distinct alpha (normal, selected, dimmed: a few at most), the one
     # most masks use over the whole image, the others copied in where their masks are
     levels, group = np.unique(label_alpha, return_inverse=True)
-    if levels[-1] == 0.0 or not paint:
-        return _dashed_outlines(image.copy(), masks, ghosts, outline_width, highlight)
     mask_count = np.bincount(group[1:], minlength=len(levels))
     first = int(np.argmax(np.where(levels > 0.0, mask_count, -1)))
     out4 = cv2.addWeighted(image4, 1.0 - float(levels[first]), color4, float(levels[first]), 0.0)
+    out32 = out4.view(np.uint32)[..., 0]
     rest = [g for g in range(len(levels)) if g != first and mask_count[g] != 0]
     if rest:
         pixel_group = np.take(group.astype(np.uint8), labels)
-        out32 = out4.view(np.uint32)[..., 0]
         for g in rest:
             a = float(levels[g])
             blended = image4 if a == 0.0 else cv2.addWeighted(image4, 1.0 - a, color4, a, 0.0)
             np.copyto(out32, blended.view(np.uint32)[..., 0], where=pixel_group == g)
-    out32 = out4.view(np.uint32)[..., 0]
     np.copyto(out32, image32, where=empty)  # exact, whatever float rounding did
+    return out4, color32
 
-    if outlines or sel.any():
-        edge = _boundary(labels, outline_width)
-        if outlines:
-            np.copyto(out32, color32, where=edge)
-        if sel.any():
-            hl = np.zeros(4, np.uint8)
-            hl[:3] = np.asarray(highlight, np.uint8)
-            sel_edge = _boundary(labels, max(2, outline_width)) & np.take(np.concatenate(([False], sel)), labels)
-            out32[sel_edge] = hl.view(np.uint32)[0]
-    return _dashed_outlines(cv2.cvtColor(out4, cv2.COLOR_RGBA2RGB), masks, ghosts, outline_width,
-                            highlight)
+
+def _draw_edges(out32: np.ndarray, labels: np.ndarray, color32: np.ndarray, sel: np.ndarray,
+                outlines: bool, width: int, highlight) -> None:
+    """Every mask's visible edge in its own color (``outlines``), and the selected masks'
+    edges in the highlight color, into ``out32`` (RGBA packed in uint32)."""
+    if not (outlines or sel.any()):
+        return
+    edge = _boundary(labels, width)
+    if outlines:
+        np.copyto(out32, color32, where=edge)
+    if sel.any():
+        hl = np.zeros(4, np.uint8)
+        hl[:3] = np.asarray(highlight, np.uint8)
+        sel_edge = _boundary(labels, max(2, width)) & np.take(np.concatenate(([False], sel)), labels)
+        out32[sel_edge] = hl.view(np.uint32)[0]
 
 
 def _dashed_outlines(out: np.ndarray, masks, ks: list[int], width: int, color) -> np.ndarray:
