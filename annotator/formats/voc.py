@@ -99,12 +99,13 @@ def write(dataset: CocoDataset, folder, *, tolerance: float = 0.0,
         del instances
         visible = visible_parts(rles)
         areas = rle_utils.areas(visible) if visible else np.zeros(0)
+        original_areas = rle_utils.areas(rles) if rles else np.zeros(0)
         originals = rle_utils.iou_pairs(visible, rles) if visible else np.zeros(0)
-        for a, vis, area, iou in zip(anns, visible, areas, originals):
+        for a, vis, area, full, iou in zip(anns, visible, areas, original_areas, originals):
             name = names[index[a["category_id"]]]
             if area == 0:
-                hidden += int(a["area"] > 0)
-                result.masks.append(Written(img["id"], a["id"], name, None, 0.0 if a["area"] else 1.0))
+                hidden += int(full > 0)
+                result.masks.append(Written(img["id"], a["id"], name, None, 0.0 if full else 1.0))
             else:
                 result.masks.append(Written(img["id"], a["id"], name, vis, float(iou)))
     if hidden:
