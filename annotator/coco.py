@@ -189,16 +189,16 @@ def segmentation_to_rle(seg, height: int, width: int) -> dict:
         polys = [seg] if all(isinstance(v, (int, float)) for v in seg) else seg
         clean = []
         for j, poly in enumerate(polys):
-            if not isinstance(poly, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                     for v in poly):
+            if not isinstance(poly, list) or not {type(v) for v in poly} <= {int, float}:
                 raise CocoError(f"polygon {j} is not a list of numbers")
             if len(poly) % 2:
                 raise CocoError(f"polygon {j} has an odd number of coordinates ({len(poly)})")
             if len(poly) < 6:
                 raise CocoError(f"polygon {j} has {len(poly) // 2} points; a polygon needs at least 3")
-            if not all(math.isfinite(v) for v in poly):
+            values = np.asarray(poly, dtype=np.float64)
+            if not np.isfinite(values).all():
                 raise CocoError(f"polygon {j} has a NaN or infinite coordinate")
-            clean.append([float(v) for v in poly])
+            clean.append(values)
         return rle_utils.from_polygons(clean, height, width)
     raise CocoError(f"segmentation must be an RLE object or a list of polygons, "
                     f"got {type(seg).__name__}")
@@ -426,8 +426,9 @@ def save(dataset: CocoDataset, path, segmentation: str = "rle", *, tolerance: fl
     path = Path(path)
     data = to_json(dataset, segmentation, tolerance=tolerance, results=results)
     tmp = path.with_name(path.name + ".tmp")
+    text = json.dumps(data, default=json_value)  # one shot: the C encoder (json.dump is pure Python)
     with tmp.open("w", encoding="utf-8") as f:
-        json.dump(data, f, default=json_value)
+        f.write(text)
     os.replace(tmp, path)
     return path
 

@@ -309,6 +309,40 @@ def decode_bbox(rle: dict) -> tuple[np.ndarray, int, int]:
     return flat.reshape(bw, bh).T, x0, y0
 
 
+def encode_bbox(crop: np.ndarray, x0: int, y0: int, size: Sequence[int]) -> dict:
+    """The RLE of an (H, W) = ``size`` mask that is ``crop`` at (x0, y0) and empty elsewhere:
+    the inverse of ``decode_bbox``, touching only the crop's pixels."""
+    h, w = int(size[0]), int(size[1])
+    crop = np.asarray(crop, dtype=bool)
+    bh, bw = crop.shape
+    if x0 < 0 or y0 < 0 or x0 + bw > w or y0 + bh > h:
+        raise RleError(f"a {bh}x{bw} crop at ({x0}, {y0}) does not fit a {h}x{w} mask")
+    # a background row above and below each column, so no run wraps into the next column
+    padded = np.zeros((bh + 2, bw), np.int8)
+    padded[1:-1] = crop
+    flat = padded.T.reshape(-1)
+    edges = np.flatnonzero(np.diff(flat))  # a run starts after a rise, ends after a fall
+    starts, ends = edges[0::2] + 1, edges[1::2] + 1
+    col, row = starts // (bh + 2), starts % (bh + 2) - 1
+    gstart = (x0 + col) * h + y0 + row
+    gend = gstart + (ends - starts)
+    if gstart.size > 1:  # runs that meet across a column boundary (a full-height crop) are one
+        apart = gstart[1:] > gend[:-1]
+        gstart, gend = gstart[np.concatenate(([True], apart))], gend[np.concatenate((apart, [True]))]
+    starts, lengths = gstart, gend - gstart
+    runs = np.empty(2 * starts.size + 1, np.int64)
+    if starts.size:
+        runs[0] = starts[0]
+        runs[1::2] = lengths
+        runs[2:-1:2] = starts[1:] - gend[:-1]
+        runs[-1] = h * w - gend[-1]
+        if runs[-1] == 0:  # pycocotools writes no empty last run
+            runs = runs[:-1]
+    else:
+        runs[0] = h * w
+    return from_counts(runs, (h, w))
+
+
 def from_polygons(polygons: Sequence[Sequence[float]], height: int, width: int) -> dict:
     """The union of polygons (flat x, y lists in pixels) rasterised as COCO does: pixel
     centres inside by the even-odd rule, so a ring bridged into itself keeps its holes."""
@@ -349,6 +383,8 @@ def from_label_map(labels: np.ndarray) -> dict[int, dict]:
         runs[1::2] = e - s
         runs[2:-1:2] = s[1:] - e[:-1]
         runs[-1] = n - e[-1]
+        if runs[-1] == 0:  # canonical, as pycocotools writes it: no empty last run
+            runs = runs[:-1]
         out[int(flat[s[0]])] = from_counts(runs, (h, w))
     return out
 

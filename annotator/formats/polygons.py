@@ -49,9 +49,11 @@ class Polygons:
     exact_fallback: bool = False  # the tolerance erased the mask, so it was written exactly
 
 
-def trace_crop(crop: np.ndarray, x0: int = 0, y0: int = 0, tolerance: float = 0.0) -> list[Part]:
+def trace_crop(crop: np.ndarray, x0: int = 0, y0: int = 0, tolerance: float = 0.0, *,
+               transposed: bool = False) -> list[Part]:
     """The parts of a dense bool crop whose top-left pixel is (x0, y0) in the image; 8-connected
-    pixels form one part, 4-connected background inside a part is a hole."""
+    pixels form one part, 4-connected background inside a part is a hole. ``transposed``: the
+    crop is given as (width, height), as an RLE decodes without a copy."""
     crop = np.asarray(crop, dtype=bool)
     if crop.size == 0 or not crop.any():
         return []
@@ -63,6 +65,7 @@ def trace_crop(crop: np.ndarray, x0: int = 0, y0: int = 0, tolerance: float = 0.
         return []
     hierarchy = hierarchy[0]
     offset = np.array([x0, y0], np.float64)
+    xy = [1, 0] if transposed else [0, 1]
 
     def ring(c: np.ndarray) -> np.ndarray:
         if tolerance > 0 and len(c) > 3:
@@ -71,7 +74,7 @@ def trace_crop(crop: np.ndarray, x0: int = 0, y0: int = 0, tolerance: float = 0.
                 c = approx
         # the upsampled pixel u (after the 1-pixel border) sits a quarter pixel inside the
         # original pixel edge at (u - 0.5) / 2
-        return (c[:, 0, :].astype(np.float64) - 0.5) / 2 + offset
+        return (c[:, 0, xy].astype(np.float64) - 0.5) / 2 + offset
 
     parts = []
     for i, c in enumerate(contours):
@@ -89,7 +92,7 @@ def trace_crop(crop: np.ndarray, x0: int = 0, y0: int = 0, tolerance: float = 0.
 def trace(rle: dict, tolerance: float = 0.0) -> list[Part]:
     """The parts of an RLE mask, decoding only its bounding box."""
     crop, x0, y0 = rle_utils.decode_bbox(rle)
-    return trace_crop(crop, x0, y0, tolerance)
+    return trace_crop(crop.T, x0, y0, tolerance, transposed=True)  # crop.T: contiguous, no copy
 
 
 def bridge(ring: np.ndarray, other: np.ndarray) -> np.ndarray:
@@ -127,29 +130,44 @@ def polygonise(rle: dict, tolerance: float = 0.0, *, single: bool = False,
                quantize: Quantize | None = None) -> Polygons:
     """The mask as rings (one per part, or ``single``: one for all), with the RLE a reader of
     the written file gets (``quantize`` applies the writer's rounding) and its IoU against
-    the mask. A tolerance that would erase the mask falls back to the exact outline."""
+    the mask. At tolerance 0 the outline is exact by construction, so the mask itself is what
+    a reader gets (``convert.export`` proves it mask by mask when it reads the file back);
+    otherwise the rings are rasterised to measure the cost, and a tolerance that would erase
+    the mask falls back to the exact outline."""
     h, w = rle_utils.size_of(rle)
     parts = trace(rle, tolerance)
+    if tolerance <= 0:
+        rings = _rings(parts, single, quantize)
+        return Polygons(rings, rle, 1.0 if parts else 0.0, len(parts), sum(len(p.holes) for p in parts))
     result = _measure(rle, parts, single, quantize, h, w)
-    if tolerance > 0 and result.iou == 0.0 and parts:
-        result = _measure(rle, trace(rle, 0.0), single, quantize, h, w)
+    if result.iou == 0.0 and parts:
+        result = polygonise(rle, 0.0, single=single, quantize=quantize)
         result.exact_fallback = True
     return result
 
 
-def _measure(rle, parts, single, quantize, h, w) -> Polygons:
+def _rings(parts, single, quantize) -> list:
     rings = single_ring(parts) if single else part_rings(parts)
-    if quantize is not None:
-        rings = [quantize(r) for r in rings]
-    back = rle_utils.from_polygons([r.reshape(-1) for r in rings], h, w)
+    return [quantize(r) for r in rings] if quantize is not None else rings
+
+
+def _measure(rle, parts, single, quantize, h, w) -> Polygons:
+    rings = _rings(parts, single, quantize)
+    back = rasterise(rings, h, w)
     iou = float(rle_utils.iou_pairs([back], [rle])[0])
     return Polygons(rings, back, iou, len(parts), sum(len(p.holes) for p in parts))
+
+
+def rasterise(rings: Sequence[np.ndarray], height: int, width: int) -> dict:
+    """What COCO (and our YOLO and labelme readers) make of the rings: their union, each
+    filled by the even-odd rule."""
+    return rle_utils.from_polygons([np.asarray(r).reshape(-1) for r in rings], height, width)
 
 
 def flat(ring: np.ndarray, decimals: int = 2) -> list[float]:
     """A ring as the flat ``[x0, y0, x1, y1, ...]`` list COCO and friends write. Exact outlines
     sit on quarter pixels, so two decimals lose nothing."""
-    return [round(float(v), decimals) for v in np.asarray(ring).reshape(-1)]
+    return np.round(np.asarray(ring, np.float64), decimals).reshape(-1).tolist()
 
 
 def round_ring(ring: np.ndarray, decimals: int = 2) -> np.ndarray:

@@ -51,16 +51,6 @@ def _save_png16(path: Path, values: np.ndarray) -> None:
         raise OSError(f"could not write {path}")
 
 
-def visible_parts(rles: list[dict]) -> list[dict]:
-    """What is left of each mask (bottom first) under the ones above it."""
-    out: list = [None] * len(rles)
-    above = None
-    for k in range(len(rles) - 1, -1, -1):
-        out[k] = rles[k] if above is None else rle_utils.difference(rles[k], above)
-        above = rles[k] if above is None else rle_utils.union([above, rles[k]])
-    return out
-
-
 def write(dataset: CocoDataset, folder, *, tolerance: float = 0.0,
           images: ImageSource | None = None) -> WriteResult:
     """``tolerance`` is unused: VOC stores pixels."""
@@ -96,8 +86,12 @@ def write(dataset: CocoDataset, folder, *, tolerance: float = 0.0,
             _save_palette_png(folder / "SegmentationObject" / f"{stem}.png", instances)
         else:
             _save_png16(folder / "SegmentationObject" / f"{stem}.png", instances)
+        # what is left of each mask is what the instance PNG holds: read it off the map in one
+        # pass (the read-back check compares the PNG with it, mask by mask)
+        left = rle_utils.from_label_map(instances)
         del instances
-        visible = visible_parts(rles)
+        empty = rle_utils.from_counts([h * w], (h, w))
+        visible = [left.get(k + 1, empty) for k in range(len(anns))]
         areas = rle_utils.areas(visible) if visible else np.zeros(0)
         original_areas = rle_utils.areas(rles) if rles else np.zeros(0)
         originals = rle_utils.iou_pairs(visible, rles) if visible else np.zeros(0)

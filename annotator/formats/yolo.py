@@ -57,11 +57,11 @@ def write(dataset: CocoDataset, folder, *, tolerance: float = 0.0,
 
         last_text: list = []
 
-        def quantize(ring, d=d, scale=scale, last_text=last_text):
+        def quantize(ring, fmt=f"%.{d}f", scale=scale, last_text=last_text):
             # the ring as a reader gets it back: formatted once, parsed as the reader parses
-            text = [f"{v:.{d}f}" for v in (ring / scale).reshape(-1)]
-            last_text[:] = text  # single=True: the last ring quantised is the one written
-            return np.array([float(t) for t in text], np.float64).reshape(-1, 2) * scale
+            text = " ".join([fmt % v for v in (ring / scale).reshape(-1).tolist()])
+            last_text[:] = [text]  # single=True: the last ring quantised is the one written
+            return parse_numbers(text).reshape(-1, 2) * scale
 
         lines = []
         for a in by_image.get(img["id"], []):
@@ -70,7 +70,7 @@ def write(dataset: CocoDataset, folder, *, tolerance: float = 0.0,
             if not poly.rings:
                 result.masks.append(Written(img["id"], a["id"], name, None, 0.0))
                 continue
-            lines.append(" ".join([str(index[a["category_id"]]), *last_text]))
+            lines.append(f"{index[a['category_id']]} {last_text[0]}")
             result.masks.append(Written(img["id"], a["id"], name, poly.rle, poly.iou))
             result.holes += poly.holes
             result.exact_fallbacks += poly.exact_fallback
@@ -78,6 +78,17 @@ def write(dataset: CocoDataset, folder, *, tolerance: float = 0.0,
             "".join(line + "\n" for line in lines), encoding="utf-8")
     _write_yaml(folder / "data.yaml", names)
     return result
+
+
+def parse_numbers(text: str) -> np.ndarray:
+    """Whitespace-separated decimals as float64 (C's strtod: correctly rounded, and the same
+    parse for the writer's check and the reader)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        values = np.fromstring(text, dtype=np.float64, sep=" ")
+    return values
 
 
 def _write_yaml(path: Path, names: list[str]) -> None:
@@ -221,14 +232,17 @@ def _read_labels(path: Path, h: int, w: int, n_classes: int, root: Path):
         raise CocoError(f"{where}: cannot be read ({e})") from None
     scale = np.array([w, h], np.float64)
     for k, line in enumerate(text.splitlines(), start=1):
-        tokens = line.split()
-        if not tokens:
+        head, _, rest = line.strip().partition(" ")
+        if not head:
             continue
         try:
-            cls_value = float(tokens[0])
-            values = np.array([float(t) for t in tokens[1:]], np.float64)
+            cls_value = float(head)
         except ValueError:
             raise CocoError(f"{where} line {k}: not numbers") from None
+        values = parse_numbers(rest)
+        if values.size != len(rest.split()):
+            raise CocoError(f"{where} line {k}: not numbers")
+        tokens = [head]
         cls = int(cls_value)
         if cls != cls_value or not 0 <= cls < n_classes:
             raise CocoError(f"{where} line {k}: class {tokens[0]} is not one of the "
