@@ -390,7 +390,10 @@ def to_json(dataset: CocoDataset, segmentation: str = "rle", *, tolerance: float
     categories = [dict(c) for c in dataset.categories]
     annotations = []
     default_id = None
+    runs_of = (polygons.each_with_runs([a["segmentation"] for a in dataset.annotations])
+               if segmentation == "polygon" else None)
     for ann in dataset.annotations:
+        runs = next(runs_of)[1] if runs_of is not None else None
         out = dict(ann)
         if out.get("category_id") is None:
             if default_id is None:
@@ -404,7 +407,7 @@ def to_json(dataset: CocoDataset, segmentation: str = "rle", *, tolerance: float
         poly = None
         if segmentation == "polygon" and not out.get("iscrowd"):
             # traced from the mask's box only: never the whole image per mask
-            poly = polygons.polygonise(rle, tolerance, quantize=polygons.round_ring)
+            poly = polygons.polygonise(rle, tolerance, quantize=polygons.round_ring, runs=runs)
         if poly is not None and poly.rings:
             out["segmentation"] = [polygons.flat(r) for r in poly.rings]
         else:

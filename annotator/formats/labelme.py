@@ -45,9 +45,11 @@ def write(dataset: CocoDataset, folder, *, tolerance: float = 0.0,
         by_image.setdefault(a["image_id"], []).append(a)
     for img in dataset.images:
         shapes = []
-        for group, a in enumerate(by_image.get(img["id"], []), start=1):
+        anns = by_image.get(img["id"], [])
+        for group, (a, (_, runs)) in enumerate(zip(anns, polygons.each_with_runs([a["segmentation"] for a in anns])),
+                                               start=1):
             name = names[index[a["category_id"]]]
-            poly = polygons.polygonise(a["segmentation"], tolerance, quantize=polygons.round_ring)
+            poly = polygons.polygonise(a["segmentation"], tolerance, quantize=polygons.round_ring, runs=runs)
             if not poly.rings:
                 result.masks.append(Written(img["id"], a["id"], name, None, 0.0))
                 continue
@@ -60,8 +62,8 @@ def write(dataset: CocoDataset, folder, *, tolerance: float = 0.0,
         doc = {"version": LABELME_VERSION, "flags": {}, "shapes": shapes,
                "imagePath": copied.get(img["id"], img.get("file_name") or ""),
                "imageData": None, "imageHeight": img["height"], "imageWidth": img["width"]}
-        with (folder / f"{stems[img['id']]}.json").open("w", encoding="utf-8") as f:
-            json.dump(doc, f, ensure_ascii=False)
+        # one shot: json.dumps uses the C encoder, json.dump the pure-Python one
+        (folder / f"{stems[img['id']]}.json").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
     (folder / "labels.txt").write_text("".join(n + "\n" for n in names), encoding="utf-8")
     return result
 

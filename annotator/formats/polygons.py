@@ -89,9 +89,10 @@ def trace_crop(crop: np.ndarray, x0: int = 0, y0: int = 0, tolerance: float = 0.
     return parts
 
 
-def trace(rle: dict, tolerance: float = 0.0) -> list[Part]:
-    """The parts of an RLE mask, decoding only its bounding box."""
-    crop, x0, y0 = rle_utils.decode_bbox(rle)
+def trace(rle: dict, tolerance: float = 0.0, runs: np.ndarray | None = None) -> list[Part]:
+    """The parts of an RLE mask, decoding only its bounding box (``runs``: its run lengths,
+    if already decoded)."""
+    crop, x0, y0 = rle_utils.decode_bbox(rle, runs)
     return trace_crop(crop.T, x0, y0, tolerance, transposed=True)  # crop.T: contiguous, no copy
 
 
@@ -127,7 +128,7 @@ def single_ring(parts: Sequence[Part]) -> list[np.ndarray]:
 
 
 def polygonise(rle: dict, tolerance: float = 0.0, *, single: bool = False,
-               quantize: Quantize | None = None) -> Polygons:
+               quantize: Quantize | None = None, runs: np.ndarray | None = None) -> Polygons:
     """The mask as rings (one per part, or ``single``: one for all), with the RLE a reader of
     the written file gets (``quantize`` applies the writer's rounding) and its IoU against
     the mask. At tolerance 0 the outline is exact by construction, so the mask itself is what
@@ -135,13 +136,13 @@ def polygonise(rle: dict, tolerance: float = 0.0, *, single: bool = False,
     otherwise the rings are rasterised to measure the cost, and a tolerance that would erase
     the mask falls back to the exact outline."""
     h, w = rle_utils.size_of(rle)
-    parts = trace(rle, tolerance)
+    parts = trace(rle, tolerance, runs)
     if tolerance <= 0:
         rings = _rings(parts, single, quantize)
         return Polygons(rings, rle, 1.0 if parts else 0.0, len(parts), sum(len(p.holes) for p in parts))
     result = _measure(rle, parts, single, quantize, h, w)
     if result.iou == 0.0 and parts:
-        result = polygonise(rle, 0.0, single=single, quantize=quantize)
+        result = polygonise(rle, 0.0, single=single, quantize=quantize, runs=runs)
         result.exact_fallback = True
     return result
 
@@ -162,6 +163,16 @@ def rasterise(rings: Sequence[np.ndarray], height: int, width: int) -> dict:
     """What COCO (and our YOLO and labelme readers) make of the rings: their union, each
     filled by the even-odd rule."""
     return rle_utils.from_polygons([np.asarray(r).reshape(-1) for r in rings], height, width)
+
+
+def each_with_runs(rles: Sequence[dict], chunk: int = 256):
+    """``(rle, runs)`` for each mask, run lengths decoded a chunk of masks at a time (one
+    vectorised pass instead of one per mask)."""
+    for i in range(0, len(rles), chunk):
+        part = rles[i:i + chunk]
+        values, offsets = rle_utils.run_lengths_many([r["counts"] for r in part])
+        for k, r in enumerate(part):
+            yield r, values[offsets[k]:offsets[k + 1]]
 
 
 def flat(ring: np.ndarray, decimals: int = 2) -> list[float]:

@@ -57,16 +57,17 @@ def write(dataset: CocoDataset, folder, *, tolerance: float = 0.0,
 
         last_text: list = []
 
-        def quantize(ring, fmt=f"%.{d}f", scale=scale, last_text=last_text):
-            # the ring as a reader gets it back: formatted once, parsed as the reader parses
-            text = " ".join([fmt % v for v in (ring / scale).reshape(-1).tolist()])
+        def quantize(ring, d=d, scale=scale, last_text=last_text):
+            # the ring as a reader gets it back: the decimals written, parsed as the reader does
+            text, values = format_fractions((ring / scale).reshape(-1), d)
             last_text[:] = [text]  # single=True: the last ring quantised is the one written
-            return parse_numbers(text).reshape(-1, 2) * scale
+            return values.reshape(-1, 2) * scale
 
         lines = []
-        for a in by_image.get(img["id"], []):
+        anns = by_image.get(img["id"], [])
+        for a, (_, runs) in zip(anns, polygons.each_with_runs([a["segmentation"] for a in anns])):
             name = names[index[a["category_id"]]]
-            poly = polygons.polygonise(a["segmentation"], tolerance, single=True, quantize=quantize)
+            poly = polygons.polygonise(a["segmentation"], tolerance, single=True, quantize=quantize, runs=runs)
             if not poly.rings:
                 result.masks.append(Written(img["id"], a["id"], name, None, 0.0))
                 continue
@@ -78,6 +79,23 @@ def write(dataset: CocoDataset, folder, *, tolerance: float = 0.0,
             "".join(line + "\n" for line in lines), encoding="utf-8")
     _write_yaml(folder / "data.yaml", names)
     return result
+
+
+def format_fractions(values: np.ndarray, decimals: int) -> tuple[str, np.ndarray]:
+    """Numbers in [0, 1] as ``0.123456 1.000000 ...`` text, written digit by digit in numpy
+    (formatting a million floats one by one takes a second), and the values a reader parses
+    back from that text (``N / 10**decimals``: as exact as parsing the decimal)."""
+    scale = 10 ** decimals
+    n = np.rint(np.clip(values, 0.0, 1.0) * scale).astype(np.int64)
+    chars = np.empty((n.size, decimals + 3), np.uint8)
+    chars[:, 0] = 48 + n // scale
+    chars[:, 1] = ord(".")
+    frac = n % scale
+    for i in range(decimals):
+        chars[:, 2 + i] = 48 + (frac // 10 ** (decimals - 1 - i)) % 10
+    chars[:, -1] = ord(" ")
+    text = chars.tobytes()[:-1].decode("ascii")
+    return text, n / scale
 
 
 def parse_numbers(text: str) -> np.ndarray:
