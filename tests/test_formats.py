@@ -309,6 +309,20 @@ def test_project_exports_keep_class_ids(tmp_path, truck):
     assert cats == {"dog": 1, "cat": 2, "object": 3, "bird": 4}
 
 
+def test_documents_export_in_one_call(tmp_path):
+    from annotator.masks import AnnotationDocument
+
+    doc = AnnotationDocument(H, W)
+    doc.add(blob([(20, 20, 10, 8, 0)], [(20, 20, 3)]), label="dog")
+    doc.add(blob([(45, 30, 9, 9, 0)], []))  # no label: "object"
+    rejected = doc.add(blob([(10, 40, 5, 5, 0)], []), label="cat")
+    doc.reject(rejected)
+    report = convert.export_documents([(doc, {"id": 1, "file_name": "a.png"})], tmp_path / "a", "labelme",
+                                      categories=[{"id": 4, "name": "dog"}])
+    assert report.line() == "2 masks on 1 image · labelme exact"
+    assert (tmp_path / "a" / "labels.txt").read_text().split("\n")[:2] == ["dog", "object"]
+
+
 # -- bad input -------------------------------------------------------------------------------------
 def test_bad_yolo_labels_name_file_and_line(tmp_path):
     convert.export(dataset_of([blob([(20, 20, 10, 8, 0)], [])]), tmp_path / "y", "yolo")

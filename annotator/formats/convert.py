@@ -330,6 +330,15 @@ def _zip(folder: Path, dest: Path) -> None:
                 z.write(p, p.relative_to(folder).as_posix())
 
 
+def export_documents(items, out, fmt: str, *, tolerance: float = 0.0, categories=None,
+                     images: ImageSource | None = None, include_rejected: bool = False) -> ExportReport:
+    """``export`` for annotation documents: ``items`` are ``(AnnotationDocument, image record)``
+    pairs (the record needs ``id`` and ``file_name``), as ``coco.from_documents`` takes them;
+    ``categories`` fixes class ids (a project's), labels not in it are added after."""
+    dataset = coco.from_documents(items, categories=categories, include_rejected=include_rejected)
+    return export(dataset, out, fmt, tolerance=tolerance, images=images)
+
+
 def convert(source, out, fmt: str, *, tolerance: float = 0.0, copy_images: bool = True,
             max_bytes: int | None = None) -> tuple[Imported, ExportReport]:
     """Read ``source`` in whatever format it is and export it as ``fmt`` (see ``export``); the
