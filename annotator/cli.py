@@ -7,8 +7,8 @@ import logging
 import os
 import sys
 
-from annotator.device import PRECISIONS
 from annotator.limits import add_limit_args
+from annotator.models.device import PRECISIONS
 
 # the formats `annotator convert --to` writes (annotator.formats.convert.FORMATS; listed here so
 # building the parser imports no format code)
@@ -29,7 +29,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def load_backend(args):
-    from annotator.backends import load_segmenter
+    from annotator.models.loading import load_segmenter
 
     return load_segmenter(args.model, args.checkpoint, device=args.device,
                           precision=args.precision, download=not args.no_download)
@@ -41,8 +41,8 @@ def cmd_serve(args) -> int:
     # took ~800 ms instead of ~100 ms (benchmarks/ui_latency.py). The policy is read when
     # torch loads, so it is set before the first torch import; an explicit setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from annotator.checkpoints import CheckpointError
     from annotator.limits import Limits, LimitsError
+    from annotator.models.checkpoints import CheckpointError
 
     try:
         limits = Limits.from_args(args)
@@ -50,9 +50,9 @@ def cmd_serve(args) -> int:
     except (CheckpointError, LimitsError, ValueError) as e:
         print(f"annotator: {e}", file=sys.stderr)
         return 2
-    from annotator.projects_app import FolderPolicy, ProjectLibrary
-    from annotator.ui import build_app, launch_kwargs
-    from annotator.workbench import Workbench
+    from annotator.app.ui import build_app, launch_kwargs
+    from annotator.app.workbench import Workbench
+    from annotator.projects.library import FolderPolicy, ProjectLibrary
 
     print(f"annotator: {info.status}", file=sys.stderr)
     projects = ProjectLibrary(args.projects_dir)
@@ -68,7 +68,7 @@ def cmd_serve(args) -> int:
 
 def add_generator_args(p: argparse.ArgumentParser) -> None:
     """SAM's automatic-generator parameters, under SAM's names (``--points-per-side`` ...)."""
-    from annotator.batch import GENERATOR_PARAMS
+    from annotator.amg.params import GENERATOR_PARAMS
 
     group = p.add_argument_group("segment-everything parameters (SAM's names and defaults)")
     for name, (default, what) in GENERATOR_PARAMS.items():
@@ -77,10 +77,10 @@ def add_generator_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_auto(args) -> int:
-    from annotator.batch import (GENERATOR_PARAMS, find_images, needs_prelabel, recorded_settings,
-                                 sidecar_path)
-    from annotator.image_io import ImageError
-    from annotator.project import Project, ProjectError
+    from annotator.amg.batch import find_images, needs_prelabel, recorded_settings, sidecar_path
+    from annotator.amg.params import GENERATOR_PARAMS
+    from annotator.formats.images import ImageError
+    from annotator.projects.store import Project, ProjectError
 
     if not args.output and not args.project:
         print("annotator: say where the masks go: -o OUT.json and/or --project FILE", file=sys.stderr)
@@ -136,8 +136,8 @@ def cmd_auto(args) -> int:
 def _local_runner(args, params: dict):
     """(run(project, image_ids, settings), the settings to record), or (None, None) after
     saying why SAM cannot run."""
-    from annotator.batch import prelabel
-    from annotator.checkpoints import CheckpointError
+    from annotator.amg.batch import prelabel
+    from annotator.models.checkpoints import CheckpointError
 
     try:
         segmenter, info = load_backend(args)
@@ -147,7 +147,7 @@ def _local_runner(args, params: dict):
     if info.backend != "sam":
         print(f"annotator: segment everything needs SAM weights: {info.reason}", file=sys.stderr)
         return None, None
-    from annotator.amg import MaskGenerator
+    from annotator.amg.generator import MaskGenerator
 
     print(f"annotator: {info.status}", file=sys.stderr)
     generator = MaskGenerator(segmenter, output_mode="coco_rle", **params)
@@ -156,7 +156,7 @@ def _local_runner(args, params: dict):
 
 
 def _ray_runner(args, params: dict):
-    from annotator import distributed
+    from annotator.amg import distributed
 
     try:
         distributed.require_ray()
@@ -173,8 +173,8 @@ def _ray_runner(args, params: dict):
 
 
 def cmd_convert(args) -> int:
-    from annotator.coco import CocoError
     from annotator.formats import convert
+    from annotator.formats.coco import CocoError
 
     older = {"rle": "coco-rle", "polygon": "coco-polygon", None: None}[args.segmentation]
     if args.to and older and args.to != older:
@@ -199,7 +199,7 @@ def cmd_convert(args) -> int:
 def cmd_eval(args) -> int:
     import json
 
-    from annotator import coco, metrics
+    from annotator.formats import coco, metrics
 
     try:
         gt = coco.load(args.ground_truth)

@@ -26,8 +26,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from annotator import coco  # noqa: E402
-from annotator import rle as rle_utils  # noqa: E402
+from annotator.annotations import rle as rle_utils  # noqa: E402
+from annotator.formats import coco  # noqa: E402
 
 FORMATS = ("coco-rle", "coco-polygon", "yolo", "labelme", "voc")
 GOAL_S, GOAL_MB = 5.0, 300

@@ -20,17 +20,15 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
-from annotator import coco
-from annotator import rle as rle_utils
-from annotator.coco import CocoDataset, CocoError
-from annotator.formats import labelme, voc, yolo
-from annotator.formats.dataset import (ImageSource, Written, WriteResult, folder_images, image_stems,
-                                       with_classes)
+from annotator.annotations import rle as rle_utils
+from annotator.formats import coco, labelme, voc, yolo
+from annotator.formats.coco import CocoDataset, CocoError
+from annotator.formats.dataset import ImageSource, WriteResult, Written, folder_images, image_stems, with_classes
 
 FORMATS = {"coco-rle": "COCO RLE", "coco-polygon": "COCO polygons", "yolo": "YOLO",
            "labelme": "labelme", "voc": "VOC"}
@@ -243,7 +241,7 @@ def _write(dataset: CocoDataset, target: Path, fmt: str, tolerance: float,
     results: list = []
     coco.save(dataset, target, "polygon", tolerance=tolerance, results=results)
     masks, fallbacks = [], 0
-    for a, poly in zip(dataset.annotations, results):
+    for a, poly in zip(dataset.annotations, results, strict=True):
         if poly is None:  # written as RLE (crowd, or empty)
             masks.append(Written(a["image_id"], a["id"], names[a["category_id"]], a["segmentation"], 1.0))
         else:
@@ -306,7 +304,7 @@ def check(dataset: CocoDataset, written: WriteResult, back: CocoDataset, fmt: st
         got = by_image.get(got_img["id"], [])
         if len(want) != len(got):
             fail(f"{where}: {len(want)} masks written, {len(got)} read back")
-        for m, a in zip(want, got):
+        for m, a in zip(want, got, strict=True):
             if back_names.get(a["category_id"]) != m.name:
                 fail(f"{where}, mask {m.ann_id}: class {m.name!r} reads back as "
                      f"{back_names.get(a['category_id'])!r}")

@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
-from annotator.coco import DEFAULT_CATEGORY, CocoDataset, CocoError
-from annotator.filenames import safe_name, safe_stem
+from annotator.formats.coco import DEFAULT_CATEGORY, CocoDataset, CocoError
+from annotator.formats.filenames import safe_name, safe_stem
 
 # Where an image's file is: its path, its bytes, or None when it is not at hand.
 ImageSource = Callable[[Mapping], "Path | bytes | None"]
@@ -126,7 +126,7 @@ def oriented_size(path: Path) -> tuple[int, int]:
 
 def annotation(ann_id, image_id, category_id, rle: dict, **extra) -> dict:
     """An annotation record as ``coco.load`` makes them (area and bbox from the mask)."""
-    from annotator import rle as rle_utils
+    from annotator.annotations import rle as rle_utils
 
     return {"id": ann_id, "image_id": image_id, "category_id": category_id, "segmentation": rle,
             "area": int(rle_utils.areas([rle])[0]),

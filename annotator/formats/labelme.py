@@ -15,16 +15,25 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
-from annotator import rle as rle_utils
-from annotator.coco import CocoDataset, CocoError, _read_json
+from annotator.annotations import rle as rle_utils
 from annotator.formats import polygons
-from annotator.formats.dataset import (ImageSource, Written, WriteResult, annotation, class_index,
-                                       class_names, image_stems, with_classes, write_image_files)
+from annotator.formats.coco import CocoDataset, CocoError, _read_json
+from annotator.formats.dataset import (
+    ImageSource,
+    WriteResult,
+    Written,
+    annotation,
+    class_index,
+    class_names,
+    image_stems,
+    with_classes,
+    write_image_files,
+)
 
 LABELME_VERSION = "5.5.0"
 IGNORED_LABELS = ("__ignore__",)  # labelme's labels.txt convention: not a class
@@ -46,7 +55,7 @@ def write(dataset: CocoDataset, folder, *, tolerance: float = 0.0,
     for img in dataset.images:
         shapes = []
         anns = by_image.get(img["id"], [])
-        for group, (a, (_, runs)) in enumerate(zip(anns, polygons.each_with_runs([a["segmentation"] for a in anns])),
+        for group, (a, (_, runs)) in enumerate(zip(anns, polygons.each_with_runs([a["segmentation"] for a in anns]), strict=True),
                                                start=1):
             name = names[index[a["category_id"]]]
             poly = polygons.polygonise(a["segmentation"], tolerance, quantize=polygons.round_ring, runs=runs)

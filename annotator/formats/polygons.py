@@ -15,13 +15,13 @@ IoU of what its file holds against the mask, so the cost of a tolerance is known
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import cv2
 import numpy as np
 
-from annotator import rle as rle_utils
+from annotator.annotations import rle as rle_utils
 
 # What a ring is in the file, in pixels, after the writer's rounding (identity: exact floats).
 Quantize = Callable[[np.ndarray], np.ndarray]

@@ -17,11 +17,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from annotator import rle as rle_utils
-from annotator.coco import CocoDataset, CocoError
-from annotator.formats.dataset import (ImageSource, Written, WriteResult, annotation, class_index,
-                                       class_names, image_stems, with_classes, write_image_files)
-from annotator.render import label_map_from_rles
+from annotator.annotations import rle as rle_utils
+from annotator.annotations.render import label_map_from_rles
+from annotator.formats.coco import CocoDataset, CocoError
+from annotator.formats.dataset import (
+    ImageSource,
+    WriteResult,
+    Written,
+    annotation,
+    class_index,
+    class_names,
+    image_stems,
+    with_classes,
+    write_image_files,
+)
 
 VOID = 255  # VOC marks object borders 255 in 8-bit maps: neither background nor a class
 MAX_PALETTE_INSTANCES = 254
@@ -95,7 +104,7 @@ def write(dataset: CocoDataset, folder, *, tolerance: float = 0.0,
         areas = rle_utils.areas(visible) if visible else np.zeros(0)
         original_areas = rle_utils.areas(rles) if rles else np.zeros(0)
         originals = rle_utils.iou_pairs(visible, rles) if visible else np.zeros(0)
-        for a, vis, area, full, iou in zip(anns, visible, areas, original_areas, originals):
+        for a, vis, area, full, iou in zip(anns, visible, areas, original_areas, originals, strict=True):
             name = names[index[a["category_id"]]]
             if area == 0:
                 hidden += int(full > 0)

@@ -16,17 +16,27 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
-from annotator import rle as rle_utils
-from annotator.coco import CocoDataset, CocoError
+from annotator.annotations import rle as rle_utils
 from annotator.formats import polygons
-from annotator.formats.dataset import (ImageSource, Written, WriteResult, annotation, class_index,
-                                       class_names, image_stems, is_image, oriented_size,
-                                       with_classes, write_image_files)
+from annotator.formats.coco import CocoDataset, CocoError
+from annotator.formats.dataset import (
+    ImageSource,
+    WriteResult,
+    Written,
+    annotation,
+    class_index,
+    class_names,
+    image_stems,
+    is_image,
+    oriented_size,
+    with_classes,
+    write_image_files,
+)
 
 SPLITS = ("train", "val", "test")
 
@@ -65,7 +75,7 @@ def write(dataset: CocoDataset, folder, *, tolerance: float = 0.0,
 
         lines = []
         anns = by_image.get(img["id"], [])
-        for a, (_, runs) in zip(anns, polygons.each_with_runs([a["segmentation"] for a in anns])):
+        for a, (_, runs) in zip(anns, polygons.each_with_runs([a["segmentation"] for a in anns]), strict=True):
             name = names[index[a["category_id"]]]
             poly = polygons.polygonise(a["segmentation"], tolerance, single=True, quantize=quantize, runs=runs)
             if not poly.rings:
@@ -236,7 +246,7 @@ def read(path, *, sizes: Mapping | None = None) -> CocoDataset:
                             f"are fractions of the image size, so the image is needed")
         images.append({"id": image_id, "file_name": file_name, "height": h, "width": w})
         if lab.is_file():
-            for line_no, rle, cls in _read_labels(lab, h, w, len(names), root):
+            for _, rle, cls in _read_labels(lab, h, w, len(names), root):
                 annotations.append(annotation(len(annotations) + 1, image_id, cls + 1, rle))
     return CocoDataset(images, annotations, categories,
                        {"description": f"YOLO segmentation dataset {yaml_path.name}"})
