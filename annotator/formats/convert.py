@@ -84,8 +84,8 @@ def _peek_is_labelme(path: Path) -> bool:
             head = f.read(1 << 16)
     except OSError:
         return False
-    return head.lstrip().startswith(b"{") and b'"shapes"' in head and b'"imagePath"' in head \
-        or (b'"shapes"' in head and b'"imageHeight"' in head)
+    return head.lstrip().startswith(b"{") and b'"shapes"' in head and (
+        b'"imagePath"' in head or b'"imageHeight"' in head)
 
 
 def load(path, *, max_bytes: int | None = None) -> Imported:
