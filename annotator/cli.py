@@ -7,8 +7,8 @@ import logging
 import os
 import sys
 
-from annotator.limits import add_limit_args
 from annotator.models.device import PRECISIONS
+from annotator.limits import add_limit_args
 
 # the formats `annotator convert --to` writes (annotator.formats.convert.FORMATS; listed here so
 # building the parser imports no format code)
@@ -41,8 +41,8 @@ def cmd_serve(args) -> int:
     # took ~800 ms instead of ~100 ms (benchmarks/ui_latency.py). The policy is read when
     # torch loads, so it is set before the first torch import; an explicit setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from annotator.limits import Limits, LimitsError
     from annotator.models.checkpoints import CheckpointError
+    from annotator.limits import Limits, LimitsError
 
     try:
         limits = Limits.from_args(args)
@@ -50,9 +50,9 @@ def cmd_serve(args) -> int:
     except (CheckpointError, LimitsError, ValueError) as e:
         print(f"annotator: {e}", file=sys.stderr)
         return 2
+    from annotator.projects.library import FolderPolicy, ProjectLibrary
     from annotator.app.ui import build_app, launch_kwargs
     from annotator.app.workbench import Workbench
-    from annotator.projects.library import FolderPolicy, ProjectLibrary
 
     print(f"annotator: {info.status}", file=sys.stderr)
     projects = ProjectLibrary(args.projects_dir)
@@ -77,8 +77,9 @@ def add_generator_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_auto(args) -> int:
-    from annotator.amg.batch import find_images, needs_prelabel, recorded_settings, sidecar_path
     from annotator.amg.params import GENERATOR_PARAMS
+    from annotator.amg.batch import (find_images, needs_prelabel, recorded_settings,
+                                 sidecar_path)
     from annotator.formats.images import ImageError
     from annotator.projects.store import Project, ProjectError
 
@@ -199,7 +200,8 @@ def cmd_convert(args) -> int:
 def cmd_eval(args) -> int:
     import json
 
-    from annotator.formats import coco, metrics
+    from annotator.formats import coco
+    from annotator.formats import metrics
 
     try:
         gt = coco.load(args.ground_truth)
@@ -254,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "JSON file or folder, YOLO-seg folder (or its data.yaml), VOC folder")
     convert.add_argument("-o", "--output", required=True,
                          help="COCO: the JSON file; yolo, labelme, voc: a new (or empty) folder, or a .zip")
-    convert.add_argument("--to", choices=tuple(FORMATS), default=None,
+    convert.add_argument("--to", choices=FORMATS, default=None,
                          help="format to write (default: coco-rle)")
     convert.add_argument("--segmentation", choices=("rle", "polygon"), default=None,
                          help="older spelling of --to coco-rle / --to coco-polygon")

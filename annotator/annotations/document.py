@@ -156,6 +156,7 @@ class _State:
     selection: frozenset[int]
     next_id: int
     action: str  # what made this state, for "Undo <action>"
+    picked: tuple[int, ...] = ()  # the selection in the order it was made, first pick first
 
 
 class HitIndex:
@@ -261,6 +262,11 @@ class AnnotationDocument:
         sel = self._state.selection
         return [i for i in self._state.order if i in sel]
 
+    def selected_in_order(self) -> list[int]:
+        """Selected ids in the order they were selected, first pick first (masks selected
+        together, e.g. by ``select`` with several ids, keep the order they were given in)."""
+        return list(self._state.picked)
+
     def __len__(self) -> int:
         return len(self._state.order)
 
@@ -365,12 +371,20 @@ class AnnotationDocument:
 
     def _edit(self, action: str, items=None, order=None, selection=None, next_id=None) -> None:
         s = self._state
+        if selection is None:
+            picked = s.picked
+        else:  # masks still selected keep their place; new ones follow in the order given
+            selection = list(dict.fromkeys(selection))
+            keep = set(selection)
+            picked = tuple([i for i in s.picked if i in keep]
+                           + [i for i in selection if i not in set(s.picked)])
         new = _State(
             s.items if items is None else items,
             s.order if order is None else tuple(order),
             s.selection if selection is None else frozenset(selection),
             s.next_id if next_id is None else next_id,
             action,
+            picked,
         )
         if new.items is s.items and new.order == s.order and new.selection == s.selection:
             return  # nothing changed: no history entry
@@ -397,15 +411,17 @@ class AnnotationDocument:
         return self.add_many([mask], select=select, source=source, action="add mask", **fields)[0]
 
     def add_many(self, masks: Iterable, *, select: bool = False, source: str = "auto",
-                 action: str | None = None, **fields) -> list[int]:
+                 action: str | None = None, replace: Iterable[int] = (), **fields) -> list[int]:
         """Add many masks as one undoable step; returns their ids (bottom first).
 
         Each item is a mask (dense array or RLE dict) or a record like those of SAM's
         automatic generator: ``{"segmentation": ..., "predicted_iou": ..., ...}``; keyword
-        fields apply to every item, an item's own fields win.
+        fields apply to every item, an item's own fields win. ``replace``: ids removed in
+        the same step (e.g. the masks of an earlier run that these supersede).
         """
         with self._lock:
             s = self._state
+            gone = set(self._ids(list(replace), default_selection=False)) if replace else set()
             next_id = s.next_id
             parsed = []
             for k, item in enumerate(masks):
@@ -433,13 +449,19 @@ class AnnotationDocument:
                 next_id += 1
             if not new_anns:
                 return []
-            items = dict(s.items)
+            items = {k: v for k, v in s.items.items() if k not in gone}
             items.update((a.id, a) for a in new_anns)
             new_ids = [a.id for a in new_anns]
             n = len(new_ids)
+            if select:
+                selection = new_ids
+            elif gone & s.selection:
+                selection = [i for i in s.picked if i not in gone]
+            else:
+                selection = None
             self._edit(action or f"add {n} mask{'s' * (n != 1)}", items=items,
-                       order=s.order + tuple(new_ids),
-                       selection=new_ids if select else None, next_id=next_id)
+                       order=tuple(i for i in s.order if i not in gone) + tuple(new_ids),
+                       selection=selection, next_id=next_id)
             return new_ids
 
     def update(self, ann_id: int, *, mask=None, action: str | None = None, **fields) -> None:
@@ -462,12 +484,21 @@ class AnnotationDocument:
     def select(self, ids, mode: str = "replace") -> None:
         """Change the selection: ``replace`` it, ``add`` to it, ``remove`` from it or ``toggle``."""
         with self._lock:
-            ids = set(self._ids(ids, default_selection=False))
+            given = self._given_order(ids)
+            ids = set(given)
             cur = self._state.selection
             new = {"replace": ids, "add": cur | ids, "remove": cur - ids, "toggle": cur ^ ids}.get(mode)
             if new is None:
                 raise ValueError(f"mode must be replace, add, remove or toggle, got {mode!r}")
-            self._edit(f"select {len(new)}", selection=new)
+            self._edit(f"select {len(new)}", selection=[i for i in self._state.picked if i in new]
+                       + [i for i in given if i in new])
+
+    def _given_order(self, ids) -> list[int]:
+        """Validated ids in the order given (a set or frozenset: in z-order)."""
+        in_z = self._ids(ids, default_selection=False)
+        if isinstance(ids, (int, np.integer, set, frozenset)):
+            return in_z
+        return list(dict.fromkeys(int(i) for i in ids))
 
     def clear_selection(self) -> None:
         with self._lock:
@@ -526,7 +557,8 @@ class AnnotationDocument:
             gone = set(ids)
             items = {k: v for k, v in s.items.items() if k not in gone}
             self._edit(f"delete {len(ids)}", items=items,
-                       order=[i for i in s.order if i not in gone], selection=s.selection - gone)
+                       order=[i for i in s.order if i not in gone],
+                       selection=[i for i in s.picked if i not in gone])
             return ids
 
     def merge(self, ids=None, *, label: str | None = None) -> int:

@@ -7,9 +7,10 @@ decoding to dense masks). The photo is then blended once with a per-label color 
 alpha lookup. The label map depends only on the masks and their paint order, so it is
 cached by content: changing alpha, colors, outlines or the selection highlight re-uses it.
 
-Paint order, bottom to top: dimmed masks (hidden, rejected), the others, the selection,
-each group in the given z-order. A pixel no mask (or outline) touches is returned
-byte-for-byte unchanged.
+Paint order, bottom to top: dimmed (rejected) masks, the others, the selection, each group
+in the given z-order. Hidden masks are not painted; a hidden mask that is selected gets a
+thin dashed outline, so the selection stays visible. A pixel no mask (or outline) touches
+is returned byte-for-byte unchanged.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from annotator.annotations.pixels import as_rgb_array
 
 HIGHLIGHT = (255, 255, 255)
 REJECTED_GRAY = (128, 128, 128)
+DASH = 4  # pixels per dash (and per gap) of a hidden, selected mask's outline
 # A run-painting loop in Python costs about the same as writing ~150 pixels through an
 # index array, so masks with long runs are painted run by run, the rest through indices.
 _SLICE_RUN_LENGTH = 150
@@ -222,8 +224,9 @@ def overlay(
     ``masks``: a list of RLE dicts or an (N, H, W) bool array; later masks are on top
     (or give ``order``, bottom first). ``colors``: (N, 3) 0-255 (default: ``palette``).
     ``selected`` / ``hidden`` / ``rejected``: mask indices. Selected masks are drawn on top,
-    more opaque, with a ``highlight`` outline; hidden and rejected masks are drawn beneath
-    the rest at ``alpha * dim`` (rejected ones grayed); ``dim=0`` leaves them out.
+    more opaque, with a ``highlight`` outline; rejected masks are drawn beneath the rest at
+    ``alpha * dim``, grayed (``dim=0`` leaves them out). Hidden masks are not drawn; a hidden
+    mask that is also selected gets a thin dashed ``highlight`` outline and nothing else.
     ``outlines`` draws every mask's visible edge in its own color.
     """
     image = as_rgb_array(image)
@@ -243,11 +246,12 @@ def overlay(
         n = len(masks)
     if n == 0:
         return image.copy()
-    sel = _index_set(selected, n, "selected")
-    dimmed = _index_set(hidden, n, "hidden") | _index_set(rejected, n, "rejected")
+    hid = _index_set(hidden, n, "hidden")
+    ghosts = [k for k in np.flatnonzero(hid & _index_set(selected, n, "selected")).tolist()]
+    sel = _index_set(selected, n, "selected") & ~hid
     gray = _index_set(rejected, n, "rejected")
-    dimmed &= ~sel
-    base = list(range(n)) if order is None else [int(k) for k in order]
+    dimmed = gray & ~sel
+    base = [k for k in (range(n) if order is None else [int(k) for k in order]) if not hid[k]]
     paint = ([k for k in base if dimmed[k]] + [k for k in base if not dimmed[k] and not sel[k]]
              + [k for k in base if sel[k]])
     if dense:
@@ -281,8 +285,8 @@ def overlay(
     # one cv2 blend per distinct alpha (normal, selected, dimmed: a few at most), the one
     # most masks use over the whole image, the others copied in where their masks are
     levels, group = np.unique(label_alpha, return_inverse=True)
-    if levels[-1] == 0.0:
-        return image.copy()
+    if levels[-1] == 0.0 or not paint:
+        return _dashed_outlines(image.copy(), masks, ghosts, outline_width, highlight)
     mask_count = np.bincount(group[1:], minlength=len(levels))
     first = int(np.argmax(np.where(levels > 0.0, mask_count, -1)))
     out4 = cv2.addWeighted(image4, 1.0 - float(levels[first]), color4, float(levels[first]), 0.0)
@@ -306,14 +310,27 @@ def overlay(
             hl[:3] = np.asarray(highlight, np.uint8)
             sel_edge = _boundary(labels, max(2, outline_width)) & np.take(np.concatenate(([False], sel)), labels)
             out32[sel_edge] = hl.view(np.uint32)[0]
-    return cv2.cvtColor(out4, cv2.COLOR_RGBA2RGB)
+    return _dashed_outlines(cv2.cvtColor(out4, cv2.COLOR_RGBA2RGB), masks, ghosts, outline_width,
+                            highlight)
+
+
+def _dashed_outlines(out: np.ndarray, masks, ks: list[int], width: int, color) -> np.ndarray:
+    """Draw a thin dashed edge of each mask ``ks`` (hidden but selected) into ``out``."""
+    if not ks:
+        return out
+    for k in ks:
+        m = masks[k] if isinstance(masks, np.ndarray) else rle_utils.decode(masks[k])
+        ys, xs = np.nonzero(_boundary(np.ascontiguousarray(m, dtype=np.uint8), max(1, width)))
+        on = ((xs + ys) // DASH) % 2 == 0
+        out[ys[on], xs[on]] = np.asarray(color, np.uint8)
+    return out
 
 
 def render_document(image: np.ndarray, doc, *, alpha: float = 0.5, outlines: bool = False,
                     cache: LabelMapCache | None = None, show_hidden: bool = True, **kwargs) -> np.ndarray:
     """Overlay of an ``AnnotationDocument``: colors by annotation id, its selection
-    highlighted, hidden and rejected masks dimmed (``show_hidden=False`` leaves hidden
-    ones out)."""
+    highlighted, rejected masks dimmed, hidden ones not drawn (a selected hidden mask gets a
+    dashed outline; ``show_hidden=False`` leaves out even that)."""
     anns = doc.annotations
     sel = doc.selection
     hidden = [k for k, a in enumerate(anns) if not a.visible]

@@ -67,7 +67,7 @@ REVIEW_FILTERS = ("all", "pending", "accepted", "rejected")
 PREVIEW_COLOR_BASE = 1 << 20  # palette keys for masks still being found, apart from real ids
 # "Segment everything" parameters the app exposes: SAM's names and defaults
 AMG_DEFAULTS = APP_DEFAULTS
-# first column: ▶ the mask under review, ● selected, ◌ hidden
+# first column: ▶ the mask under review, ● selected, "hidden" hidden
 TABLE_HEADERS = ["", "id", "label", "source", "IoU", "stab.", "area", "review"]
 
 
@@ -476,23 +476,32 @@ class Workbench:
 
     # -- editing -------------------------------------------------------------------------
     def merge(self, sid: str) -> View:
+        """Replace the selected masks by their union, labelled as the first-selected mask (or,
+        if it has none, the first labelled one selected after it)."""
         with self._session(sid) as s:
-            ids = self._need_selection(s, 2, "merge")
-            new = s.doc.merge(ids)
-            return self._view(s, f"Merged {_ids_text(ids)} into mask {new}.")
+            self._need_selection(s, 2, "merge")
+            picked = s.doc.selected_in_order()
+            labels = list(dict.fromkeys(s.doc[i].label for i in picked if s.doc[i].label is not None))
+            label = labels[0] if labels else None
+            new = s.doc.merge(picked, label=label)
+            msg = f"Merged {_ids_text(sorted(picked))} into mask {new}"
+            if len(labels) > 1:
+                dropped = ", ".join(repr(x) for x in labels[1:])
+                msg += (f", labelled {label!r} (the first selected); dropped the label"
+                        f"{'s' * (len(labels) > 2)} {dropped}")
+            return self._view(s, msg + ".")
 
     def subtract(self, sid: str) -> View:
-        """Cut the other selected masks out of the largest selected one."""
+        """Cut the masks selected later out of the first-selected one."""
         with self._session(sid) as s:
-            ids = self._need_selection(s, 2, "subtract")
-            target = max(ids, key=lambda i: (s.doc[i].area, -i))
-            tools = [i for i in ids if i != target]
+            self._need_selection(s, 2, "subtract")
+            target, *tools = s.doc.selected_in_order()
             try:
                 s.doc.subtract(target, tools)
             except ValueError as e:
                 raise WorkbenchError(str(e)) from None
             s.doc.select([target], "replace")
-            return self._view(s, f"Cut {_ids_text(tools)} out of mask {target}.")
+            return self._view(s, f"Cut {_ids_text(tools)} out of mask {target} (the first selected).")
 
     def delete(self, sid: str) -> View:
         with self._session(sid) as s:
@@ -503,11 +512,14 @@ class Workbench:
             return self._view(s, f"Deleted {_ids_text(ids)}. Undo brings them back.")
 
     def toggle_visibility(self, sid: str) -> View:
+        """Hide (or show again) the selected masks; a hidden mask is not drawn, only a dashed
+        outline while it is selected."""
         with self._session(sid) as s:
             ids = self._need_selection(s, 1, "hide or show")
             s.doc.toggle_visibility(ids)
             hidden = [i for i in ids if not s.doc[i].visible]
-            return self._view(s, f"Hid {_ids_text(hidden)}." if hidden else f"Showing {_ids_text(ids)}.")
+            return self._view(s, f"Hid {_ids_text(hidden)} (press H again to show)." if hidden
+                              else f"Showing {_ids_text(ids)}.")
 
     def relabel(self, sid: str, label: str | None) -> View:
         with self._session(sid) as s:
@@ -615,13 +627,13 @@ class Workbench:
             s.preview = []
             s.amg_params = p
         t0 = time.perf_counter()
-        records, note = None, ""
+        records, note, counts = None, "", None
         try:
             # the generator takes the model lock for its model calls only, so other sessions'
             # clicks get in between, also while it post-processes a batch
             for update in _generate(self.segmenter, image, p, cancel, self.model_lock):
                 if update.final:
-                    records = update.records
+                    records, counts = update.records, update.counts
                     break
                 with s.lock:
                     if s.doc is not doc:  # another image was opened meanwhile
@@ -633,7 +645,7 @@ class Workbench:
                                          f"{len(s.preview)} candidate masks so far{eta}.")
                 yield AmgStep(view, pr.done, pr.total, pr.eta_s, False)
         except Cancelled as e:
-            records = e.records
+            records, counts = e.records, e.counts
             note = f" Cancelled after {e.done} of {e.total} batches; kept what was found."
         finally:
             with s.lock:
@@ -644,7 +656,11 @@ class Workbench:
         with s.lock:
             if s.doc is not doc:
                 return
-            records, capped = self._fit_mask_cap(s, records or [])
+            # a re-run supersedes the previous run's masks nobody has reviewed or labelled yet;
+            # a run that finds nothing leaves them
+            replace = [a.id for a in doc.annotations if a.source == "auto" and a.review == "pending"
+                       and a.label is None] if records else []
+            records, capped = self._fit_mask_cap(s, records or [], replacing=len(replace))
             extra = sum(len(r["segmentation"]["counts"]) for r in records)
             try:
                 dropped = self._make_room(s, extra, "add these masks")
@@ -653,11 +669,12 @@ class Workbench:
                                              f"but kept none: {e}"), 1, 1, 0.0, True)
             else:
                 action = f"segment everything: {_plural(len(records), 'mask')}"
-                ids = doc.add_many(records, source="auto", action=action) if records else []
+                ids = doc.add_many(records, source="auto", action=action, replace=replace) if records else []
+                if s.cursor is not None and s.cursor not in doc:
+                    s.cursor = None
                 secs = time.perf_counter() - t0
                 msg = (f"Segment everything found {_plural(len(ids), 'mask')} in {secs:.1f} s.{note}{capped}"
-                       f"{dropped} Filter and sort them in the Masks tab; review with J (next), Y (accept), "
-                       "X (reject).")
+                       f"{dropped}{_replaced_text(doc, replace) + REVIEW_HINT if ids else _none_found_text(counts, p)}")
                 last = AmgStep(self._view(s, msg), 1, 1, 0.0, True)
         yield last
 
@@ -714,7 +731,11 @@ class Workbench:
     def resolve_duplicates(self, sid: str, how: str = "keep_best", group: int | None = None) -> View:
         """``keep_best``: delete all but each group's best mask (one undoable step);
         ``merge``: replace each group by the union of its masks (one step per group).
-        ``group`` (1-based) limits it to one group."""
+        ``group`` (1-based) limits it to one group.
+
+        Review decisions outrank scores: an accepted mask is never deleted. ``keep_best``
+        keeps a group's accepted masks in place of its best one; ``merge`` skips a group
+        holding an accepted mask. The message names every such group."""
         if how not in ("keep_best", "merge"):
             raise WorkbenchError("resolve duplicates by 'keep_best' or 'merge'")
         with self._session(sid) as s:
@@ -725,17 +746,35 @@ class Workbench:
                 groups = [groups[int(group) - 1]]
             if not groups:
                 raise WorkbenchError("No duplicate groups: press Find duplicates first.")
+            number = {id(g): k + 1 for k, g in enumerate(s.duplicates)}
+            accepted = {id(g): [i for i in g if s.doc[i].review == "accepted"] for g in groups}
+            notes, skipped = [], []
             if how == "keep_best":
-                gone = [i for g in groups for i in g[1:]]
+                gone = []
+                for g in groups:
+                    keep = accepted[id(g)] or g[:1]
+                    gone += [i for i in g if i not in keep]
+                    if keep != g[:1]:
+                        best = "" if g[0] in keep else f" instead of the best, mask {g[0]}"
+                        notes.append(f"group {number[id(g)]}: kept accepted {_ids_text(keep)}{best}")
                 s.doc.delete(gone)
                 msg = (f"Kept the best of {_plural(len(groups), 'group')}; "
                        f"deleted {_plural(len(gone), 'mask')}.")
+                if notes:
+                    msg += " Accepted masks are never deleted: " + "; ".join(notes) + "."
             else:
-                new = [s.doc.merge(g) for g in groups]
-                msg = f"Merged {_plural(len(groups), 'group')} into {_ids_text(new)}."
+                skipped = [g for g in groups if accepted[id(g)]]  # stay listed, to look at
+                new = [s.doc.merge(g) for g in groups if not accepted[id(g)]]
+                msg = (f"Merged {_plural(len(new), 'group')} into {_ids_text(new)}." if new
+                       else "No group merged.")
+                if skipped:
+                    msg += (" Skipped " + "; ".join(
+                        f"group {number[id(g)]} (holds accepted {_ids_text(accepted[id(g)])})"
+                        for g in skipped)
+                        + ": merging would replace an accepted mask; merge it by hand if you mean to.")
             if s.cursor is not None and s.cursor not in s.doc:
                 s.cursor = None
-            s.duplicates = []
+            s.duplicates = skipped
             return self._view(s, msg)
 
     @staticmethod
@@ -1244,7 +1283,7 @@ class Workbench:
         rows = []
         for a in self.table_order(s):
             mark = (("▶" if a.id == s.cursor else "") + ("●" if a.id in sel else "")
-                    + ("" if a.visible else "◌"))
+                    + ("" if a.visible else " hidden")).strip()
             rows.append([mark, a.id, a.label or "", a.source, _fmt(a.predicted_iou),
                          _fmt(a.stability_score), a.area, a.review])
         return rows
@@ -1377,9 +1416,11 @@ class Workbench:
                 f"Cannot {what}: this image has {_plural(have, 'mask')} and the limit is {cap} per image "
                 "(--max-masks, ANNOTATOR_MAX_MASKS). Delete or merge masks first; nothing was changed.")
 
-    def _fit_mask_cap(self, s: Session, records: list) -> tuple[list, str]:
-        """The records that fit under the mask cap (best predicted IoU first), and a note."""
-        room = max(0, self.limits.max_masks - len(s.doc))
+    def _fit_mask_cap(self, s: Session, records: list, replacing: int = 0) -> tuple[list, str]:
+        """The records that fit under the mask cap (best predicted IoU first), and a note.
+        Room is made only by the ``replacing`` masks these records supersede, never by
+        dropping masks already reviewed."""
+        room = max(0, self.limits.max_masks - (len(s.doc) - replacing))
         if len(records) <= room:
             return records, ""
         order = sorted(range(len(records)), key=lambda k: -(records[k].get("predicted_iou") or 0.0))
@@ -1515,6 +1556,43 @@ def _quality(a) -> float:
         if v is not None:
             return v
     return 0.0
+
+
+REVIEW_HINT = " Filter and sort them in the Masks tab; review with J (next), Y (accept), X (reject)."
+
+
+def _replaced_text(doc: AnnotationDocument, replaced: list) -> str:
+    """What a re-run of segment everything replaced and what it kept."""
+    if not replaced:
+        return ""
+    auto = [a for a in doc.annotations if a.source == "auto"]
+    kept = {r: sum(a.review == r for a in auto) for r in ("accepted", "rejected")}
+    labelled = sum(a.review == "pending" and a.label is not None for a in auto)
+    keep_text = ", ".join(f"{n} {what}" for what, n in (("accepted", kept["accepted"]),
+                                                       ("rejected", kept["rejected"]),
+                                                       ("labelled", labelled)) if n)
+    return (f" Replaced the previous run's {_plural(len(replaced), 'pending mask')}"
+            + (f"; kept its reviewed ones ({keep_text})." if keep_text else ".") + " Undo brings them back.")
+
+
+def _none_found_text(counts, p: dict) -> str:
+    """Why a run kept no mask: the thresholds that removed the candidates."""
+    if counts is None or counts.candidates == 0:
+        return ""
+    n = counts.candidates
+    iou, stab = p["pred_iou_thresh"], p["stability_score_thresh"]
+    edge = " (or touched a crop edge)" if p.get("crop_n_layers") else ""
+    if counts.below_iou == n:
+        why = f"all {n} candidates were below pred_iou_thresh {iou:g}"
+    elif counts.below_stability == n:
+        why = f"all {n} candidates were below stability_score_thresh {stab:g}{edge}"
+    else:
+        parts = [f"{k} {what}" for k, what in (
+            (counts.below_iou, f"below pred_iou_thresh {iou:g}"),
+            (counts.below_stability, f"below stability_score_thresh {stab:g}{edge}"),
+            (counts.duplicates, "removed as duplicates or small regions")) if k]
+        why = f"of {n} candidates, " + ", ".join(parts)
+    return f" No mask was kept: {why}. Lower the threshold to keep more; the masks you had are unchanged."
 
 
 def _plural(n: int, word: str) -> str:

@@ -224,12 +224,12 @@ def test_merge_subtract_delete_hide_relabel_and_undo(wb, sid):
     assert doc[m].area == 200 * 200 * 2 - 100 * 100 and f"into mask {m}" in v.message
     assert sorted(doc.ids) == sorted([c, m])
     wb.select_mask(sid, c)
-    wb.subtract(sid)  # c cut out of the largest selected mask
+    wb.subtract(sid)  # c (selected second) cut out of m (selected first)
     assert doc[m].area == 200 * 200 * 2 - 100 * 100 - 30 * 30
     wb.clear_selection(sid)
     wb.select_mask(sid, c)
     v = wb.toggle_visibility(sid)
-    assert not doc[c].visible and col(v.table, "")[col(v.table, "id").index(c)] == "●◌"
+    assert not doc[c].visible and col(v.table, "")[col(v.table, "id").index(c)] == "● hidden"
     wb.relabel(sid, "hole")
     assert doc[c].label == "hole"
     wb.delete(sid)

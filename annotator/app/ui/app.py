@@ -277,7 +277,7 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
                                              max_height=380, wrap=False, datatype="str")
                         with gr.Row(elem_classes="tight"):
                             merge_btn = gr.Button("Merge (M)", elem_id="merge", size="sm", min_width=80)
-                            subtract_btn = gr.Button("Subtract", elem_id="subtract", size="sm", min_width=80)
+                            subtract_btn = gr.Button("Subtract from 1st selected", elem_id="subtract", size="sm", min_width=80)
                             delete_btn = gr.Button("Delete (Del)", elem_id="delete", size="sm",
                                                    variant="stop", min_width=80)
                             hide_btn = gr.Button("Hide/show (H)", elem_id="hide", size="sm", min_width=80)
