@@ -10,6 +10,10 @@ import sys
 from annotator.models.device import PRECISIONS
 from annotator.limits import add_limit_args
 
+# the formats `annotator convert --to` writes (annotator.formats.convert.FORMATS; listed here so
+# building the parser imports no format code)
+FORMATS = ("coco-rle", "coco-polygon", "yolo", "labelme", "voc")
+
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """The model flags every command that runs SAM shares."""
@@ -176,16 +180,26 @@ def _ray_runner(args, params: dict):
 
 
 def cmd_convert(args) -> int:
-    from annotator.formats import coco
+    from annotator.formats import convert
+    from annotator.formats.coco import CocoError
 
+    older = {"rle": "coco-rle", "polygon": "coco-polygon", None: None}[args.segmentation]
+    if args.to and older and args.to != older:
+        print(f"annotator: --to {args.to} and --segmentation {args.segmentation} disagree; give one",
+              file=sys.stderr)
+        return 2
+    fmt = args.to or older or "coco-rle"
     try:
-        dataset = coco.load(args.input)
-        coco.save(dataset, args.output, args.segmentation, tolerance=args.tolerance)
-    except (coco.CocoError, OSError) as e:
+        imported, report = convert.convert(args.input, args.output, fmt, tolerance=args.polygon_tolerance,
+                                           copy_images=not args.no_images)
+    except (CocoError, convert.ExportCheckError, OSError, ValueError) as e:
         print(f"annotator: {e}", file=sys.stderr)
         return 2
-    print(f"annotator: wrote {len(dataset.annotations)} annotations on {len(dataset.images)} images "
-          f"({args.segmentation}) to {args.output}", file=sys.stderr)
+    print(f"annotator: read {imported.format} from {args.input}; wrote {len(report.masks)} annotations "
+          f"on {report.n_images} images ({fmt}) to {args.output}", file=sys.stderr)
+    print(f"annotator: {report.line()}", file=sys.stderr)
+    for image_id, ann_id, iou in report.worst(5):
+        print(f"annotator:   image {image_id} mask {ann_id}: IoU {iou:.4f}", file=sys.stderr)
     return 0
 
 
@@ -244,13 +258,22 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--batch-size", type=int, default=4, help="images per actor call (default: 4)")
     auto.set_defaults(func=cmd_auto)
 
-    convert = sub.add_parser("convert", help="rewrite COCO / SAM amg.py annotations as COCO with RLE or polygons")
-    convert.add_argument("input", help="COCO instances JSON, SAM amg.py JSON or amg.py binary_mask folder")
-    convert.add_argument("-o", "--output", required=True, help="COCO instances JSON to write")
-    convert.add_argument("--segmentation", choices=("rle", "polygon"), default="rle",
-                         help="mask format to write (default: rle; polygons keep holes and parts)")
-    convert.add_argument("--tolerance", type=float, default=0.0,
-                         help="polygon simplification in pixels (default 0: exact outlines)")
+    convert = sub.add_parser("convert", help="convert annotations between COCO, YOLO-seg, labelme and VOC; "
+                                             "every export is read back and checked")
+    convert.add_argument("input", help="COCO instances JSON, SAM amg.py JSON or binary_mask folder, labelme "
+                                       "JSON file or folder, YOLO-seg folder (or its data.yaml), VOC folder")
+    convert.add_argument("-o", "--output", required=True,
+                         help="COCO: the JSON file; yolo, labelme, voc: a new (or empty) folder, or a .zip")
+    convert.add_argument("--to", choices=FORMATS, default=None,
+                         help="format to write (default: coco-rle)")
+    convert.add_argument("--segmentation", choices=("rle", "polygon"), default=None,
+                         help="older spelling of --to coco-rle / --to coco-polygon")
+    convert.add_argument("--polygon-tolerance", "--tolerance", dest="polygon_tolerance", type=float,
+                         default=0.0, metavar="PX",
+                         help="simplify polygon outlines by up to PX pixels (default 0: exact outlines); "
+                              "the report gives the IoU this costs")
+    convert.add_argument("--no-images", action="store_true",
+                         help="do not copy the images found beside the input into folder formats")
     convert.set_defaults(func=cmd_convert)
 
     ev = sub.add_parser("eval", help="compare predicted masks with ground truth and print metrics")

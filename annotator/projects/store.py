@@ -706,6 +706,55 @@ class Project:
                                       description=f"annotator project {self.path.name}")
         return coco.save(dataset, path)
 
+    def export(self, path: str | os.PathLike, fmt: str = "coco-rle", *, tolerance: float = 0.0,
+               image_ids: Sequence[int] | None = None, include_rejected: bool = False,
+               model: str | None = None, parameters: Mapping | None = None):
+        """Write the project (or the images ``image_ids``) as ``fmt`` (``formats.convert.FORMATS``:
+        COCO RLE or polygons, YOLO, labelme, VOC) to ``path`` (a JSON file for COCO, a new folder or
+        a ``.zip`` for the others, with the images), read it back and check it; returns the
+        ``ExportReport`` (``report.line()``: what the export cost). Class ids are the project's
+        categories in id order, so a class keeps its id, YOLO index and VOC value in every export;
+        unlabeled masks get the category ``object``, stored in the project the first time."""
+        from annotator.formats import coco, convert
+
+        with self._read() as c:
+            infos = {i.id: i for i in self.images()}
+            ids = [i for i in infos] if image_ids is None else list(image_ids)
+            missing = [i for i in ids if i not in infos]
+            if missing:
+                raise KeyError(f"no image with id {missing[0]} in {self.path.name}")
+            unlabeled = c.execute(
+                f"SELECT count(*) FROM annotations WHERE label IS NULL AND image_id IN "
+                f"({','.join('?' * len(ids))})" + ("" if include_rejected else " AND review != 'rejected'"),
+                ids).fetchone()[0] if ids else 0
+        if unlabeled:
+            self.add_category(coco.DEFAULT_CATEGORY)  # gets its id once, like any label
+        with self._read() as c:
+            cats = [{"id": k.id, "name": k.name, "supercategory": k.supercategory or ""}
+                    for k in self.categories()]
+            records = {i: self._records(c, i) for i in ids}
+        items = ((self._document(infos[i], records.pop(i)),
+                  {"id": i, "file_name": infos[i].name, "sha256": infos[i].sha256}) for i in ids)
+        dataset = coco.from_documents(items, categories=cats, model=model, parameters=parameters,
+                                      include_rejected=include_rejected,
+                                      description=f"annotator project {self.path.name}")
+        return convert.export(dataset, path, fmt, tolerance=tolerance, images=self._image_source)
+
+    def _image_source(self, image: Mapping):
+        """The bytes of a project image (uploaded, or its server file if unchanged); None when
+        the file is gone or changed (its masks would not match it)."""
+        info = self.image(image["id"])
+        if info.path is None:
+            with self._lock:
+                row = self._conn.execute("SELECT bytes FROM image_data WHERE sha256 = ?",
+                                         (info.sha256,)).fetchone()
+            return None if row is None else row[0]
+        try:
+            data = Path(info.path).read_bytes()
+        except OSError:
+            return None
+        return data if hashlib.sha256(data).hexdigest() == info.sha256 else None
+
     @staticmethod
     def _document(info: ImageInfo, records: list[dict]):
         from annotator.annotations.document import AnnotationDocument
@@ -735,8 +784,10 @@ class Project:
 
     @staticmethod
     def _register_labels(c: sqlite3.Connection, labels: Iterable) -> None:
+        # in order of first use (by mask id), not set order: string hashes differ from run to
+        # run, and a class's id must not depend on that
         c.executemany("INSERT OR IGNORE INTO categories (name) VALUES (?)",
-                      [(str(lb),) for lb in set(labels) if lb is not None and str(lb).strip()])
+                      [(str(lb),) for lb in dict.fromkeys(labels) if lb is not None and str(lb).strip()])
 
     # -- key/value state ---------------------------------------------------------------------
     def get_state(self, key: str, default=None):
