@@ -17,7 +17,7 @@ from annotator.app.checks import need_image
 from annotator.app.context import Context
 from annotator.app.state import KEEP_EXPORTS, Session, WorkbenchError
 from annotator.app.text import plural
-from annotator.formats import coco, labels
+from annotator.formats import coco, convert, labels
 from annotator.formats import figures as figs
 from annotator.formats.filenames import safe_name, safe_stem
 
@@ -39,14 +39,24 @@ def export_folder(ctx: Context, s: Session, out_dir: str | Path | None = None) -
     return folder
 
 
+# what the Export tab offers: the training formats (``formats.convert.FORMATS``); "rle" and
+# "polygon" are the older names of the two COCO ones
+LEGACY_FORMATS = {"rle": "coco-rle", "polygon": "coco-polygon"}
+
+
 def export(ctx: Context, s: Session, segmentation: str = "rle", include_pending: bool = True,
-           figures: bool = True, out_dir: str | Path | None = None) -> tuple[list[Path], str]:
-    """Write the annotations: COCO JSON (RLE or polygons), a 16-bit instance-id PNG, a
-    class-index PNG, the overlay PNG and, with ``figures``, the review figures. Rejected
-    masks are left out; pending ones too unless ``include_pending``. Returns the files (the
-    COCO file first) and the message."""
-    if segmentation not in ("rle", "polygon"):
-        raise WorkbenchError("segmentation must be 'rle' or 'polygon'")
+           figures: bool = True, out_dir: str | Path | None = None,
+           tolerance: float = 0.0) -> tuple[list[Path], str]:
+    """Write the annotations as ``segmentation`` (a format of ``formats.convert.FORMATS``:
+    COCO RLE or polygons, YOLO, labelme, VOC; folder formats come as one zip with the image),
+    read back and checked; then a 16-bit instance-id PNG, a class-index PNG, the overlay PNG
+    and, with ``figures``, the review figures. ``tolerance`` (pixels) simplifies polygons
+    (0: exact). Rejected masks are left out; pending ones too unless ``include_pending``.
+    Returns the files (the chosen format's first) and the message, which says what the
+    export cost (e.g. polygons' min IoU)."""
+    fmt = LEGACY_FORMATS.get(segmentation, segmentation)
+    if fmt not in convert.FORMATS:
+        raise WorkbenchError(f"export format must be one of {', '.join(convert.FORMATS)}; got {segmentation!r}")
     need_image(s)
     anns = [a for a in s.doc.annotations if a.review == "accepted" or
             (include_pending and a.review == "pending")]
@@ -62,7 +72,12 @@ def export(ctx: Context, s: Session, segmentation: str = "rle", include_pending:
     dataset = coco.from_documents(
         [(doc, {"id": 1, "file_name": s.name, "height": h, "width": w})],
         model=ctx.info.model or ctx.info.backend, parameters=s.amg_params or None)
-    files = [coco.save(dataset, folder / f"{stem}_coco.json", segmentation)]
+    target = folder / (f"{stem}_coco.json" if fmt.startswith("coco") else f"{stem}_{fmt}.zip")
+    try:
+        report = convert.export(dataset, target, fmt, tolerance=tolerance, images=_image_source(s))
+    except (convert.ExportCheckError, coco.CocoError, ValueError) as e:
+        raise WorkbenchError(f"Could not export as {convert.FORMATS[fmt]}: {e}. Nothing was written.") from None
+    files = [target]
     files += _label_pngs(folder, stem, doc, anns)
     over = render.overlay(s.image, [a.rle for a in anns], alpha=s.view.alpha,
                           colors=render.palette(a.id for a in anns), outlines=True)
@@ -71,8 +86,16 @@ def export(ctx: Context, s: Session, segmentation: str = "rle", include_pending:
         files += _figures(s.image, anns, folder, stem)
     n_pending = sum(a.review == "pending" for a in anns)
     what = f"{len(anns)} masks ({len(anns) - n_pending} accepted, {n_pending} pending)"
-    return [Path(f) for f in files], (f"Exported {what} as COCO {segmentation.upper()} "
-                                      f"and {len(files) - 1} more files.")
+    return [Path(f) for f in files], (f"Exported {what} as {convert.FORMATS[fmt]} "
+                                      f"and {len(files) - 1} more files: {report.line()}.")
+
+
+def _image_source(s: Session):
+    """The session's image as the file the export's images/ folder gets (its own name)."""
+    suffix = Path(s.name).suffix.lower() or ".png"
+    ok, data = cv2.imencode(suffix if suffix in (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+                            else ".png", cv2.cvtColor(s.image, cv2.COLOR_RGB2BGR))
+    return (lambda img: data.tobytes()) if ok else None
 
 
 def _label_pngs(folder: Path, stem: str, doc: AnnotationDocument, anns: list) -> list[Path]:

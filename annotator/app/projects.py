@@ -212,14 +212,23 @@ def is_done(s: Session | None) -> bool:
     return p is not None and p.image_id is not None and p.store.image(p.image_id).status == "done"
 
 
-def export(ctx: Context, s: Session, folder: Path, include_rejected: bool = False) -> Path:
-    """The whole project as one COCO file (RLE masks) in ``folder``."""
+def export(ctx: Context, s: Session, folder: Path, include_rejected: bool = False,
+           fmt: str = "coco-rle", tolerance: float = 0.0) -> Path:
+    """The whole project in ``folder``: one COCO file, or (YOLO, labelme, VOC) one zip with
+    the images; read back and checked (``Project.export``). Class ids are the project's."""
+    from annotator.formats.convert import FORMATS, ExportCheckError
+
     p = need_project(s)
+    if fmt not in FORMATS:
+        raise WorkbenchError(f"export format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    path = folder / (f"{p.name}_coco.json" if fmt == "coco-rle" else
+                     f"{p.name}_{fmt}.json" if fmt.startswith("coco") else f"{p.name}_{fmt}.zip")
     try:
-        return p.store.export_coco(folder / f"{p.name}_coco.json", include_rejected=include_rejected,
-                                   model=ctx.info.model or ctx.info.backend)
-    except (ProjectError, sqlite3.Error, OSError, ValueError) as e:
+        p.store.export(path, fmt, tolerance=tolerance, include_rejected=include_rejected,
+                       model=ctx.info.model or ctx.info.backend)
+    except (ProjectError, ExportCheckError, sqlite3.Error, OSError, ValueError, KeyError) as e:
         raise WorkbenchError(f"Could not export {p.name}: {e}") from None
+    return path
 
 
 def progress_rows(s: Session) -> list[list]:

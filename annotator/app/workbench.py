@@ -264,10 +264,12 @@ class Workbench:
 
     # -- export and import ---------------------------------------------------------------
     def export(self, sid: str, segmentation: str = "rle", include_pending: bool = True,
-               figures: bool = True, out_dir: str | Path | None = None) -> Export:
-        """COCO JSON, label PNGs, the overlay and review figures, in a fresh folder."""
+               figures: bool = True, out_dir: str | Path | None = None, tolerance: float = 0.0) -> Export:
+        """The masks as ``segmentation`` (COCO RLE or polygons, YOLO, labelme, VOC; checked by
+        reading them back), label PNGs, the overlay and review figures, in a fresh folder."""
         with self._session(sid) as s:
-            files, message = exchange.export(self.ctx, s, segmentation, include_pending, figures, out_dir)
+            files, message = exchange.export(self.ctx, s, segmentation, include_pending, figures, out_dir,
+                                             tolerance)
             return Export(files=files, coco=files[0], view=views.make_view(self.ctx, s, message))
 
     def import_annotations(self, sid: str, path: str | Path) -> View:
@@ -371,11 +373,14 @@ class Workbench:
     def toggle_done(self, sid: str) -> View:
         return self.set_done(sid, not projects.is_done(self.sessions.peek(sid)))
 
-    def export_project(self, sid: str, include_rejected: bool = False) -> Path:
-        """The whole project as one COCO file (RLE masks), in a fresh folder for download."""
+    def export_project(self, sid: str, include_rejected: bool = False, fmt: str = "coco-rle",
+                       tolerance: float = 0.0) -> Path:
+        """The whole project as one COCO file, or a zip (YOLO, labelme, VOC) with its images,
+        in a fresh folder for download."""
         with self._session(sid) as s:
             projects.need_project(s)
-            return projects.export(self.ctx, s, exchange.export_folder(self.ctx, s), include_rejected)
+            return projects.export(self.ctx, s, exchange.export_folder(self.ctx, s), include_rejected,
+                                   fmt, tolerance)
 
     def progress_rows(self, sid: str) -> list[list]:
         """The project's images: marker (▶ shown), number, name, status, masks, accepted."""
