@@ -16,8 +16,9 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from annotator.formats.images import ImageError, load_image
-from annotator.projects.store import (MIGRATIONS, SCHEMA_VERSION, ConflictError, Project, ProjectError,
-                               UndoState)
+from annotator.projects.records import UndoState
+from annotator.projects.schema import MIGRATIONS, SCHEMA_VERSION
+from annotator.projects.store import ConflictError, Project, ProjectError
 
 ROOT = Path(__file__).resolve().parents[2]
 H, W = 48, 64
