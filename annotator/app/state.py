@@ -120,6 +120,7 @@ class Session:
     sent_table_key: tuple | None = None
     note: str = ""  # what opening the image had to say (animated, masks dropped), kept for encode
     project: OpenProject | None = None
+    notice: str = ""  # said once, before the next action's message (e.g. why a session was freed)
 
 
 @dataclass

@@ -134,6 +134,8 @@ def make_view(ctx: Context, s: Session, message: str) -> View:
     """The View after an action: in a project the change is saved first, before anything
     reports success."""
     projects.save(s)
+    if s.notice:
+        message, s.notice = f"{s.notice} {message}".strip(), ""
     canvas_now = None
     if s.image is not None:
         key = (_layer_key(s), _prompt_key(s))

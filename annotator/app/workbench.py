@@ -110,9 +110,22 @@ class Workbench:
     # -- sessions ------------------------------------------------------------------------
     @contextlib.contextmanager
     def _session(self, sid: str):
+        why = self.sessions.dropped_because(sid)
         s = self.sessions.get(sid)
         with s.lock:
+            if why is not None:
+                s.notice = self._dropped_text(why)
             yield s
+
+    def _dropped_text(self, why: str) -> str:
+        if why == "full":
+            limit = (f"the server holds at most {self.ctx.limits.max_sessions} sessions at once "
+                     "(--max-sessions, ANNOTATOR_MAX_SESSIONS) and this one was the least recently used")
+        else:
+            limit = (f"it was idle longer than {self.ctx.limits.idle_seconds / 60:g} minutes "
+                     "(--idle-minutes, ANNOTATOR_IDLE_MINUTES)")
+        return (f"This tab's earlier session was freed: {limit}. Open your image again; "
+                "a project (Project tab) keeps every saved mask on disk.")
 
     def _act(self, sid: str, action, *args, **kwargs) -> View:
         """Run one concern function on the locked session and render the View."""

@@ -222,6 +222,21 @@ def test_idle_sessions_are_freed_without_any_request(model, tmp_path):
         time.sleep(0.05)
     assert not folder.exists()  # its exports went with it
     assert "open tab" in wb.sessions
+    # the tab comes back: it is told why its masks are gone, naming the flag, once
+    msg = wb.resend(sid).message
+    assert "idle longer than" in msg and "--idle-minutes" in msg
+    assert "freed" not in wb.resend(sid).message
+
+
+def test_a_tab_whose_session_was_freed_for_room_is_told_why(model):
+    wb = workbench(model, max_sessions=1)
+    wb.open_image("a", DOG)
+    wb.open_image("b", DOG)  # holds the only place: "a" goes
+    assert wb.sessions.keys() == ["b"]
+    msg = wb.set_mode("a", "box").message
+    assert "at most 1 sessions at once (--max-sessions, ANNOTATOR_MAX_SESSIONS)" in msg
+    assert msg.endswith("Click two opposite corners of a box.")  # the action itself still answers
+    assert "--max-sessions" not in wb.set_mode("a", "box").message  # said once
 
 
 def test_sessions_over_the_cap_are_freed_with_their_exports(model):
