@@ -158,7 +158,7 @@ def test_segment_everything_streams_and_cancels(app):
 
 
 def test_a_click_is_answered_while_another_session_segments_everything(app, monkeypatch):
-    from annotator import workbench
+    from annotator.app import everything
 
     one, two = client(app[1]), client(app[1])
     for c in (one, two):
@@ -166,7 +166,7 @@ def test_a_click_is_answered_while_another_session_segments_everything(app, monk
     # the run is held between its first and second batch until the click is answered, so
     # it cannot finish first however slow the machine: a click that waits for the run
     # shows as the hold running out
-    generate, parked, answered, held_out = workbench._generate, threading.Event(), threading.Event(), []
+    generate, parked, answered, held_out = everything.generate, threading.Event(), threading.Event(), []
 
     def held(*args, **kwargs):
         run = generate(*args, **kwargs)
@@ -175,7 +175,7 @@ def test_a_click_is_answered_while_another_session_segments_everything(app, monk
         held_out.append(not answered.wait(30))
         yield from run
 
-    monkeypatch.setattr(workbench, "_generate", held)
+    monkeypatch.setattr(everything, "generate", held)
     job = one.submit(24, 4, 0.0, 0.0, 0.7, 0, 0, api_name="/segment_everything")  # 144 batches
     assert parked.wait(60), "segment everything did not start"
     out = two.predict(300, 300, "positive", api_name="/click")
