@@ -446,6 +446,11 @@ class Workbench:
             views.forget_sent(s)
             return views.make_view(self.ctx, s, "")
 
+    def project_name(self, sid: str) -> str | None:
+        """The name of the session's open project; None outside a project."""
+        p = self.project_of(sid)
+        return None if p is None else p.name
+
 
 def _release_session(sid: str, s: Session, prefetcher: Prefetcher | None = None) -> None:
     """What a session holds outside the store: a running generator, its export folders,

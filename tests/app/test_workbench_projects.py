@@ -337,8 +337,10 @@ def test_undo_and_redo_never_step_over_another_sessions_edit(wb, sid, root):
 
 def test_closing_the_project_returns_to_single_images(wb, sid, root):
     new_project(wb, sid, DOG)
+    assert wb.project_name(sid) == "p"
     v = wb.close_project(sid)
     assert "Closed project p" in v.message and wb.project_of(sid) is None and wb.session(sid).image is None
+    assert wb.project_name(sid) is None
     wb.open_image(sid, TRUCK)
     accept_click(wb, sid, 900, 600)
     assert saved(root) == []  # a single image is not part of the project

@@ -1,0 +1,42 @@
+() => {
+  // Keyboard shortcuts: keys click buttons / radio inputs by elem_id. Ignored while typing
+  // in a text field (Escape leaves the field; Enter in the label field accepts, see below).
+  const clickId = (id) => { const el = document.getElementById(id); if (el) { el.click(); } };
+  const setRadio = (id, value) => {
+    const el = document.querySelector(`#${id} input[value="${value}"]`); if (el) { el.click(); }
+  };
+  const keys = {
+    'enter': () => clickId('accept'), 'a': () => clickId('accept'), 'escape': () => clickId('clear'),
+    'p': () => setRadio('mode', 'positive'), 'n': () => setRadio('mode', 'negative'),
+    'b': () => setRadio('mode', 'box'), 's': () => setRadio('mode', 'select'),
+    'y': () => clickId('review-accept'), 'x': () => clickId('review-reject'),
+    'j': () => clickId('review-next'), 'arrowright': () => clickId('review-next'),
+    'k': () => clickId('review-prev'), 'arrowleft': () => clickId('review-prev'),
+    'm': () => clickId('merge'), 'h': () => clickId('hide'),
+    'delete': () => clickId('delete'), 'backspace': () => clickId('delete'),
+    '.': () => clickId('image-next'), 'pagedown': () => clickId('image-next'),
+    ',': () => clickId('image-prev'), 'pageup': () => clickId('image-prev'),
+    'd': () => clickId('image-done'),
+  };
+  document.addEventListener('keydown', (e) => {
+    const t = e.target;
+    const typing = t && ((t.tagName === 'INPUT' && !['radio', 'checkbox', 'range', 'button'].includes(t.type))
+                         || t.tagName === 'TEXTAREA' || t.isContentEditable);
+    if (typing) {
+      if (e.key === 'Escape') { t.blur(); }
+      // Enter in the label field accepts (its submit event); then the field lets go, so the
+      // next keys are shortcuts again and never land in the label. (Blurred after the key's
+      // own events: the field submits on keypress.)
+      else if (e.key === 'Enter' && t.closest('#label')) { setTimeout(() => t.blur(), 0); }
+      return;
+    }
+    if (e.altKey || e.metaKey) { return; }
+    const k = e.key.toLowerCase();
+    if (e.ctrlKey) {
+      if (k === 'z' && !e.shiftKey) { clickId('undo'); e.preventDefault(); }
+      else if (k === 'y' || (k === 'z' && e.shiftKey)) { clickId('redo'); e.preventDefault(); }
+      return;
+    }
+    if (keys[k]) { keys[k](); e.preventDefault(); }
+  });
+}
