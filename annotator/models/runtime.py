@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from segment_anything.modeling import Sam
 
+from annotator.device import RUNTIMES
 from annotator.models.export import ExportCache
 
-RUNTIMES = ("torch", "onnx", "openvino")
+__all__ = ["RUNTIMES", "ExportedSam", "available", "check_runtime", "default_runtime"]
 RUNTIME_ENV = "ANNOTATOR_RUNTIME"
 # encoder precisions the exported runtimes offer (the decoder is always fp32)
 EXPORTED_PRECISIONS = ("fp32", "int8")
@@ -66,6 +67,9 @@ class _OrtGraph:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # threads sleep when idle instead of spinning: on a shared CPU spinning threads take
+        # cores from everything else (the same reason serve sets OMP_WAIT_POLICY=PASSIVE)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
     def __call__(self, **feeds) -> list[np.ndarray]:
