@@ -40,8 +40,13 @@ def args_of(points, labels, box, multimask=True):
 
 
 @pytest.fixture(scope="module")
-def runtime_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("runtime")
+def cache_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def runtime_cache(cache_root):
+    return cache_root / "runtime"  # where load_segmenter puts it with ANNOTATOR_CACHE=cache_root
 
 
 @pytest.fixture(scope="module")
@@ -149,8 +154,7 @@ def test_lazy_candidates_match_the_full_resolution_path(truck, runtime, runtime_
         np.testing.assert_array_equal(lazy.mask(i), full.masks[i])
         assert to_rle(lazy.mask(i)) == to_rle(full.masks[i])
     assert lazy._masks is None  # reading candidates one by one never upscaled them all
-    areas = full.masks.reshape(3, -1).sum(1)
-    assert np.abs(lazy.areas - areas).max() <= 2  # pixels within float rounding of 0 may flip
+    np.testing.assert_array_equal(lazy.areas, full.masks.reshape(3, -1).sum(1))
     small = lazy.mask(0, (600, 900))
     assert small.shape == (600, 900)
     # the canvas's size: the same logits resized there (random weights make ragged masks, so
@@ -176,3 +180,44 @@ def test_unknown_or_unavailable_runtime_is_a_clear_error():
         SamSegmenter(random_sam("tiny"), device="cpu", runtime="tensorrt")
     with pytest.raises(ValueError, match="int8"):
         SamSegmenter(random_sam("tiny"), device="cpu", runtime="torch", precision="int8")
+
+
+def test_onnx_is_the_default_on_a_cpu_and_the_kept_rle_is_the_full_resolution_one(
+        tiny_checkpoint, truck, cache_root, monkeypatch, onnx_seg):
+    """The app on the default CPU runtime: a click shows one candidate at canvas size; the
+    mask accepted is exactly what the full-resolution path (``predict``) gives."""
+    from annotator.backends import load_segmenter
+    from annotator.rle import normalize
+    from annotator.workbench import Workbench
+
+    monkeypatch.delenv("ANNOTATOR_RUNTIME", raising=False)
+    monkeypatch.setenv("ANNOTATOR_CACHE", str(cache_root))
+    seg, info = load_segmenter("tiny", str(tiny_checkpoint), device="cpu")
+    assert info.runtime == "onnx" and "ONNX Runtime" in info.status and seg.engine is not None
+    wb = Workbench(seg, info)
+    sid = "rle-check"
+    wb.open_image(sid, truck, "truck.jpg")
+    wb.encode(sid)
+    wb.click(sid, 900, 600, "positive")
+    prompt = wb.session(sid).prompt
+    shown = prompt.order[prompt.choice]
+    assert isinstance(prompt.prediction, LazyPrediction)
+    wb.accept(sid)
+    kept = wb.session(sid).doc.annotations[-1].rle
+    full = seg.predict(np.array([[900.0, 600]]), np.array([1]), embedding=wb.session(sid).embedding)
+    assert kept == normalize(full.masks[shown], kept["size"])
+
+
+def test_areas_of_smooth_masks_come_from_the_low_res_logits(truck, onnx_seg):
+    """Real masks are smooth blobs (random weights give ragged ones): their areas are counted
+    from the low-res logits, exactly, with no candidate upscaled to full resolution."""
+    yy, xx = np.mgrid[0:256, 0:256].astype(np.float32)
+    blobs = np.stack([30 - np.hypot(yy - 80, xx - 120), 60 - np.hypot(yy - 100, xx - 100),
+                      10 - np.abs(yy - 120) - np.abs(xx - 60) / 2])
+    emb = onnx_seg.embedding
+    lazy = LazyPrediction(torch.as_tensor(blobs), np.zeros(3, np.float32), emb,
+                          onnx_seg.model.postprocess_masks, 0.0)
+    areas = lazy.areas
+    assert lazy._masks is None and not lazy._one
+    full = onnx_seg.model.postprocess_masks(torch.as_tensor(blobs)[None], emb.input_size, emb.original_size)
+    np.testing.assert_array_equal(areas, (full[0] > 0).sum(dim=(1, 2)).numpy())
