@@ -50,6 +50,7 @@ from annotator.limits import Limits, human_bytes
 from annotator.masks import AnnotationDocument, next_in_stack
 from annotator.project import ConflictError, ProjectError
 from annotator.projects_app import FolderPolicy, ModelLock, Prefetcher, ProjectLibrary, ProjectNameError
+from annotator.models.batching import BatchedSegmenter, DecodeBatcher
 from annotator.prompting import SAME_PIXEL, Prompt, click as prompt_click, undo_last
 from annotator.rle import normalize as to_rle
 from annotator.sessions import SessionStore
@@ -223,6 +224,11 @@ class Workbench:
         # this lock (clicks, uploads, segment everything call by call, and the background
         # prefetch, which yields to users)
         self.model_lock = ModelLock()
+        # clicks go through a batcher: those arriving together, from any sessions, are decoded
+        # as one batch, holding the model lock only for the decoder call
+        self.prompt_segmenter = segmenter
+        if hasattr(segmenter, "predict_many"):
+            self.prompt_segmenter = BatchedSegmenter(segmenter, DecodeBatcher(segmenter, self.model_lock))
         self.projects = projects if projects is not None else ProjectLibrary()
         self.folders = folders if folders is not None else FolderPolicy()
         # (partial, not a lambda over self: the finalizer below must not keep self alive)
@@ -342,6 +348,12 @@ class Workbench:
         return view
 
     # -- prompting -----------------------------------------------------------------------
+    def _prompt_lock(self):
+        """The model lock around a click, unless the batcher takes it for the decoder call."""
+        if isinstance(self.prompt_segmenter, BatchedSegmenter):
+            return contextlib.nullcontext()
+        return self.model_lock
+
     def set_mode(self, sid: str, mode: str) -> View:
         if mode not in MODES:
             raise WorkbenchError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
@@ -389,8 +401,8 @@ class Workbench:
             self._need_embedding(s)
             before = _copy_prompt(s.prompt)
             try:
-                with self.model_lock:
-                    msg = prompt_click(s.prompt, self.segmenter, s.embedding, s.mode, x, y)
+                with self._prompt_lock():
+                    msg = prompt_click(s.prompt, self.prompt_segmenter, s.embedding, s.mode, x, y)
             except ValueError as e:
                 s.prompt = before  # a refused click leaves the prompt as it was
                 raise WorkbenchError(str(e)) from None
@@ -522,8 +534,8 @@ class Workbench:
         with self._session(sid) as s:
             self._need_image(s)
             if not s.prompt.empty or s.prompt.corner is not None:
-                with self.model_lock:
-                    undo_last(s.prompt, self.segmenter, s.embedding)
+                with self._prompt_lock():
+                    undo_last(s.prompt, self.prompt_segmenter, s.embedding)
                 return self._view(s, "Removed the last prompt point.")
             if self._in_project(s):
                 return self._project_step(s, forward=False)
@@ -619,7 +631,8 @@ class Workbench:
         try:
             # the generator takes the model lock for its model calls only, so other sessions'
             # clicks get in between, also while it post-processes a batch
-            for update in _generate(self.segmenter, image, p, cancel, self.model_lock):
+            # model call by model call, each after any waiting click (ModelLock.yielding)
+            for update in _generate(self.segmenter, image, p, cancel, self.model_lock.yielding()):
                 if update.final:
                     records = update.records
                     break
