@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from annotator.device import PRECISIONS, RUNTIMES
+from annotator.models.device import PRECISIONS, RUNTIMES
 from annotator.limits import add_limit_args
 
 
@@ -30,7 +30,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def load_backend(args):
-    from annotator.backends import load_segmenter
+    from annotator.models.loading import load_segmenter
 
     return load_segmenter(args.model, args.checkpoint, device=args.device,
                           precision=args.precision, download=not args.no_download, runtime=args.runtime)
@@ -42,7 +42,7 @@ def cmd_serve(args) -> int:
     # took ~800 ms instead of ~100 ms (benchmarks/ui_latency.py). The policy is read when
     # torch loads, so it is set before the first torch import; an explicit setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from annotator.checkpoints import CheckpointError
+    from annotator.models.checkpoints import CheckpointError
     from annotator.limits import Limits, LimitsError
 
     try:
@@ -51,9 +51,9 @@ def cmd_serve(args) -> int:
     except (CheckpointError, LimitsError, ValueError) as e:
         print(f"annotator: {e}", file=sys.stderr)
         return 2
-    from annotator.projects_app import FolderPolicy, ProjectLibrary
-    from annotator.ui import build_app, launch_kwargs
-    from annotator.workbench import Workbench
+    from annotator.projects.library import FolderPolicy, ProjectLibrary
+    from annotator.app.ui import build_app, launch_kwargs
+    from annotator.app.workbench import Workbench
 
     print(f"annotator: {info.status}", file=sys.stderr)
     projects = ProjectLibrary(args.projects_dir)
@@ -69,7 +69,7 @@ def cmd_serve(args) -> int:
 
 def add_generator_args(p: argparse.ArgumentParser) -> None:
     """SAM's automatic-generator parameters, under SAM's names (``--points-per-side`` ...)."""
-    from annotator.batch import GENERATOR_PARAMS
+    from annotator.amg.params import GENERATOR_PARAMS
 
     group = p.add_argument_group("segment-everything parameters (SAM's names and defaults)")
     for name, (default, what) in GENERATOR_PARAMS.items():
@@ -78,10 +78,11 @@ def add_generator_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_auto(args) -> int:
-    from annotator.batch import (GENERATOR_PARAMS, find_images, needs_prelabel, recorded_settings,
+    from annotator.amg.params import GENERATOR_PARAMS
+    from annotator.amg.batch import (find_images, needs_prelabel, recorded_settings,
                                  sidecar_path)
-    from annotator.image_io import ImageError
-    from annotator.project import Project, ProjectError
+    from annotator.formats.images import ImageError
+    from annotator.projects.store import Project, ProjectError
 
     if not args.output and not args.project:
         print("annotator: say where the masks go: -o OUT.json and/or --project FILE", file=sys.stderr)
@@ -137,8 +138,8 @@ def cmd_auto(args) -> int:
 def _local_runner(args, params: dict):
     """(run(project, image_ids, settings), the settings to record), or (None, None) after
     saying why SAM cannot run."""
-    from annotator.batch import prelabel
-    from annotator.checkpoints import CheckpointError
+    from annotator.amg.batch import prelabel
+    from annotator.models.checkpoints import CheckpointError
 
     try:
         segmenter, info = load_backend(args)
@@ -148,7 +149,7 @@ def _local_runner(args, params: dict):
     if info.backend != "sam":
         print(f"annotator: segment everything needs SAM weights: {info.reason}", file=sys.stderr)
         return None, None
-    from annotator.amg import MaskGenerator
+    from annotator.amg.generator import MaskGenerator
 
     print(f"annotator: {info.status}", file=sys.stderr)
     generator = MaskGenerator(segmenter, output_mode="coco_rle", **params)
@@ -157,24 +158,29 @@ def _local_runner(args, params: dict):
 
 
 def _ray_runner(args, params: dict):
-    from annotator import distributed
+    from annotator.amg import distributed
 
+    # the cluster is asked first, so a request it cannot hold fails now, naming its flag
     try:
-        distributed.require_ray()
-    except ImportError as e:
+        ray = distributed.connect()
+        cluster = ray.cluster_resources()
+        num_gpus = distributed.gpus_per_actor(cluster, args.ray, args.gpus_per_actor)
+    except (ImportError, ValueError) as e:
         print(f"annotator: {e}", file=sys.stderr)
         return None, None
+    print(f"annotator: Ray cluster with {cluster.get('CPU', 0):g} CPUs and {cluster.get('GPU', 0):g} GPUs: "
+          f"{args.ray} actors with {num_gpus:g} GPUs each", file=sys.stderr)
 
     def run(project, ids, settings):
         return distributed.run(project, ids, settings, concurrency=args.ray,
-                               num_gpus=args.gpus_per_actor, batch_size=args.batch_size,
+                               num_gpus=num_gpus, batch_size=args.batch_size,
                                model=args.model, checkpoint=args.checkpoint, device=args.device,
                                precision=args.precision, generator_params=params)
     return run, {"model": args.model, **params}
 
 
 def cmd_convert(args) -> int:
-    from annotator import coco
+    from annotator.formats import coco
 
     try:
         dataset = coco.load(args.input)
@@ -190,7 +196,8 @@ def cmd_convert(args) -> int:
 def cmd_eval(args) -> int:
     import json
 
-    from annotator import coco, metrics
+    from annotator.formats import coco
+    from annotator.formats import metrics
 
     try:
         gt = coco.load(args.ground_truth)
@@ -235,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     dist = auto.add_argument_group("distributed (needs annotator[ray]; see docs/distributed.md)")
     dist.add_argument("--ray", type=int, default=0, metavar="ACTORS",
                       help="run on this many Ray Data actors instead of in this process")
-    dist.add_argument("--gpus-per-actor", type=float, default=1.0, help="GPUs each actor holds (default: 1)")
+    dist.add_argument("--gpus-per-actor", type=float, default=None,
+                      help="GPUs each actor holds (default: 1 when the cluster has a GPU per actor, "
+                           "shared evenly when it has fewer, 0 when it has none)")
     dist.add_argument("--batch-size", type=int, default=4, help="images per actor call (default: 4)")
     auto.set_defaults(func=cmd_auto)
 

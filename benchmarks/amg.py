@@ -105,10 +105,10 @@ def run_official(model, image, kwargs, timer):
 
 def run_ours(model, image, kwargs, timer):
     """``model``: a Sam, or a SamSegmenter on an exported runtime (see ``prepare``)."""
-    import annotator.amg as amg
-    import annotator.amg_masks as amg_masks
-    from annotator.amg_decoder import PointDecoder
-    from annotator.segmenter import SamSegmenter
+    import annotator.amg.generator as amg
+    import annotator.amg.postprocess as amg_masks
+    from annotator.amg.decoder import PointDecoder
+    from annotator.models.predictor import SamSegmenter
 
     timer.wrap(SamSegmenter, "embed", "encoder")
     sam = model.model if isinstance(model, SamSegmenter) else model
@@ -135,7 +135,7 @@ def prepare(spec: dict, model):
     runtime = spec["impl"].partition(":")[2]
     if not runtime or runtime == "torch":
         return model
-    from annotator.segmenter import SamSegmenter
+    from annotator.models.predictor import SamSegmenter
 
     return SamSegmenter(model, device="cpu", runtime=runtime, runtime_cache=spec.get("cache"), progress=False)
 
@@ -143,7 +143,7 @@ def prepare(spec: dict, model):
 def worker(spec: dict) -> dict:
     import torch
 
-    from annotator.image_io import load_image
+    from annotator.formats.images import load_image
     from annotator.testing import random_sam
 
     if spec.get("threads"):
@@ -280,7 +280,7 @@ def redundancy_benchmark(n: int = 1000, size=(1200, 1800), seed: int = 0) -> Non
     import numpy as np
     from pycocotools import mask as mask_utils
 
-    from annotator import redundancy
+    from annotator.annotations import redundancy
 
     rng = np.random.default_rng(seed)
     h, w = size

@@ -32,9 +32,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from segment_anything import SamPredictor  # noqa: E402
 
-from annotator.image_io import load_image  # noqa: E402
+from annotator.formats.images import load_image  # noqa: E402
 from annotator.models.runtime import available  # noqa: E402
-from annotator.segmenter import SamSegmenter  # noqa: E402
+from annotator.models.predictor import SamSegmenter  # noqa: E402
 from annotator.testing import random_sam  # noqa: E402
 
 DATA = Path(os.environ.get("ANNOTATOR_SHARED_DATA", ROOT.parent / "shared" / "data")) / "images"

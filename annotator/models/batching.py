@@ -18,7 +18,7 @@ import contextlib
 import threading
 from dataclasses import dataclass
 
-from annotator.segmenter import PromptSpec
+from annotator.models.predictor import PromptSpec
 
 
 @dataclass
@@ -105,7 +105,7 @@ class BatchedSegmenter:
 
     def predict(self, *args, **kwargs):
         lazy = self.predict_candidates(*args, **kwargs)
-        from annotator.segmenter import Prediction
+        from annotator.models.predictor import Prediction
 
         return Prediction(masks=lazy.masks, scores=lazy.scores, low_res_logits=lazy.low_res_logits)
 

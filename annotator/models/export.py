@@ -30,7 +30,7 @@ import torch
 from segment_anything.modeling import Sam
 from segment_anything.utils.onnx import SamOnnxModel
 
-from annotator.attention import _FUSED
+from annotator.models.modeling.attention import _FUSED
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class ExportCache:
 
     def __init__(self, model: Sam, root: str | os.PathLike | None = None, key: str | None = None):
         if root is None:
-            from annotator.checkpoints import cache_dir
+            from annotator.models.checkpoints import cache_dir
 
             root = cache_dir() / "runtime"
         self.model = model

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from segment_anything.modeling import Sam
 
-from annotator.device import RUNTIMES
+from annotator.models.device import RUNTIMES
 from annotator.models.export import ExportCache
 
 __all__ = ["RUNTIMES", "ExportedSam", "available", "check_runtime", "default_runtime"]
