@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from annotator.models.device import PRECISIONS
+from annotator.models.device import PRECISIONS, RUNTIMES
 from annotator.limits import add_limit_args
 
 # the formats `annotator convert --to` writes (annotator.formats.convert.FORMATS; listed here so
@@ -25,8 +25,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="checkpoint file (SAM 1) or Hugging Face folder (SAM 2.1, SAM 3) to load (default: "
                         "$ANNOTATOR_CHECKPOINT, the cache, or a download)")
     p.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best available)")
-    p.add_argument("--precision", choices=PRECISIONS, default=None,
-                   help="image-encoder precision (default: bf16 on CUDA, fp32 elsewhere)")
+    p.add_argument("--precision", choices=PRECISIONS + ("int8",), default=None,
+                   help="image-encoder precision (default: bf16 on CUDA, fp32 elsewhere); int8 needs "
+                        "--runtime onnx or openvino and changes masks slightly (benchmarks/predict.py --int8)")
+    p.add_argument("--runtime", choices=RUNTIMES, default=None,
+                   help="what runs the model: torch, onnx (ONNX Runtime) or openvino, the last two on the "
+                        "CPU from graphs exported once per checkpoint into the cache (default: "
+                        "$ANNOTATOR_RUNTIME, else onnx on a CPU when installed, torch elsewhere)")
     p.add_argument("--no-download", action="store_true", help="never download a checkpoint")
 
 
@@ -34,7 +39,7 @@ def load_backend(args):
     from annotator.models.loading import load_segmenter
 
     return load_segmenter(args.model, args.checkpoint, device=args.device,
-                          precision=args.precision, download=not args.no_download)
+                          precision=args.precision, download=not args.no_download, runtime=args.runtime)
 
 
 def cmd_serve(args) -> int:

@@ -25,6 +25,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -103,13 +104,15 @@ def run_official(model, image, kwargs, timer):
 
 
 def run_ours(model, image, kwargs, timer):
+    """``model``: a Sam, or a SamSegmenter on an exported runtime (see ``prepare``)."""
     import annotator.amg.generator as amg
     import annotator.amg.postprocess as amg_masks
     from annotator.amg.decoder import PointDecoder
     from annotator.models.predictor import SamSegmenter
 
     timer.wrap(SamSegmenter, "embed", "encoder")
-    timer.wrap(type(model.prompt_encoder), "forward", "decoder")
+    sam = model.model if isinstance(model, SamSegmenter) else model
+    timer.wrap(type(sam.prompt_encoder), "forward", "decoder")
     for name in ("__init__", "transformer", "iou", "masks"):
         timer.wrap(PointDecoder, name, "decoder")
     timer.wrap(amg_masks, "upscale_transposed", "upscale")
@@ -126,6 +129,17 @@ def run_ours(model, image, kwargs, timer):
     return generator.generate(image)
 
 
+def prepare(spec: dict, model):
+    """What a run gets as its model: the Sam, or for ours on an exported runtime a segmenter on
+    it, built (and exported, once per cache) before the clock starts."""
+    runtime = spec["impl"].partition(":")[2]
+    if not runtime or runtime == "torch":
+        return model
+    from annotator.models.predictor import SamSegmenter
+
+    return SamSegmenter(model, device="cpu", runtime=runtime, runtime_cache=spec.get("cache"), progress=False)
+
+
 def worker(spec: dict) -> dict:
     import torch
 
@@ -136,6 +150,7 @@ def worker(spec: dict) -> dict:
         torch.set_num_threads(spec["threads"])
     image = load_image(spec["image"])
     model = random_sam(spec["model"], spec["seed"])
+    prepared = prepare(spec, model)
     timer = StageTimer()
     baseline_kb = _vm_kb("VmRSS")
     run = run_official if spec["impl"] == "official" else run_ours
@@ -143,7 +158,7 @@ def worker(spec: dict) -> dict:
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     with torch.no_grad():
-        records = run(model, image, spec["kwargs"], timer)
+        records = run(prepared, image, spec["kwargs"], timer)
     total = time.perf_counter() - t0
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     return {
@@ -170,14 +185,14 @@ def run_in_subprocess(spec: dict) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_pair(spec: dict, repeat: int) -> tuple[dict, dict]:
-    """Official and ours ``repeat`` times each, in alternating order (official, ours, ours,
-    official, ...) so that neither always runs at the same point of a changing machine load.
-    The fastest run of each is kept; peak memory is the highest seen."""
-    runs = {"official": [], "ours": []}
+def run_all(spec: dict, impls: list[str], repeat: int) -> dict[str, dict]:
+    """Each implementation ``repeat`` times, the order rotated each round so none always runs
+    at the same point of a changing machine load. The fastest run of each is kept; peak memory
+    is the highest seen."""
+    runs = {impl: [] for impl in impls}
     for r in range(repeat):
-        order = ("official", "ours") if r % 2 == 0 else ("ours", "official")
-        for impl in order:
+        k = r % len(impls)
+        for impl in impls[k:] + impls[:k]:
             runs[impl].append(run_in_subprocess({**spec, "impl": impl}))
     best = {}
     for impl, rs in runs.items():
@@ -185,7 +200,7 @@ def run_pair(spec: dict, repeat: int) -> tuple[dict, dict]:
         b["peak_kb"] = max(r["peak_kb"] for r in rs)
         b["runs"] = len(rs)
         best[impl] = b
-    return best["official"], best["ours"]
+    return best
 
 
 # -- comparison ----------------------------------------------------------------------------------
@@ -318,6 +333,10 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--repeat", type=int, default=1,
                    help="runs per implementation, alternating order; the fastest of each is reported")
+    p.add_argument("--runtimes", nargs="+", default=["torch", "onnx"],
+                   help="runtimes for ours (a column each; the official model runs on PyTorch)")
+    p.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "annotator-bench-runtime"),
+                   help="export cache for the exported runtimes (built before the clock starts)")
     p.add_argument("--quick", action="store_true", help="tiny model, 8x8 points, both threshold sets")
     p.add_argument("--redundancy-only", action="store_true")
     p.add_argument("--json", help="also write the summary here")
@@ -337,8 +356,11 @@ def main(argv=None) -> int:
             kwargs = {"points_per_side": points, "output_mode": "coco_rle", **THRESHOLDS[name]}
             spec = {"model": args.model, "seed": args.seed, "image": args.image, "kwargs": kwargs,
                     "threads": args.threads}
-            official, ours = run_pair(spec, args.repeat)
-            summary.append(print_config(f"points_per_side {points}, thresholds {name}", official, ours))
+            impls = ["official"] + [f"ours:{r}" for r in args.runtimes]
+            best = run_all({**spec, "cache": args.cache}, impls, args.repeat)
+            for r in args.runtimes:
+                summary.append(print_config(f"points_per_side {points}, thresholds {name}, ours on {r}",
+                                            best["official"], best[f"ours:{r}"]))
             sys.stdout.flush()
     print("\n== summary")
     for s in summary:

@@ -12,6 +12,11 @@ import pytest
 from annotator.formats.images import load_image
 from annotator.testing import write_random_checkpoint
 
+# The suite runs SAM on PyTorch unless a test asks for another runtime: the default on a CPU
+# (ONNX Runtime) exports the model first, which tests/test_runtime.py covers once, with its
+# own cache, instead of every test that loads a model into a fresh cache paying for it.
+os.environ.setdefault("ANNOTATOR_RUNTIME", "torch")
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ANNOTATOR_SHARED_DATA", ROOT.parent / "shared" / "data"))
 IMAGES = SHARED_DATA / "images"

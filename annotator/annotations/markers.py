@@ -85,7 +85,7 @@ def draw_prompt(canvas: np.ndarray, prompt, scale: float, alpha: float = 0.5) ->
     its points (green positive, red negative), its box and a half-drawn box's corner."""
     out = canvas.copy()
     marker = max(5, round(0.007 * max(out.shape[:2])))
-    mask = prompt.mask
+    mask = prompt.mask_at(out.shape[:2])  # only the shown candidate, at the canvas's size
     if mask is not None:
         tint(out, resize_mask(mask, out.shape[:2]), PROMPT_COLOR, max(alpha, 0.45), PROMPT_EDGE)
     if prompt.box is not None:

@@ -6,6 +6,7 @@ One ``Context`` per ``Workbench`` (per server). The concern modules take it with
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import shutil
 import tempfile
@@ -18,6 +19,7 @@ import numpy as np
 from annotator.amg.generator import MaskGenerator
 from annotator.annotations import markers, render
 from annotator.limits import Limits
+from annotator.models.batching import BatchedSegmenter, DecodeBatcher
 from annotator.models.loading import BackendInfo
 from annotator.models.lock import ModelLock
 from annotator.models.zerogpu import gpu
@@ -41,6 +43,23 @@ class Context:
     projects: ProjectLibrary
     folders: FolderPolicy
     prefetcher: Prefetcher | None
+    # what clicks decode with: a batcher where the model can decode many prompts at once, so
+    # clicks arriving together from any sessions are one batch (it takes the model lock for
+    # the decoder call itself); else the segmenter, under the model lock
+    prompt_segmenter: object = None
+
+    def __post_init__(self):
+        if self.prompt_segmenter is None:
+            self.prompt_segmenter = self.segmenter
+            if hasattr(self.segmenter, "predict_many"):
+                self.prompt_segmenter = BatchedSegmenter(self.segmenter,
+                                                         DecodeBatcher(self.segmenter, self.model_lock))
+
+    def prompt_lock(self):
+        """The model lock around a click, unless the batcher takes it for the decoder call."""
+        if isinstance(self.prompt_segmenter, BatchedSegmenter):
+            return contextlib.nullcontext()
+        return self.model_lock
 
     @classmethod
     def create(cls, segmenter, info: BackendInfo, *, limits: Limits | None = None,

@@ -119,8 +119,8 @@ def undo(ctx: Context, s: Session) -> str:
     """Undo the last prompt point while prompting, otherwise the last document edit."""
     need_image(s)
     if not s.prompt.empty or s.prompt.corner is not None:
-        with ctx.model_lock:
-            undo_last(s.prompt, ctx.segmenter, s.embedding)
+        with ctx.prompt_lock():
+            undo_last(s.prompt, ctx.prompt_segmenter, s.embedding)
         return "Removed the last prompt point."
     if projects.in_project(s):
         return projects.history_step(s, forward=False)

@@ -61,7 +61,8 @@ def run(ctx: Context, s: Session, **params) -> Iterator[AmgStep]:
     t0 = time.perf_counter()
     records, note, counts = None, "", None
     try:
-        for update in generate(ctx.segmenter, image, p, cancel, ctx.model_lock):
+        # model call by model call, each after any waiting click (ModelLock.yielding)
+        for update in generate(ctx.segmenter, image, p, cancel, ctx.model_lock.yielding()):
             if update.final:
                 records, counts = update.records, update.counts
                 break

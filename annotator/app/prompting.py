@@ -61,8 +61,8 @@ def click(ctx: Context, s: Session, x: float, y: float, mode: str | None = None)
     need_embedding(s)
     before = _copy_prompt(s.prompt)
     try:
-        with ctx.model_lock:
-            msg = prompt_click(s.prompt, ctx.segmenter, s.embedding, s.mode, x, y)
+        with ctx.prompt_lock():
+            msg = prompt_click(s.prompt, ctx.prompt_segmenter, s.embedding, s.mode, x, y)
     except ValueError as e:
         s.prompt = before  # a refused click leaves the prompt as it was
         raise WorkbenchError(str(e)) from None

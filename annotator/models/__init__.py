@@ -1,1 +1,2 @@
-"""Model families, how to get their weights and the predictor protocol they share."""
+"""Model families, how to get their weights, the predictor protocol they share, and the runtimes
+(PyTorch, ONNX Runtime, OpenVINO) that run them."""

@@ -6,6 +6,7 @@ import os
 
 DEVICE_ENV = "ANNOTATOR_DEVICE"
 PRECISIONS = ("fp32", "bf16", "fp16")
+RUNTIMES = ("torch", "onnx", "openvino")  # see annotator.models.runtime
 
 
 def pick_device(override: str | None = None):

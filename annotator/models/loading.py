@@ -32,12 +32,14 @@ from annotator.models.device import default_precision, pick_device
 from annotator.models.embeddings import EmbeddingCache
 from annotator.models.grabcut import GrabCutSegmenter
 from annotator.models.hub import HUB_MODELS, get_hub_model, resolve_hub_checkpoint
+from annotator.models.runtime import check_runtime, default_runtime
 from annotator.models.predictor import SamSegmenter
 from annotator.models.registry import VARIANTS, get_variant
 
 log = logging.getLogger(__name__)
 
 MODEL_ENV = "ANNOTATOR_MODEL"
+RUNTIME_NAMES = {"torch": "PyTorch", "onnx": "ONNX Runtime", "openvino": "OpenVINO"}
 
 
 @dataclass
@@ -53,6 +55,7 @@ class BackendInfo:
     revision: str | None = None  # Hub commit of a Hugging Face checkpoint (None: a local file/folder)
     repo_id: str | None = None  # Hub id of a Hugging Face model
     concepts: bool = False  # can find all instances of a text / exemplar boxes (SAM 3)
+    runtime: str = "torch"  # what runs the model: torch, onnx (ONNX Runtime) or openvino
 
     @property
     def model_tag(self) -> str:
@@ -73,7 +76,7 @@ class BackendInfo:
         if self.backend == "sam":
             return (
                 f"SAM {self.model}: {self.why} · checkpoint {Path(self.checkpoint).name} · "
-                f"{self.device} · encoder {self.precision}"
+                f"{self.device} · {RUNTIME_NAMES[self.runtime]} · encoder {self.precision}"
             )
         return f"Classical backend (GrabCut), NOT SAM: {self.reason}"
 
@@ -143,8 +146,13 @@ def load_segmenter(
     download: bool = True,
     fallback: bool = True,
     cache_bytes: int = 512 * 2**20,
+    runtime: str | None = None,
 ):
     """Returns ``(segmenter, BackendInfo)``; ``model`` and ``checkpoint`` as in ``choose_model``.
+
+    ``runtime``: torch, onnx or openvino (``annotator.models.runtime``); default ONNX Runtime
+    on a CPU when installed, else PyTorch. When the default runtime cannot be prepared, PyTorch
+    runs and the log says why; a runtime asked for by name is an error instead.
 
     Falls back to GrabCut only when no weights can be found or downloaded. A checkpoint
     that exists but is broken or of the wrong architecture is an error, never a fallback:
@@ -165,9 +173,18 @@ def load_segmenter(
         info = BackendInfo("classical", None, None, "cpu", "n/a", reason=f"no SAM weights ({e})")
         log.warning("running WITHOUT SAM: %s", info.status)
         return GrabCutSegmenter(), info
+    chosen = check_runtime(runtime, dev) if runtime else default_runtime(dev)
     sam = load_sam(get_variant(name), path, state=state)
-    segmenter = SamSegmenter(sam, device=dev, precision=prec, cache=EmbeddingCache(cache_bytes), name=name)
-    info = BackendInfo("sam", name, str(path), str(dev), prec, why=why)
+    try:
+        segmenter = SamSegmenter(sam, device=dev, precision=prec, cache=EmbeddingCache(cache_bytes), name=name,
+                                 runtime=chosen)
+    except Exception as e:  # noqa: BLE001 - an export that fails falls back loudly, below
+        if runtime or chosen == "torch" or prec != "fp32":
+            raise
+        log.warning("the %s runtime could not be prepared (%s: %s); running PyTorch", chosen, type(e).__name__, e)
+        chosen = "torch"
+        segmenter = SamSegmenter(sam, device=dev, precision=prec, cache=EmbeddingCache(cache_bytes), name=name)
+    info = BackendInfo("sam", name, str(path), str(dev), prec, why=why, runtime=chosen)
     log.info("backend: %s", info.status)
     return segmenter, info
 

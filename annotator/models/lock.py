@@ -38,7 +38,30 @@ class ModelLock:
         with self._lock:
             yield
 
+    def yielding(self) -> "YieldingLock":
+        """A reusable ``with`` context for long user-started work (segment everything): each
+        entry waits until no user call (a click) holds or waits for the model, so clicks get in
+        between its model calls."""
+        return YieldingLock(self)
+
     def users_waiting(self) -> int:
         """User calls holding or waiting for the model now."""
         with self._cond:
             return self._users
+
+
+class YieldingLock:
+    """``ModelLock.background()`` as a reusable context manager."""
+
+    def __init__(self, lock: ModelLock):
+        self._lock = lock
+        self._held: list = []
+
+    def __enter__(self) -> YieldingLock:
+        ctx = self._lock.background()
+        ctx.__enter__()
+        self._held.append(ctx)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._held.pop().__exit__(*exc)

@@ -5,6 +5,13 @@ same prompt encoder, decoder and postprocessing), with three differences that ma
 app: fused attention (same numbers, less time and memory), an optional bf16/fp16 encoder,
 and a content-keyed embedding cache so returning to an image never re-runs the encoder.
 Prediction can take the embedding explicitly, so many sessions can share one model.
+
+``runtime`` chooses what runs the encoder and decoder: ``"torch"`` (the modules as built, any
+device) or, on a CPU, ``"onnx"`` / ``"openvino"`` (graphs exported from the same modules,
+``annotator.models.runtime``). ``predict_candidates`` returns the candidates as low-res logits
+that are upscaled only when a mask is read, one candidate and one resolution at a time (a click
+shows one candidate at display resolution; accepting it reads that one at full resolution);
+``predict_many`` decodes prompts of several sessions in one batch.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
@@ -22,6 +30,9 @@ from annotator.models.modeling.attention import fuse_attention
 from annotator.models.device import autocast_dtype, pick_device
 from annotator.models.embeddings import EmbeddingCache, ImageEmbedding, image_key
 from annotator.annotations.pixels import as_rgb_array
+from annotator.models.lowres import axis_map, count_above
+from annotator.models.export import PromptDecoder
+from annotator.models.runtime import ExportedSam, check_runtime
 
 
 @dataclass
@@ -70,6 +81,99 @@ def check_prompts(point_coords, point_labels, box, size_hw):
     return coords, labels, box
 
 
+class LazyPrediction(Prediction):
+    """A ``Prediction`` whose masks are upscaled from the low-res logits when read.
+
+    ``masks`` (all candidates, full resolution) is what ``SamSegmenter.predict`` returns, the
+    same numbers. ``mask(i)`` upscales one candidate; ``mask(i, size_hw)`` upscales it straight
+    to another size (the canvas's) instead of resizing the full-resolution mask. ``areas``
+    are the full-resolution pixel counts, from the low-res logits (``annotator.models.lowres``:
+    exact but for pixels within float rounding of the threshold).
+    """
+
+    def __init__(self, low_res: torch.Tensor, scores: np.ndarray, embedding: ImageEmbedding,
+                 postprocess, mask_threshold: float):
+        self._low = low_res  # (C, 256, 256) float32
+        self.scores = scores
+        self.low_res_logits = low_res.numpy()
+        self._input_size = tuple(embedding.input_size)
+        self._original_size = tuple(embedding.original_size)
+        self._postprocess = postprocess
+        self._threshold = mask_threshold
+        self._masks: np.ndarray | None = None
+        self._one: dict = {}
+        self._areas: np.ndarray | None = None
+
+    @property
+    def masks(self) -> np.ndarray:
+        if self._masks is None:
+            with torch.no_grad():
+                full = self._postprocess(self._low[None], self._input_size, self._original_size)
+            self._masks = (full[0] > self._threshold).numpy()
+        return self._masks
+
+    @masks.setter
+    def masks(self, value) -> None:
+        self._masks = value
+
+    def mask(self, i: int, size_hw: tuple[int, int] | None = None) -> np.ndarray:
+        """Candidate ``i`` as a bool mask of ``size_hw`` (default: the image's size)."""
+        size_hw = self._original_size if size_hw is None else tuple(size_hw)
+        if size_hw == self._original_size and self._masks is not None:
+            return self._masks[i]
+        key = (int(i), size_hw)
+        if key not in self._one:
+            with torch.no_grad():
+                if size_hw == self._original_size:
+                    logits = self._postprocess(self._low[None, i : i + 1], self._input_size, size_hw)
+                else:
+                    logits = _resize_logits(self._low[None, i : i + 1], self._input_size, size_hw)
+            self._one[key] = (logits[0, 0] > self._threshold).numpy()
+        return self._one[key]
+
+    @property
+    def areas(self) -> np.ndarray:
+        """(C,) full-resolution pixel counts of the candidates."""
+        if self._areas is None:
+            self._areas = _areas_from_low_res(self._low, self._input_size, self._original_size, self._threshold)
+            if self._areas is None:  # noise-like logits: counting at full resolution is cheaper
+                self._areas = self.masks.reshape(len(self._low), -1).sum(1)
+        return self._areas
+
+    def __repr__(self) -> str:
+        return f"LazyPrediction({len(self._low)} candidates, scores={self.scores})"
+
+
+def _resize_logits(low: torch.Tensor, input_size, size_hw) -> torch.Tensor:
+    """``Sam.postprocess_masks`` with another final size: the low-res logits upscaled to the
+    encoder's frame, cropped to the image's part, resized to ``size_hw``."""
+    factor = 1024 // low.shape[-1]
+    x = F.interpolate(low, scale_factor=factor, mode="bilinear", align_corners=False)
+    x = x[..., : input_size[0], : input_size[1]]
+    return F.interpolate(x, size_hw, mode="bilinear", align_corners=False)
+
+
+def _areas_from_low_res(low: torch.Tensor, input_size, original_size, threshold: float):
+    n_low = low.shape[-1]
+    factor = 1024 // n_low
+    (ih, iw), (h, w) = input_size, original_size
+    maps = (axis_map(n_low, factor, ih, h), axis_map(n_low, factor, iw, w))
+    counts = count_above(low, maps, (threshold,), max_work=len(low) * h * w // 4)
+    return None if counts is None else counts[0].numpy()
+
+
+@dataclass
+class PromptSpec:
+    """One prompt for ``SamSegmenter.predict_many``: ``predict``'s arguments."""
+
+    embedding: ImageEmbedding
+    point_coords: np.ndarray | None = None
+    point_labels: np.ndarray | None = None
+    box: np.ndarray | None = None
+    mask_input: np.ndarray | None = None
+    multimask_output: bool = True
+
+
 class SamSegmenter:
     """SAM prompted segmentation over a built model."""
 
@@ -84,11 +188,24 @@ class SamSegmenter:
         fused: bool = True,
         cache: EmbeddingCache | None = None,
         name: str = "sam",
+        runtime: str = "torch",
+        runtime_cache: str | None = None,
+        progress: bool = True,
     ):
         self.device = pick_device(str(device) if device is not None else None)
+        self.runtime = check_runtime(runtime, self.device)
         self.precision = precision
-        self._autocast = autocast_dtype(precision)
         self.model = model.to(self.device).eval()
+        self.engine = None
+        if self.runtime == "torch":
+            if precision == "int8":
+                raise ValueError("int8 runs on the exported runtimes: add --runtime onnx (or openvino)")
+            self._autocast = autocast_dtype(precision)
+        else:
+            self._autocast = None
+            # exported from the official modules, before the attention is fused
+            self.engine = ExportedSam(self.model, self.runtime, precision=precision,
+                                      cache_root=runtime_cache, progress=progress)
         if fused:
             fuse_attention(self.model)
         self.transform = ResizeLongestSide(self.model.image_encoder.img_size)
@@ -96,6 +213,7 @@ class SamSegmenter:
         self.name = name
         self.embedding: ImageEmbedding | None = None
         self._encoder_lock = threading.Lock()
+        self._batch_decoder = None
         with torch.no_grad():  # depends only on the weights; the official code recomputes it per click
             self._dense_pe = self.model.prompt_encoder.get_dense_pe()
 
@@ -128,8 +246,11 @@ class SamSegmenter:
         x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
         input_size = tuple(x.shape[-2:])
         x = self.model.preprocess(x)
-        with self._precision():
-            features = self.model.image_encoder(x)
+        if self.engine is not None:
+            features = self.engine.encode(x)
+        else:
+            with self._precision():
+                features = self.model.image_encoder(x)
         return ImageEmbedding(key, features.float(), tuple(image.shape[:2]), input_size)
 
     def _precision(self):
@@ -138,7 +259,6 @@ class SamSegmenter:
         return torch.autocast(device_type=self.device.type, dtype=self._autocast)
 
     # -- prompts -------------------------------------------------------------------------
-    @torch.no_grad()
     def predict(
         self,
         point_coords=None,
@@ -152,10 +272,34 @@ class SamSegmenter:
         """Masks for any mix of positive (1) / negative (0) points in (x, y) image pixels and
         one box (x0, y0, x1, y1). ``mask_input`` is a (1, 256, 256) low-res logit map from a
         previous prediction, to refine it."""
+        lazy = self.predict_candidates(point_coords, point_labels, box, mask_input, multimask_output,
+                                       embedding=embedding)
+        return Prediction(masks=lazy.masks, scores=lazy.scores, low_res_logits=lazy.low_res_logits)
+
+    def predict_candidates(
+        self,
+        point_coords=None,
+        point_labels=None,
+        box=None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        *,
+        embedding: ImageEmbedding | None = None,
+    ) -> LazyPrediction:
+        """``predict``, with the masks upscaled only when read (see ``LazyPrediction``)."""
         emb = embedding or self.embedding
         if emb is None:
             raise RuntimeError("set an image first (set_image or embed)")
-        coords, labels, box = check_prompts(point_coords, point_labels, box, emb.original_size)
+        spec = PromptSpec(emb, point_coords, point_labels, box, mask_input, multimask_output)
+        if self.engine is None:
+            return self._predict_torch(spec)
+        return self.predict_many([spec])[0]
+
+    @torch.no_grad()
+    def _predict_torch(self, spec: PromptSpec) -> LazyPrediction:
+        """The official path: SAM's prompt encoder and mask decoder as PyTorch modules."""
+        emb = spec.embedding
+        coords, labels, box = check_prompts(spec.point_coords, spec.point_labels, spec.box, emb.original_size)
         points = boxes = masks_in = None
         if coords is not None:
             c = self.transform.apply_coords(coords, emb.original_size)
@@ -166,21 +310,87 @@ class SamSegmenter:
         if box is not None:
             b = self.transform.apply_boxes(box, emb.original_size)
             boxes = torch.as_tensor(b, dtype=torch.float, device=self.device)
-        if mask_input is not None:
-            m = np.asarray(mask_input, dtype=np.float32)
-            m = m.reshape((1,) * (4 - m.ndim) + m.shape)
-            masks_in = torch.as_tensor(m, device=self.device)
+        if spec.mask_input is not None:
+            masks_in = torch.as_tensor(_mask_input(spec.mask_input)[None], device=self.device)
         sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=masks_in)
         low_res, iou = self.model.mask_decoder(
             image_embeddings=emb.features,
             image_pe=self._dense_pe,
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
-            multimask_output=multimask_output,
+            multimask_output=spec.multimask_output,
         )
-        masks = self.model.postprocess_masks(low_res, emb.input_size, emb.original_size)
-        return Prediction(
-            masks=(masks[0] > self.model.mask_threshold).cpu().numpy(),
-            scores=iou[0].float().cpu().numpy(),
-            low_res_logits=low_res[0].float().cpu().numpy(),
-        )
+        return self._lazy(low_res[0], iou[0], emb)
+
+    def _lazy(self, low_res: torch.Tensor, iou: torch.Tensor, emb: ImageEmbedding) -> LazyPrediction:
+        return LazyPrediction(low_res.float().cpu(), iou.float().cpu().numpy(), emb,
+                              self.model.postprocess_masks, self.model.mask_threshold)
+
+    # -- batches of prompts --------------------------------------------------------------
+    def decoder_inputs(self, spec: PromptSpec):
+        """One prompt as the exported decoder's inputs (``PromptDecoder``): coords (N, 2) in
+        the encoder frame, labels (N,), mask (1, 256, 256), has_mask; the points padded with
+        one "not a point" when there is no box, as ``PromptEncoder`` does."""
+        emb = spec.embedding
+        coords, labels, box = check_prompts(spec.point_coords, spec.point_labels, spec.box, emb.original_size)
+        parts_c, parts_l = [], []
+        if coords is not None:
+            parts_c.append(self.transform.apply_coords(coords, emb.original_size))
+            parts_l.append(labels.astype(np.float32))
+        if box is None:
+            parts_c.append(np.zeros((1, 2)))
+            parts_l.append(np.array([-1.0]))
+        else:
+            parts_c.append(self.transform.apply_boxes(box, emb.original_size).reshape(2, 2))
+            parts_l.append(np.array([2.0, 3.0]))
+        mh, mw = self.model.prompt_encoder.mask_input_size
+        if spec.mask_input is None:
+            mask, has = np.zeros((1, mh, mw), np.float32), 0.0
+        else:
+            mask, has = _mask_input(spec.mask_input), 1.0
+        return np.concatenate(parts_c).astype(np.float32), np.concatenate(parts_l).astype(np.float32), mask, has
+
+    @torch.no_grad()
+    def predict_many(self, specs: list[PromptSpec]) -> list[LazyPrediction]:
+        """``predict_candidates`` for several prompts, on one or several images, decoded in
+        as few decoder calls as their shapes allow (prompts with the same number of points are
+        stacked, each with its own image embedding). Raises ``ValueError`` for a bad prompt
+        before anything runs."""
+        inputs = [self.decoder_inputs(s) for s in specs]
+        groups: dict[int, list[int]] = {}
+        for i, (c, _, _, _) in enumerate(inputs):
+            groups.setdefault(len(c), []).append(i)
+        out: list[LazyPrediction | None] = [None] * len(specs)
+        for idx in groups.values():
+            keys = {specs[i].embedding.key for i in idx}
+            if len(keys) == 1:
+                features = specs[idx[0]].embedding.features
+            else:
+                features = torch.cat([specs[i].embedding.features for i in idx])
+            coords = np.stack([inputs[i][0] for i in idx])
+            labels = np.stack([inputs[i][1] for i in idx])
+            masks = np.stack([inputs[i][2] for i in idx])
+            has = np.array([inputs[i][3] for i in idx], np.float32)
+            low_res, iou = self._decode_batch(features, coords, labels, masks, has)
+            for row, i in enumerate(idx):
+                sel = slice(1, None) if specs[i].multimask_output else slice(0, 1)
+                out[i] = self._lazy(low_res[row, sel], iou[row, sel], specs[i].embedding)
+        return out
+
+    def _decode_batch(self, features, coords, labels, masks, has):
+        if self.engine is not None:
+            result = self.engine.decode(features, coords, labels, masks, has)
+            return result.low_res, result.iou
+        if self._batch_decoder is None:
+            self._batch_decoder = PromptDecoder(self.model)
+
+        def t(a):
+            return torch.as_tensor(a, dtype=torch.float32, device=self.device)
+
+        return self._batch_decoder(features, t(coords), t(labels), t(masks), t(has))
+
+
+def _mask_input(mask_input) -> np.ndarray:
+    """A previous prediction's low-res logits as (1, 256, 256) float32."""
+    m = np.asarray(mask_input, dtype=np.float32)
+    return m.reshape(m.shape[-3:] if m.ndim >= 3 else (1,) + m.shape)

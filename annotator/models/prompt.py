@@ -14,9 +14,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from annotator.models.predictor import Prediction
+
+
+def _areas(pred: Prediction) -> np.ndarray:
+    """Pixel counts of the candidates (a lazy prediction counts them without upscaling)."""
+    if hasattr(pred, "areas"):
+        return pred.areas
+    return pred.masks.reshape(len(pred.masks), -1).sum(1)
 
 SAME_PIXEL = 3.0  # clicks closer than this (image pixels) count as "the same pixel again"
 
@@ -38,9 +46,21 @@ class Prompt:
     @property
     def mask(self) -> np.ndarray | None:
         """The chosen candidate's full-resolution mask."""
+        return self.mask_at(None)
+
+    def mask_at(self, size_hw: tuple[int, int] | None) -> np.ndarray | None:
+        """The chosen candidate's mask at ``size_hw`` (the canvas's; None: the image's). A
+        lazy prediction upscales just this candidate, straight to that size."""
         if self.prediction is None:
             return None
-        return self.prediction.masks[self.order[self.choice]]
+        i = self.order[self.choice]
+        if hasattr(self.prediction, "mask"):
+            return self.prediction.mask(i, size_hw)
+        full = self.prediction.masks[i]
+        if size_hw is None or full.shape == tuple(size_hw):
+            return full
+        h, w = size_hw
+        return cv2.resize(full.view(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
 
     @property
     def score(self) -> float | None:
@@ -54,9 +74,10 @@ class Prompt:
         if self.prediction is None:
             return []
         out = []
+        areas = _areas(self.prediction)
         for pos, i in enumerate(self.order):
             s = float(self.prediction.scores[i])
-            out.append((pos, s if np.isfinite(s) else None, int(self.prediction.masks[i].sum())))
+            out.append((pos, s if np.isfinite(s) else None, int(areas[i])))
         return out
 
     def choose(self, position: int) -> None:
@@ -121,7 +142,9 @@ def _predict(prompt: Prompt, segmenter, embedding, refine: bool) -> None:
     mask_input = None
     if refine and prompt.prediction is not None and prompt.prediction.low_res_logits is not None:
         mask_input = prompt.prediction.low_res_logits[prompt.order[prompt.choice]][None]
-    pred = segmenter.predict(
+    # candidates upscaled only when shown or accepted, where the segmenter offers it
+    predict = getattr(segmenter, "predict_candidates", segmenter.predict)
+    pred = predict(
         np.array(prompt.points) if prompt.points else None,
         np.array(prompt.labels) if prompt.points else None,
         box=np.array(prompt.box) if prompt.box is not None else None,
@@ -129,7 +152,7 @@ def _predict(prompt: Prompt, segmenter, embedding, refine: bool) -> None:
         multimask_output=single_point,
         embedding=embedding,
     )
-    areas = pred.masks.reshape(len(pred.masks), -1).sum(1)
+    areas = _areas(pred)
     prompt.prediction = pred
     prompt.order = [int(i) for i in np.argsort(-areas, kind="stable")]
     # start on the candidate SAM rates best; repeated clicks then cycle by size

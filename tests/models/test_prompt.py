@@ -45,17 +45,17 @@ def test_more_points_refine_with_previous_logits(seg_and_emb):
     click(p, seg, emb, "positive", 900, 600)
     chosen_logits = p.prediction.low_res_logits[p.order[p.choice]].copy()
     calls = []
-    real = seg.predict
+    real = seg.predict_candidates  # what prompting calls (candidates upscaled when shown)
 
     def spy(*a, **k):
         calls.append(k)
         return real(*a, **k)
 
-    seg.predict = spy
+    seg.predict_candidates = spy
     try:
         click(p, seg, emb, "negative", 1300, 800)
     finally:
-        del seg.predict
+        del seg.predict_candidates
     assert np.array_equal(calls[0]["mask_input"][0], chosen_logits)
     assert calls[0]["multimask_output"] is False
     assert p.labels == [1, 0] and len(p.candidates()) == 1

@@ -1,0 +1,219 @@
+"""SAM's image encoder and prompt decoder as ONNX files, built once per set of weights.
+
+Exported from the official modules with PyTorch's TorchScript exporter (``dynamo=False``:
+it needs no extra package and traces SAM's encoders as they are):
+
+- the image encoder: (1, 3, 1024, 1024) preprocessed image -> (1, 256, 64, 64) features;
+- the prompt decoder (``PromptDecoder``, on ``segment_anything.utils.onnx.SamOnnxModel``):
+  SAM's prompt encoder and mask decoder for a batch of prompts, returning the low-res logits
+  and predicted IoU of all four mask tokens. The upscaling to image pixels stays outside the
+  graph, so a click upscales only the candidate it shows.
+
+Files live under ``<cache>/runtime/<weights key>/<part>/model.onnx``; the key is a hash of the
+weights and of what shapes the graph, so another checkpoint or another exporter builds anew.
+Each part is written to a temporary folder and renamed into place, so an interrupted or
+concurrent build never leaves a half-written model behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from segment_anything.modeling import Sam
+from segment_anything.utils.onnx import SamOnnxModel
+
+from annotator.models.modeling.attention import _FUSED
+
+log = logging.getLogger(__name__)
+
+# Bump when the exported graphs change (inputs, outputs, what they compute).
+EXPORT_VERSION = 1
+OPSET = 17
+PARTS = ("encoder", "encoder-int8", "decoder")
+
+
+def weights_key(model: Sam) -> str:
+    """A hash of the model's weights and architecture (and of this exporter's version): the
+    name of its folder in the cache."""
+    h = hashlib.blake2b(digest_size=12)
+    h.update(f"v{EXPORT_VERSION} torch {torch.__version__.split('+')[0]} opset {OPSET}".encode())
+    h.update(type(model.image_encoder).__name__.encode())
+    for name, t in list(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name} {tuple(t.shape)} {t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
+    return h.hexdigest()
+
+
+class PromptDecoder(SamOnnxModel):
+    """SAM's prompt encoder + mask decoder for B prompts, built from the official modules.
+
+    Inputs (all float32): ``image_embeddings`` (E, 256, 64, 64) with E = 1 (every prompt on
+    one image) or E = B (prompt i on image i: clicks of different sessions stacked);
+    ``point_coords`` (B, N, 2) in the encoder's 1024-pixel frame, box corners included;
+    ``point_labels`` (B, N): 1 object, 0 background, 2/3 box corners, -1 padding;
+    ``mask_input`` (B, 1, 256, 256) low-res logits; ``has_mask_input`` (B,) 1 where
+    ``mask_input`` is given. Outputs: low-res logits (B, 4, 256, 256) and predicted IoU (B, 4)
+    of the four mask tokens (token 0 is the single-mask output, 1-3 the multimask ones).
+
+    Same prompt embedding as ``SamOnnxModel`` (which is what ``PromptEncoder`` computes once
+    the caller adds its padding point); the mask decoder's steps are spelled out so the image
+    embedding can be per prompt instead of repeated.
+    """
+
+    def __init__(self, model: Sam):
+        super().__init__(model, return_single_mask=False)
+
+    @torch.no_grad()
+    def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input):
+        dec = self.model.mask_decoder
+        sparse = self._embed_points(point_coords, point_labels)
+        dense = self._embed_masks(mask_input, has_mask_input.reshape(-1, 1, 1, 1))
+        b = sparse.shape[0]
+        output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
+        tokens = torch.cat([output_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
+        src = image_embeddings + dense  # broadcasts E = 1 over the batch
+        pos = self.model.prompt_encoder.get_dense_pe()
+        hs, keys = dec.transformer(src, pos, tokens)
+        c, h, w = src.shape[1:]
+        up = dec.output_upscaling(keys.transpose(1, 2).reshape(b, c, h, w))
+        mask_tokens = hs[:, 1 : 1 + dec.num_mask_tokens]
+        hyper = torch.stack([mlp(mask_tokens[:, i]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], dim=1)
+        uc, uh, uw = up.shape[1:]
+        low_res = (hyper @ up.reshape(b, uc, uh * uw)).reshape(b, -1, uh, uw)
+        iou = dec.iou_prediction_head(hs[:, 0])
+        return low_res, iou
+
+
+@contextlib.contextmanager
+def official_attention(model: torch.nn.Module):
+    """The official attention modules for the duration (``fuse_attention`` swaps classes in
+    place); what was fused is fused again afterwards."""
+    official = {fused: orig for orig, fused in _FUSED.items()}
+    swapped = [(m, type(m)) for m in model.modules() if type(m) in official]
+    for m, cls in swapped:
+        m.__class__ = official[cls]
+    try:
+        yield model
+    finally:
+        for m, cls in swapped:
+            m.__class__ = cls
+
+
+def _export(module, args, path: Path, input_names, output_names, dynamic_axes=None) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
+        torch.onnx.export(
+            module, args, str(path), input_names=input_names, output_names=output_names,
+            dynamic_axes=dynamic_axes, opset_version=OPSET, do_constant_folding=True, dynamo=False,
+        )
+
+
+def export_encoder(model: Sam, path: Path) -> None:
+    size = model.image_encoder.img_size
+    x = torch.zeros(1, 3, size, size)
+    with official_attention(model), torch.no_grad():
+        _export(model.image_encoder.float().eval(), (x,), path, ["image"], ["features"])
+
+
+def export_decoder(model: Sam, path: Path) -> None:
+    c = model.prompt_encoder.embed_dim
+    h, w = model.prompt_encoder.image_embedding_size
+    mh, mw = model.prompt_encoder.mask_input_size
+    args = (
+        torch.randn(1, c, h, w),
+        torch.randint(0, 1024, (2, 3, 2), dtype=torch.float),
+        torch.tensor([[1.0, 0.0, -1.0], [2.0, 3.0, 1.0]]),
+        torch.randn(2, 1, mh, mw),
+        torch.tensor([1.0, 0.0]),
+    )
+    axes = {
+        "image_embeddings": {0: "images"},
+        "point_coords": {0: "prompts", 1: "points"},
+        "point_labels": {0: "prompts", 1: "points"},
+        "mask_input": {0: "prompts"},
+        "has_mask_input": {0: "prompts"},
+        "low_res_masks": {0: "prompts"},
+        "iou_predictions": {0: "prompts"},
+    }
+    with official_attention(model):
+        _export(PromptDecoder(model).eval(), args, path,
+                ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"],
+                ["low_res_masks", "iou_predictions"], axes)
+
+
+def quantize_encoder(fp32_path: Path, path: Path) -> None:
+    """Dynamic int8 quantization of the encoder's matrix-multiplication weights (activations
+    stay float and are quantized on the fly): ONNX Runtime's own tool, which needs ``onnx``."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(fp32_path), str(path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+
+
+class ExportCache:
+    """Exported parts of one model under ``root/<weights key>/``, built on first use."""
+
+    def __init__(self, model: Sam, root: str | os.PathLike | None = None, key: str | None = None):
+        if root is None:
+            from annotator.models.checkpoints import cache_dir
+
+            root = cache_dir() / "runtime"
+        self.model = model
+        self.key = key or weights_key(model)
+        self.dir = Path(root) / self.key
+
+    def path(self, part: str) -> Path:
+        if part not in PARTS:
+            raise ValueError(f"unknown part {part!r}; one of {', '.join(PARTS)}")
+        return self.dir / part / "model.onnx"
+
+    def missing(self, parts) -> list[str]:
+        return [p for p in parts if not self.path(p).exists()]
+
+    def ensure(self, parts, progress: bool = True) -> dict[str, Path]:
+        """Paths of ``parts``, exporting those not on disk yet (with a progress bar)."""
+        todo = self.missing(parts)
+        if "encoder-int8" in todo and "encoder" not in todo and not self.path("encoder").exists():
+            todo.insert(0, "encoder")
+        if todo:
+            from tqdm.auto import tqdm
+
+            log.info("exporting %s to %s (once for these weights)", ", ".join(todo), self.dir)
+            bar = tqdm(total=len(todo), desc="Preparing the CPU runtime (once per checkpoint)",
+                       unit="part", disable=not progress)
+            try:
+                for part in todo:
+                    bar.set_postfix_str(part)
+                    self._build(part)
+                    bar.update(1)
+            finally:
+                bar.close()
+        return {p: self.path(p) for p in parts}
+
+    def _build(self, part: str) -> None:
+        final = self.path(part).parent
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{part}-", dir=final.parent))
+        try:
+            target = tmp / "model.onnx"
+            if part == "encoder":
+                export_encoder(self.model, target)
+            elif part == "decoder":
+                export_decoder(self.model, target)
+            else:
+                quantize_encoder(self.path("encoder"), target)
+            try:
+                os.replace(tmp, final)
+            except OSError:
+                if not self.path(part).exists():  # not another process finishing first
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
