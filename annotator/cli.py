@@ -7,8 +7,8 @@ import logging
 import os
 import sys
 
-from annotator.models.device import PRECISIONS, RUNTIMES
 from annotator.limits import add_limit_args
+from annotator.models.device import PRECISIONS, RUNTIMES
 
 # the formats `annotator convert --to` writes (annotator.formats.convert.FORMATS; listed here so
 # building the parser imports no format code)
@@ -48,8 +48,8 @@ def cmd_serve(args) -> int:
     # took ~800 ms instead of ~100 ms (benchmarks/ui_latency.py). The policy is read when
     # torch loads, so it is set before the first torch import; an explicit setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from annotator.models.checkpoints import CheckpointError
     from annotator.limits import Limits, LimitsError
+    from annotator.models.checkpoints import CheckpointError
 
     try:
         limits = Limits.from_args(args)
@@ -57,10 +57,10 @@ def cmd_serve(args) -> int:
     except (CheckpointError, LimitsError, ValueError) as e:
         print(f"annotator: {e}", file=sys.stderr)
         return 2
-    from annotator.projects.folders import FolderPolicy
-    from annotator.projects.library import ProjectLibrary
     from annotator.app.ui import build_app, launch_kwargs
     from annotator.app.workbench import Workbench
+    from annotator.projects.folders import FolderPolicy
+    from annotator.projects.library import ProjectLibrary
 
     print(f"annotator: {info.status}", file=sys.stderr)
     projects = ProjectLibrary(args.projects_dir)
@@ -85,9 +85,8 @@ def add_generator_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_auto(args) -> int:
+    from annotator.amg.batch import find_images, needs_prelabel, recorded_settings, sidecar_path
     from annotator.amg.params import GENERATOR_PARAMS
-    from annotator.amg.batch import (find_images, needs_prelabel, recorded_settings,
-                                 sidecar_path)
     from annotator.formats.images import ImageError
     from annotator.projects.store import Project, ProjectError
 
@@ -250,8 +249,7 @@ def cmd_convert(args) -> int:
 def cmd_eval(args) -> int:
     import json
 
-    from annotator.formats import coco
-    from annotator.formats import metrics
+    from annotator.formats import coco, metrics
 
     try:
         gt = coco.load(args.ground_truth)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Mapping
 
 ENV_PREFIX = "ANNOTATOR_"
 MB = 2**20
@@ -62,7 +62,7 @@ class Limits:
 
     # -- where they come from --------------------------------------------------------------------
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Limits":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Limits:
         """Defaults, then ``ANNOTATOR_*`` variables, then ``overrides`` (None = not given)."""
         environ = os.environ if environ is None else environ
         values = {}
@@ -74,7 +74,7 @@ class Limits:
         return cls(**values)
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> "Limits":
+    def from_args(cls, args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Limits:
         return cls.from_env(environ, **{f.name: getattr(args, f.name, None) for f in fields(cls)})
 
 

@@ -17,7 +17,6 @@ import torch
 from annotator.models.registry import TINY, SamVariant, get_variant
 
 
-
 def _variant(variant: str | SamVariant) -> SamVariant:
     if isinstance(variant, SamVariant):
         return variant

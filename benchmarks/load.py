@@ -51,7 +51,7 @@ def start_server(model: str, checkpoint: str, port: int, log_path: Path) -> subp
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False")
     cmd = [sys.executable, "-m", "annotator", "serve", "--model", model, "--checkpoint", checkpoint,
            "--device", "cpu", "--host", "127.0.0.1", "--port", str(port), "--no-download"]
-    log = open(log_path, "w")
+    log = open(log_path, "w")  # noqa: SIM115  (the server's log: open for the process's life)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:

@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 sys.path.insert(1, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
+from blobs import blob_rles  # noqa: E402
 
 from annotator.annotations.document import AnnotationDocument  # noqa: E402
-from blobs import blob_rles  # noqa: E402
 
 
 def ms(samples):
@@ -101,7 +101,7 @@ def main() -> None:
     anns = doc.annotations
     boxes = np.array([a.bbox for a in anns])
     merge_times, sub_times, undo_times, merged_sizes = [], [], [], []
-    for trial in range(30):
+    for _trial in range(30):
         i = int(rng.integers(0, n))
         x, y, bw, bh = boxes[i]
         overlap = np.flatnonzero((boxes[:, 0] < x + bw) & (boxes[:, 0] + boxes[:, 2] > x) &

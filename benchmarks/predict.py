@@ -33,8 +33,8 @@ import torch  # noqa: E402
 from segment_anything import SamPredictor  # noqa: E402
 
 from annotator.formats.images import load_image  # noqa: E402
-from annotator.models.runtime import available  # noqa: E402
 from annotator.models.predictor import SamSegmenter  # noqa: E402
+from annotator.models.runtime import available  # noqa: E402
 from annotator.testing import random_sam  # noqa: E402
 
 DATA = Path(os.environ.get("ANNOTATOR_SHARED_DATA", ROOT.parent / "shared" / "data")) / "images"

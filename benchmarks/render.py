@@ -21,11 +21,11 @@ sys.path.insert(0, str(ROOT))  # this checkout's annotator
 sys.path.insert(1, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
+from blobs import blob_rles  # noqa: E402
 
 from annotator import rle as rle_utils  # noqa: E402
-from annotator.formats.images import load_image  # noqa: E402
 from annotator.annotations.render import LabelMapCache, label_map_from_rles, overlay, palette  # noqa: E402
-from blobs import blob_rles  # noqa: E402
+from annotator.formats.images import load_image  # noqa: E402
 
 TRUCK = ROOT.parent / "shared" / "data" / "images" / "truck.jpg"
 

@@ -110,10 +110,10 @@ def run(args) -> int:
     import gradio as gr
     import torch
 
+    from annotator.app.workbench import Workbench
     from annotator.models.loading import BackendInfo
     from annotator.models.predictor import SamSegmenter
     from annotator.testing import random_sam
-    from annotator.app.workbench import Workbench
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -188,8 +188,8 @@ def http(wb, image, clicks) -> None:
     """The same clicks through a running app: browser-equivalent API calls over HTTP."""
     from gradio_client import Client, handle_file
 
-    from annotator.testing import free_port
     from annotator.app.ui import build_app
+    from annotator.testing import free_port
 
     port = free_port()
     demo = build_app(wb.segmenter, wb.info, workbench=wb)

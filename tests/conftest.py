@@ -49,8 +49,8 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def wb(tiny_checkpoint):
     """A Workbench (the app's logic) on the tiny random SAM, shared by a test module."""
-    from annotator.models.loading import load_segmenter
     from annotator.app.workbench import Workbench
+    from annotator.models.loading import load_segmenter
 
     segmenter, info = load_segmenter("tiny", str(tiny_checkpoint), device="cpu")
     return Workbench(segmenter, info)

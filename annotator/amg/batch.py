@@ -12,9 +12,9 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 from annotator.formats.images import ImageError
 from annotator.projects.store import Project

@@ -32,8 +32,9 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -49,8 +50,8 @@ from torchvision.ops.boxes import batched_nms
 from annotator.amg.decoder import PointDecoder
 from annotator.amg.params import DEFAULTS
 from annotator.amg.postprocess import CropFrame, MaskSet, masks_from_logits
-from annotator.models.device import autocast_dtype
 from annotator.annotations.pixels import as_rgb_array
+from annotator.models.device import autocast_dtype
 from annotator.models.predictor import SamSegmenter
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
@@ -128,7 +129,7 @@ def _model_device(model: Sam) -> torch.device:
 
 
 class MaskGenerator:
-    def __init__(
+    def __init__(  # noqa: PLR0913  (SamAutomaticMaskGenerator's arguments, kept by name)
         self,
         model: Sam | SamSegmenter,
         points_per_side: int | None = DEFAULTS["points_per_side"],

@@ -130,7 +130,7 @@ class MaskSet:
     def __len__(self) -> int:
         return len(self.rles)
 
-    def select(self, index) -> "MaskSet":
+    def select(self, index) -> MaskSet:
         """The masks at ``index`` (integer indices, in that order, or a boolean mask)."""
         index = np.asarray(index)
         if index.dtype == bool:
@@ -146,7 +146,7 @@ class MaskSet:
         )
 
     @staticmethod
-    def concat(sets: list["MaskSet"]) -> "MaskSet":
+    def concat(sets: list[MaskSet]) -> MaskSet:
         sets = [s for s in sets if len(s)]
         if not sets:
             return MaskSet()

@@ -93,7 +93,7 @@ class Annotation:
         return rec
 
     @classmethod
-    def from_record(cls, rec: Mapping) -> "Annotation":
+    def from_record(cls, rec: Mapping) -> Annotation:
         rec = dict(rec)
         rec.pop("z", None)
         rle = rle_utils.normalize({"size": rec.pop("size"), "counts": rec.pop("counts")})

@@ -18,8 +18,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -129,7 +130,7 @@ class AnnotationDocument:
         return [a.to_record(z) for z, a in enumerate(self.annotations)]
 
     @classmethod
-    def from_records(cls, height: int, width: int, records: Iterable[Mapping], **kwargs) -> "AnnotationDocument":
+    def from_records(cls, height: int, width: int, records: Iterable[Mapping], **kwargs) -> AnnotationDocument:
         doc = cls(height, width, **kwargs)
         recs = sorted(records, key=lambda r: r.get("z", 0))
         anns = [Annotation.from_record(r) for r in recs]

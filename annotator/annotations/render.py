@@ -18,7 +18,7 @@ from __future__ import annotations
 import colorsys
 import threading
 from collections import OrderedDict
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -203,7 +203,7 @@ def _boundary(labels: np.ndarray, width: int) -> np.ndarray:
     return edge
 
 
-def overlay(
+def overlay(  # noqa: PLR0913  (drawing options, all keyword-able with defaults)
     image: np.ndarray,
     masks,
     alpha: float = 0.5,

@@ -10,7 +10,7 @@ hit test, the renderer and input validation use.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils

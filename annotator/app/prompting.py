@@ -15,7 +15,8 @@ from annotator.app.checks import check_mode, need_embedding, need_image
 from annotator.app.context import Context
 from annotator.app.state import MODES, Session, WorkbenchError
 from annotator.app.text import score_text
-from annotator.models.prompt import Prompt, click as prompt_click
+from annotator.models.prompt import Prompt
+from annotator.models.prompt import click as prompt_click
 
 MODE_HINTS = {"positive": "Click the object to add a positive point.",
               "negative": "Click where the mask should not reach.",

@@ -23,16 +23,17 @@ import datetime
 import json
 import math
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 
 from annotator.annotations import rle as rle_utils
+from annotator.annotations.document import REVIEW_STATES, SOURCES, AnnotationDocument
 from annotator.limits import human_bytes
-from annotator.annotations.document import SOURCES, REVIEW_STATES, AnnotationDocument
 
 SAM_FIELDS = ("predicted_iou", "stability_score", "point_coords", "crop_box", "prompts")
 PROVENANCE_FIELDS = ("model", "score", "concept")

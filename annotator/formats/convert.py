@@ -265,7 +265,7 @@ def _stem_of(img: Mapping) -> str:
     return Path(str(img.get("labelme_file") or img["file_name"])).stem
 
 
-def check(dataset: CocoDataset, written: WriteResult, back: CocoDataset, fmt: str,
+def check(dataset: CocoDataset, written: WriteResult, back: CocoDataset, fmt: str,  # noqa: C901, PLR0912
           tolerance: float) -> None:
     """Compare what was read back with what was written; ``ExportCheckError`` on any difference."""
     label = FORMATS[fmt]

@@ -8,17 +8,17 @@ nothing global changes and they work without a display.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from annotator.annotations import rle as rle_utils
+from annotator.annotations.render import overlay, palette
 from annotator.formats.images import as_rgb_array
 from annotator.formats.metrics import containment
-from annotator.annotations.render import overlay, palette
 
 # COCO's area ranges (pixels): small < 32^2 <= medium < 96^2 <= large
 SIZE_RANGES = {"large": (96**2, float("inf")), "medium": (32**2, 96**2), "small": (0, 32**2)}

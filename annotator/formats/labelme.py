@@ -113,7 +113,7 @@ def files_of(path) -> list[Path]:
     return sorted(p for p in path.glob("*.json") if p.is_file())
 
 
-def read(path, *, max_bytes: int | None = None, notes: list | None = None) -> CocoDataset:
+def read(path, *, max_bytes: int | None = None, notes: list | None = None) -> CocoDataset:  # noqa: C901, PLR0912
     """One labelme file or a folder of them. ``notes`` gets what was left out, and why."""
     path = Path(path)
     notes = [] if notes is None else notes

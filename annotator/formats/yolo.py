@@ -202,7 +202,7 @@ def _split_images(root: Path, entry) -> list[Path]:
     return out
 
 
-def read(path, *, sizes: Mapping | None = None) -> CocoDataset:
+def read(path, *, sizes: Mapping | None = None) -> CocoDataset:  # noqa: C901, PLR0912
     """A YOLO segmentation dataset (its folder or its YAML). ``sizes`` (stem -> (h, w)) stands
     in for image files that are not there: YOLO coordinates are fractions of the image size."""
     yaml_path = find_yaml(path)

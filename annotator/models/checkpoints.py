@@ -7,6 +7,7 @@ official URL with a progress bar, a sha256 check and an atomic rename into the c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -20,8 +21,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from annotator.models.registry import SamVariant
 from annotator.models.modeling.tinyvit import MOBILE_SAM_CONFIG
+from annotator.models.registry import SamVariant
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +130,8 @@ def download_checkpoint(variant: SamVariant, target: Path, *, progress: bool = T
         log.info("downloaded %s to %s", variant.filename, target)
         return target
     finally:
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
         tmp.unlink(missing_ok=True)
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from annotator.models.embeddings import ImageEmbedding, image_key
 from annotator.annotations.pixels import as_rgb_array
+from annotator.models.embeddings import ImageEmbedding, image_key
 from annotator.models.predictor import Prediction, check_prompts
 
 

@@ -32,9 +32,9 @@ from annotator.models.device import default_precision, pick_device
 from annotator.models.embeddings import EmbeddingCache
 from annotator.models.grabcut import GrabCutSegmenter
 from annotator.models.hub import HUB_MODELS, get_hub_model, resolve_hub_checkpoint
-from annotator.models.runtime import check_runtime, default_runtime
 from annotator.models.predictor import SamSegmenter
 from annotator.models.registry import VARIANTS, get_variant
+from annotator.models.runtime import check_runtime, default_runtime
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ class ModelLock:
         self._cond = threading.Condition()
         self._users = 0  # user calls holding or waiting for the lock
 
-    def __enter__(self) -> "ModelLock":
+    def __enter__(self) -> ModelLock:
         with self._cond:
             self._users += 1
         self._lock.acquire()
@@ -38,7 +38,7 @@ class ModelLock:
         with self._lock:
             yield
 
-    def yielding(self) -> "YieldingLock":
+    def yielding(self) -> YieldingLock:
         """A reusable ``with`` context for long user-started work (segment everything): each
         entry waits until no user call (a click) holds or waits for the model, so clicks get in
         between its model calls."""

@@ -26,12 +26,12 @@ import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from annotator.models.modeling.attention import fuse_attention
+from annotator.annotations.pixels import as_rgb_array
 from annotator.models.device import autocast_dtype, pick_device
 from annotator.models.embeddings import EmbeddingCache, ImageEmbedding, image_key
-from annotator.annotations.pixels import as_rgb_array
-from annotator.models.lowres import axis_map, count_above
 from annotator.models.export import PromptDecoder
+from annotator.models.lowres import axis_map, count_above
+from annotator.models.modeling.attention import fuse_attention
 from annotator.models.runtime import ExportedSam, check_runtime
 
 

@@ -21,7 +21,7 @@ class FolderPolicy:
         self.allowed = tuple(dict.fromkeys(Path(a).expanduser().resolve() for a in allowed))
 
     @classmethod
-    def from_env(cls, extra: Iterable[str | os.PathLike] = ()) -> "FolderPolicy":
+    def from_env(cls, extra: Iterable[str | os.PathLike] = ()) -> FolderPolicy:
         env = [p for p in os.environ.get(ALLOW_FOLDER_ENV, "").split(os.pathsep) if p.strip()]
         return cls([*env, *extra])
 

@@ -32,8 +32,8 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
 
 from annotator.formats.images import DEFAULT_MAX_PIXELS, ImageError, file_sha256, load_image, oriented_size
 from annotator.projects.records import (
@@ -173,7 +173,7 @@ class Project:
         with self._lock:
             self._conn.close()
 
-    def __enter__(self) -> "Project":
+    def __enter__(self) -> Project:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -412,7 +412,7 @@ class Project:
         self._remember(image_id, SavedRows(data_version, rev, new, new_objects, order))
         return rev
 
-    def _saved_rows(self, c: sqlite3.Connection, image_id: int, head: int) -> "SavedRows":
+    def _saved_rows(self, c: sqlite3.Connection, image_id: int, head: int) -> SavedRows:
         """The image's stored rows: remembered from this connection's last save when no other
         connection has committed since (PRAGMA data_version), otherwise read back."""
         data_version = c.execute("PRAGMA data_version").fetchone()[0]
@@ -424,7 +424,7 @@ class Project:
         return SavedRows(data_version, head, {i: (counts, rec) for i, counts, rec in rows}, {},
                           [r[0] for r in rows])
 
-    def _remember(self, image_id: int, saved: "SavedRows | None") -> None:
+    def _remember(self, image_id: int, saved: SavedRows | None) -> None:
         with self._lock:
             self._saved.pop(image_id, None)
             if saved is not None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import IMAGES
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
@@ -15,8 +16,6 @@ from pycocotools.coco import COCO
 from annotator.amg import batch, distributed, params
 from annotator.formats.images import ImageError
 from annotator.projects.store import Project
-
-from conftest import IMAGES
 
 
 class RectGenerator:
@@ -145,9 +144,8 @@ def test_distributed_run_without_ray_says_how_to_install_it(tmp_path):
         pytest.skip("ray is installed here")
     except ImportError:
         pass
-    with Project(tmp_path / "p.annotator") as project:
-        with pytest.raises(ImportError, match=r"annotator\[ray\]"):
-            distributed.run(project, [], {}, concurrency=2)
+    with Project(tmp_path / "p.annotator") as project, pytest.raises(ImportError, match=r"annotator\[ray\]"):
+        distributed.run(project, [], {}, concurrency=2)
 
 
 def test_gpus_per_actor_follow_the_cluster_and_impossible_requests_name_the_flag():

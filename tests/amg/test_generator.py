@@ -25,9 +25,8 @@ from segment_anything.utils.amg import (
     uncrop_masks,
 )
 
-from annotator.amg.generator import Cancelled, MaskGenerator, Progress, Update, uncompressed_rle
 from annotator.amg.decoder import PointDecoder
-from annotator.amg.stability import axis_map, count_above, stability_from_low_res
+from annotator.amg.generator import Cancelled, MaskGenerator, Progress, Update, uncompressed_rle
 from annotator.amg.postprocess import (
     CropFrame,
     boxes_from_transposed,
@@ -35,6 +34,7 @@ from annotator.amg.postprocess import (
     rle_boxes,
     upscale_transposed,
 )
+from annotator.amg.stability import axis_map, count_above, stability_from_low_res
 from annotator.models.predictor import SamSegmenter
 from annotator.testing import random_sam
 

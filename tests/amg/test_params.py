@@ -14,5 +14,5 @@ def test_mask_generator_defaults_are_the_params_module():
 
 
 def test_the_app_panel_offers_sams_defaults():
-    assert AMG_DEFAULTS == {k: params.DEFAULTS[k] for k in params.APP_PARAMS}
+    assert {k: params.DEFAULTS[k] for k in params.APP_PARAMS} == AMG_DEFAULTS
     assert AMG_DEFAULTS["pred_iou_thresh"] == 0.88 and AMG_DEFAULTS["points_per_side"] == 32

@@ -11,7 +11,7 @@ from hypothesis.extra.numpy import arrays
 from pycocotools import mask as mask_utils
 
 from annotator.annotations import rle as rle_utils
-from annotator.annotations.document import AnnotationDocument, Annotation, next_in_stack
+from annotator.annotations.document import Annotation, AnnotationDocument, next_in_stack
 
 H, W = 48, 64
 

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from annotator.formats import figures
 from annotator.annotations import rle as rle_utils
 from annotator.annotations.document import AnnotationDocument
 from annotator.annotations.render import (
@@ -17,6 +16,7 @@ from annotator.annotations.render import (
     palette,
     render_document,
 )
+from annotator.formats import figures
 
 
 def random_blobs(h, w, n, seed=0):

@@ -16,14 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import IMAGES
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from annotator.models.loading import load_segmenter
-from annotator.limits import Limits
 from annotator.app.workbench import Workbench, WorkbenchError
-
-from conftest import IMAGES
+from annotator.limits import Limits
+from annotator.models.loading import load_segmenter
 
 DOG = IMAGES / "dog.jpg"
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import IMAGES
 
 from annotator.testing import free_port
-
-from conftest import IMAGES
 
 pytestmark = pytest.mark.browser
 
@@ -45,8 +44,8 @@ def _chromium_or_skip():
 
 @pytest.fixture(scope="module")
 def app(tiny_checkpoint, tmp_path_factory):
-    from annotator.models.loading import load_segmenter
     from annotator.app.ui import build_app, launch_kwargs
+    from annotator.models.loading import load_segmenter
 
     segmenter, info = load_segmenter("tiny", str(tiny_checkpoint), device="cpu")
     demo = build_app(segmenter, info, projects_dir=tmp_path_factory.mktemp("projects"))

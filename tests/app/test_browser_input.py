@@ -6,10 +6,9 @@ traceback. Uses the fixtures of ``test_browser``.
 """
 
 import pytest
+from test_browser import IMAGES, LOADED, app, browser, page, session_showing, shot, wait_message, wait_status  # noqa: F401
 
 from annotator.app.workbench import TABLE_HEADERS
-from test_browser import (IMAGES, LOADED, app, browser, page, session_showing, shot,  # noqa: F401
-                          wait_message, wait_status)
 
 pytestmark = pytest.mark.browser
 

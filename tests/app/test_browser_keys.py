@@ -5,9 +5,19 @@ are checked through what they do on the server-side session, not by their look.
 """
 
 import pytest
-
-from test_browser import (LOADED, IMAGES, Canvas, app, browser, page, session_showing,  # noqa: F401
-                          shot, wait_message, wait_rows, wait_status)
+from test_browser import (  # noqa: F401
+    IMAGES,
+    LOADED,
+    Canvas,
+    app,
+    browser,
+    page,
+    session_showing,
+    shot,
+    wait_message,
+    wait_rows,
+    wait_status,
+)
 
 pytestmark = pytest.mark.browser
 

@@ -5,11 +5,11 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import IMAGES
 
 from annotator.annotations import rle as rle_utils
 from annotator.app.workbench import WorkbenchError
 from annotator.formats import convert
-from conftest import IMAGES
 
 
 def two_masks(wb, sid):

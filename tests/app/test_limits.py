@@ -11,17 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import IMAGES
 from pycocotools import mask as mask_utils
 
-from annotator.app import everything as everything_module
 from annotator.amg.generator import Progress, Update
-from annotator.models.loading import load_segmenter
-from annotator.cli import build_parser
-from annotator.limits import MB, Limits, LimitsError, describe
+from annotator.app import everything as everything_module
 from annotator.app.sessions import SessionStore
 from annotator.app.workbench import Workbench, WorkbenchError
-
-from conftest import IMAGES
+from annotator.cli import build_parser
+from annotator.limits import MB, Limits, LimitsError, describe
+from annotator.models.loading import load_segmenter
 
 DOG = IMAGES / "dog.jpg"
 ROOT = Path(__file__).resolve().parents[2]
@@ -299,7 +298,7 @@ def test_a_full_queue_refuses_new_events_and_then_serves_again(model):
         assert wb.entered.wait(30)
         second = waiting.submit(image, api_name="/upload")  # the one place in the queue
         deadline = time.monotonic() + 10
-        while not second.status().code.name == "IN_QUEUE" and time.monotonic() < deadline:
+        while second.status().code.name != "IN_QUEUE" and time.monotonic() < deadline:
             time.sleep(0.05)
         with pytest.raises(Exception, match="Queue is full"):
             refused.predict(image, api_name="/upload")

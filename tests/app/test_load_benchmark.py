@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from annotator.formats import coco
 from annotator.annotations.document import AnnotationDocument
+from annotator.formats import coco
 
 ROOT = Path(__file__).resolve().parents[2]
 

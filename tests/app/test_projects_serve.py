@@ -11,13 +11,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import IMAGES
 from gradio_client import Client, handle_file
 from pycocotools.coco import COCO
 
 from annotator.projects.store import Project
 from annotator.testing import free_port
-
-from conftest import IMAGES
 
 ROOT = Path(__file__).resolve().parents[2]
 # outputs of every view endpoint, in order (project endpoints add more after these)
@@ -37,8 +36,8 @@ def accept_at(c: Client, x: float, y: float, label: str) -> tuple:
 
 @pytest.fixture(scope="module")
 def app(tiny_checkpoint, tmp_path_factory):
-    from annotator.models.loading import load_segmenter
     from annotator.app.ui import build_app
+    from annotator.models.loading import load_segmenter
 
     segmenter, info = load_segmenter("tiny", str(tiny_checkpoint), device="cpu")
     projects = tmp_path_factory.mktemp("projects")

@@ -3,17 +3,16 @@ mask is never deleted by a bulk action; a re-run of segment everything replaces 
 nobody reviewed; hidden masks are not drawn; subtract and merge follow the selection order."""
 
 import numpy as np
+from conftest import IMAGES
 from pycocotools import mask as mask_utils
 
-from annotator.annotations import rle as rle_utils
-from annotator.app import everything as everything_module
 from annotator.amg.generator import Progress, Update
-from annotator.limits import Limits
+from annotator.annotations import rle as rle_utils
 from annotator.annotations.document import AnnotationDocument
 from annotator.annotations.render import overlay
+from annotator.app import everything as everything_module
 from annotator.app.workbench import TABLE_HEADERS, Workbench
-
-from conftest import IMAGES
+from annotator.limits import Limits
 
 DOG = IMAGES / "dog.jpg"
 SMALL_GRID = {"points_per_side": 4, "points_per_batch": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}

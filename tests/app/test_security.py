@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from conftest import IMAGES, LABELME_COCO
 from gradio import utils as gradio_utils
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
@@ -19,8 +20,6 @@ from PIL import Image
 from annotator.formats.filenames import safe_name, safe_stem
 from annotator.limits import Limits
 from annotator.testing import free_port
-
-from conftest import IMAGES, LABELME_COCO
 
 ROOT = Path(__file__).resolve().parents[2]
 MESSAGE, TABLE = 2, 4
@@ -33,8 +32,8 @@ def served(tiny_checkpoint, tmp_path_factory):
     """The app launched as ``annotator serve`` launches it, with the checkpoint's folder
     allowed by the operator (GRADIO_ALLOWED_PATHS): the checkpoint itself and the projects
     folder inside it must stay blocked."""
-    from annotator.models.loading import load_segmenter
     from annotator.app.ui import build_app, launch_kwargs
+    from annotator.models.loading import load_segmenter
 
     public = tiny_checkpoint.parent / "public.txt"
     public.write_text("an operator shares this folder")
@@ -180,8 +179,8 @@ def test_safe_name_bounds_long_names_without_splitting_characters():
 @pytest.mark.parametrize("name", ["../../../../tmp/escaped.png", "/etc/evil.png", "a\x00b.png",
                                   "é" * 300 + ".png", "..", "sub/dir/name.png", "日本語.png", "CON?.png"])
 def test_exported_files_never_leave_their_folder(tiny_checkpoint, name, tmp_path):
-    from annotator.models.loading import load_segmenter
     from annotator.app.workbench import Workbench
+    from annotator.models.loading import load_segmenter
 
     wb = Workbench(*load_segmenter("tiny", str(tiny_checkpoint), device="cpu"))
     sid = uuid.uuid4().hex

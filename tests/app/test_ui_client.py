@@ -5,13 +5,12 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import IMAGES
 from gradio_client import Client, handle_file
 from PIL import Image
 from pycocotools.coco import COCO
 
 from annotator.testing import free_port
-
-from conftest import IMAGES
 
 # outputs of every view endpoint, in order
 CANVAS, STATUS, MESSAGE, CANDIDATES, TABLE = range(5)
@@ -20,8 +19,8 @@ CANVAS, STATUS, MESSAGE, CANDIDATES, TABLE = range(5)
 
 @pytest.fixture(scope="module")
 def app(tiny_checkpoint):
-    from annotator.models.loading import load_segmenter
     from annotator.app.ui import build_app
+    from annotator.models.loading import load_segmenter
 
     segmenter, info = load_segmenter("tiny", str(tiny_checkpoint), device="cpu")
     demo = build_app(segmenter, info)

@@ -5,16 +5,15 @@ import uuid
 
 import numpy as np
 import pytest
+from conftest import IMAGES
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from annotator.annotations import render
-from annotator.models.loading import BackendInfo, load_segmenter
-from annotator.models.grabcut import GrabCutSegmenter
 from annotator.app.workbench import TABLE_HEADERS, Workbench, WorkbenchError
-
-from conftest import IMAGES
+from annotator.models.grabcut import GrabCutSegmenter
+from annotator.models.loading import BackendInfo, load_segmenter
 
 DOG = IMAGES / "dog.jpg"
 
@@ -473,8 +472,9 @@ def test_cancel_keeps_the_masks_found_so_far(wb, sid):
     kept = [text(a.rle["counts"]) for a in wb.session(sid).doc.annotations]
     # exactly what the first batch's 4 points find, deduplicated: nothing from a batch after
     # the cancel, no duplicate left in
-    from annotator.amg.generator import MaskGenerator
     from segment_anything.utils.amg import build_all_layer_point_grids
+
+    from annotator.amg.generator import MaskGenerator
 
     (grid,) = build_all_layer_point_grids(4, 0, 1)
     params = {k: v for k, v in SMALL_GRID.items() if k != "points_per_side"}

@@ -7,17 +7,16 @@ import time
 import uuid
 
 import pytest
+from conftest import IMAGES
 from pycocotools.coco import COCO
 
+from annotator.app.workbench import Workbench, WorkbenchError
 from annotator.models.loading import load_segmenter
-from annotator.projects.store import Project
 from annotator.models.lock import ModelLock
 from annotator.projects.folders import FolderPolicy
 from annotator.projects.library import ProjectLibrary, ProjectNameError
 from annotator.projects.prefetch import Prefetcher
-from annotator.app.workbench import Workbench, WorkbenchError
-
-from conftest import IMAGES
+from annotator.projects.store import Project
 
 DOG, TRUCK, DOGS = IMAGES / "dog.jpg", IMAGES / "truck.jpg", IMAGES / "dogs.jpg"
 

@@ -9,16 +9,16 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import LABELME_COCO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from pycocotools.coco import COCO
 from segment_anything.utils.amg import coco_encode_rle, mask_to_rle_pytorch
 
-from annotator.formats import coco
 from annotator.annotations import rle as rle_utils
 from annotator.annotations.document import AnnotationDocument
-from conftest import LABELME_COCO
+from annotator.formats import coco
 
 LABELME = LABELME_COCO / "annotations.json"
 
@@ -258,7 +258,7 @@ def test_documents_export_with_sam_metadata_and_load_back(tmp_path):
     doc = AnnotationDocument(60, 80)
     a = doc.add(blob_with_holes(60, 80, [(30, 30, 20, 15, 0.0)], [(30, 30, 5)]), label="dog",
                 prompts={"points": [[30, 30]], "labels": [1]}, predicted_iou=0.93, stability_score=0.97)
-    b = doc.add(blob_with_holes(60, 80, [(60, 40, 8, 8, 0.0)], []), source="auto", point_coords=[[60, 40]],
+    doc.add(blob_with_holes(60, 80, [(60, 40, 8, 8, 0.0)], []), source="auto", point_coords=[[60, 40]],
                 crop_box=[0, 0, 80, 60])
     c = doc.add(blob_with_holes(60, 80, [(10, 50, 5, 5, 0.0)], []), label="dog")
     doc.reject([c])

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from conftest import LABELME_COCO
 from pycocotools.coco import COCO
 
 from annotator.cli import build_parser, main
-from conftest import LABELME_COCO
 
 ROOT = Path(__file__).resolve().parents[2]
 LABELME = LABELME_COCO / "annotations.json"

@@ -371,7 +371,7 @@ def test_reads_other_tools_labelme_and_voc(tmp_path):
 def test_cli_convert_to_each_format(tmp_path, capsys):
     from annotator import cli
 
-    assert cli.FORMATS == tuple(convert.FORMATS)  # the parser's list, kept free of format imports
+    assert tuple(convert.FORMATS) == cli.FORMATS  # the parser's list, kept free of format imports
     assert main(["convert", str(LABELME), "-o", str(tmp_path / "y"), "--to", "yolo",
                  "--polygon-tolerance", "1"]) == 0
     err = capsys.readouterr().err

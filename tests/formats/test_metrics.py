@@ -2,11 +2,10 @@
 
 import numpy as np
 import pytest
-
-from annotator.formats import coco
-from annotator.formats import metrics
-from annotator.annotations import rle as rle_utils
 from conftest import LABELME_COCO
+
+from annotator.annotations import rle as rle_utils
+from annotator.formats import coco, metrics
 
 LABELME = LABELME_COCO / "annotations.json"
 

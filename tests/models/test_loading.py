@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from annotator.models.loading import load_segmenter
+from annotator.formats.images import ImageError, load_image
 from annotator.models.checkpoints import CheckpointError
 from annotator.models.grabcut import GrabCutSegmenter
-from annotator.formats.images import ImageError, load_image
+from annotator.models.loading import load_segmenter
 from annotator.models.predictor import SamSegmenter
 from annotator.testing import free_port
 

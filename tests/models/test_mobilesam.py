@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from annotator.models.checkpoints import CheckpointError, guess_variant, load_sam, read_state_dict
-from annotator.models.registry import VARIANTS
-from annotator.models.predictor import SamSegmenter
-from annotator.testing import randomize_inert_parameters
 from annotator.models.modeling.tinyvit import TinyViT, relative_offset_index
+from annotator.models.predictor import SamSegmenter
+from annotator.models.registry import VARIANTS
+from annotator.testing import randomize_inert_parameters
 
 try:
     with warnings.catch_warnings():

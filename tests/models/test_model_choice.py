@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 import torch
 
-from annotator.models.loading import choose_model, default_model, load_segmenter
 from annotator.models.checkpoints import sha256_of
+from annotator.models.loading import choose_model, default_model, load_segmenter
 from annotator.models.registry import VARIANTS
 from annotator.testing import write_random_checkpoint
 

@@ -7,11 +7,10 @@ import uuid
 import numpy as np
 import pytest
 import torch
+from conftest import IMAGES
 
 from annotator.models import device
 from annotator.testing import TINY
-
-from conftest import IMAGES
 
 
 # -- device and precision ----------------------------------------------------------------------
@@ -67,8 +66,8 @@ def test_the_encoder_runs_in_bf16_on_cuda_by_default(hardware, tiny_checkpoint, 
 
 # -- display ------------------------------------------------------------------------------------
 def test_large_images_are_shown_at_2048_px_and_clicks_map_back(tiny_checkpoint):
-    from annotator.models.loading import load_segmenter
     from annotator.app.workbench import Workbench
+    from annotator.models.loading import load_segmenter
 
     segmenter, info = load_segmenter("tiny", str(tiny_checkpoint), device="cpu")
     wb = Workbench(segmenter, info, prefetch=False)

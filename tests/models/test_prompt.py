@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from annotator.models.checkpoints import load_sam
-from annotator.models.prompt import Prompt, click, undo_last
 from annotator.models.predictor import SamSegmenter
+from annotator.models.prompt import Prompt, click, undo_last
 from annotator.testing import TINY
 
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from segment_anything import SamPredictor
 
-from annotator.models.export import ExportCache, weights_key
-from annotator.models.runtime import available
 from annotator.annotations.rle import encode as to_rle
+from annotator.models.export import ExportCache, weights_key
 from annotator.models.predictor import LazyPrediction, PromptSpec, SamSegmenter, _resize_logits
+from annotator.models.runtime import available
 from annotator.testing import random_sam
 
 pytestmark = pytest.mark.skipif(not available("onnx"), reason="onnxruntime is not installed")
@@ -186,9 +186,9 @@ def test_onnx_is_the_default_on_a_cpu_and_the_kept_rle_is_the_full_resolution_on
         tiny_checkpoint, truck, cache_root, monkeypatch, onnx_seg):
     """The app on the default CPU runtime: a click shows one candidate at canvas size; the
     mask accepted is exactly what the full-resolution path (``predict``) gives."""
-    from annotator.models.loading import load_segmenter
     from annotator.annotations.rle import normalize
     from annotator.app.workbench import Workbench
+    from annotator.models.loading import load_segmenter
 
     monkeypatch.delenv("ANNOTATOR_RUNTIME", raising=False)
     monkeypatch.setenv("ANNOTATOR_CACHE", str(cache_root))
