@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from annotator.models.batching import BatchedSegmenter, DecodeBatcher
+from annotator.models.lock import ModelLock
 from annotator.models.predictor import PromptSpec, SamSegmenter
-from annotator.projects.library import ModelLock
 from annotator.testing import random_sam
 
 
