@@ -21,6 +21,10 @@ from annotator.app.workbench import COMPUTING, View, Workbench
 PROGRESS_HEADERS = ["", "#", "image", "status", "masks", "accepted"]
 
 
+PROJECT_FORMATS = [("COCO JSON, RLE masks", "coco-rle"), ("COCO JSON, polygons", "coco-polygon"),
+                   ("YOLO segmentation (zip, with images)", "yolo"), ("labelme JSON (zip, with images)", "labelme"),
+                   ("Pascal VOC PNGs (zip, with images)", "voc")]
+
 @dataclass(frozen=True, eq=False)
 class ProjectTab:
     name: gr.Dropdown
@@ -31,6 +35,7 @@ class ProjectTab:
     recursive: gr.Checkbox
     add_folder: gr.Button
     progress: gr.Dataframe
+    export_format: gr.Dropdown
     export: gr.Button
     download: gr.DownloadButton
 
@@ -57,12 +62,16 @@ def layout(wb: Workbench) -> ProjectTab:
         progress = gr.Dataframe(headers=PROGRESS_HEADERS, value=[], interactive=False,
                                 label="Images (click one to open it)", elem_id="progress-table",
                                 max_height=300, wrap=False, datatype="str")
-        with gr.Row():
-            export = gr.Button("Prepare project export", elem_id="export-project", size="sm")
-            download = gr.DownloadButton("Download project COCO JSON", interactive=False,
-                                         elem_id="download-project", size="sm")
+        with gr.Row(equal_height=True):
+            # every format keeps the project's class ids (COCO category id, YOLO index, VOC value)
+            export_format = gr.Dropdown(PROJECT_FORMATS, value="coco-rle", label="Export as",
+                                        elem_id="project-format", scale=2)
+            export = gr.Button("Prepare project export", elem_id="export-project", size="sm", scale=1)
+            download = gr.DownloadButton("Download project export", interactive=False,
+                                         elem_id="download-project", size="sm", scale=1)
     return ProjectTab(name=name, open=open_btn, close=close_btn, add_images=add_images, folder=folder,
-                      recursive=recursive, add_folder=add_folder, progress=progress, export=export,
+                      recursive=recursive, add_folder=add_folder, progress=progress,
+                      export_format=export_format, export=export,
                       download=download)
 
 
@@ -182,11 +191,11 @@ def _wire_navigation(tab: ProjectTab, col: LeftColumn, out: Outputs, api: ApiInp
 
 def _wire_export(tab: ProjectTab, out: Outputs, api: ApiInputs, wb: Workbench) -> None:
     @user_errors
-    def on_export_project(request: gr.Request):
-        path = wb.export_project(sid(request))
+    def on_export_project(fmt, request: gr.Request):
+        path = wb.export_project(sid(request), fmt=fmt or "coco-rle")
         return gr.DownloadButton(value=str(path), interactive=True)
 
-    tab.export.click(on_export_project, None, tab.download, api_name="export_project",
+    tab.export.click(on_export_project, [tab.export_format], tab.download, api_name="export_project",
                      show_progress="minimal")
 
     def on_progress(request: gr.Request):
