@@ -112,6 +112,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             FOREIGN KEY (image_id, rev) REFERENCES revisions (image_id, rev) ON DELETE CASCADE
         ) WITHOUT ROWID""",
     ),
+    # 3: categories are the project's class list: a shortcut key 1-9 each (colour exists)
+    (
+        "ALTER TABLE categories ADD COLUMN shortcut INTEGER CHECK (shortcut BETWEEN 1 AND 9)",
+        "CREATE UNIQUE INDEX categories_shortcut ON categories (shortcut) WHERE shortcut IS NOT NULL",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -152,6 +157,7 @@ class Category:
     name: str
     supercategory: str | None = None
     color: str | None = None
+    shortcut: int | None = None
 
 
 @dataclass(frozen=True)
@@ -715,7 +721,7 @@ class Project:
     def categories(self) -> list[Category]:
         with self._lock:
             return [Category(*r) for r in self._conn.execute(
-                "SELECT id, name, supercategory, color FROM categories ORDER BY id")]
+                "SELECT id, name, supercategory, color, shortcut FROM categories ORDER BY id")]
 
     def add_category(self, name: str, *, supercategory: str | None = None,
                      color: str | None = None) -> Category:
@@ -729,8 +735,28 @@ class Project:
                       "ON CONFLICT (name) DO UPDATE SET supercategory = coalesce(excluded.supercategory, "
                       "supercategory), color = coalesce(excluded.color, color)",
                       (name, supercategory, color))
-            return Category(*c.execute("SELECT id, name, supercategory, color FROM categories "
+            return Category(*c.execute("SELECT id, name, supercategory, color, shortcut FROM categories "
                                        "WHERE name = ?", (name,)).fetchone())
+
+    def classes(self):
+        """The categories as the annotation class list (ids are the COCO category ids)."""
+        from annotator.annotations.classes import ClassList
+
+        return ClassList.from_records(
+            {"id": k.id, "name": k.name, "color": k.color, "shortcut": k.shortcut} for k in self.categories())
+
+    def save_classes(self, classes) -> None:
+        """Store a ``ClassList`` as the categories, in one transaction: names, colours and keys
+        of existing ids change in place, new ids are added. Categories the list lacks are kept
+        (saved masks may use them), but lose their shortcut."""
+        rows = [(c.id, c.name, c.color, c.shortcut) for c in classes]
+        with self._write() as c:
+            c.execute("UPDATE categories SET shortcut = NULL")
+            # free the names first, so two classes can swap names in one save
+            c.executemany("UPDATE categories SET name = '#renaming ' || id WHERE id = ?", [(r[0],) for r in rows])
+            c.executemany("INSERT INTO categories (id, name, color, shortcut) VALUES (?, ?, ?, ?) "
+                          "ON CONFLICT (id) DO UPDATE SET name = excluded.name, color = excluded.color, "
+                          "shortcut = excluded.shortcut", rows)
 
     @staticmethod
     def _register_labels(c: sqlite3.Connection, labels: Iterable) -> None:
