@@ -1,0 +1,1 @@
+"""The app: the workbench facade, sessions and the Gradio UI."""
