@@ -51,7 +51,9 @@ def png_url(array: np.ndarray) -> str:
 
 
 def jpeg_url(rgb: np.ndarray, quality: int = JPEG_QUALITY) -> str:
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    # 4:4:4: no chroma subsampling, so colour edges (what people trace) stay sharp
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [
+        cv2.IMWRITE_JPEG_QUALITY, quality, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
     if not ok:
         raise RuntimeError("JPEG encoding failed")
     return _data_url("jpeg", buf)
