@@ -1,1 +1,0 @@
-"""Annotations: masks, classes and what is drawn from them. Imports no torch and no gradio."""

@@ -1,1 +1,0 @@
-"""The app: the workbench facade, sessions and the Gradio UI."""
