@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from annotator.device import PRECISIONS
+from annotator.models.device import PRECISIONS
 from annotator.limits import add_limit_args
 
 
@@ -25,7 +25,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def load_backend(args):
-    from annotator.backends import load_segmenter
+    from annotator.models.loading import load_segmenter
 
     return load_segmenter(args.model, args.checkpoint, device=args.device,
                           precision=args.precision, download=not args.no_download)
@@ -37,7 +37,7 @@ def cmd_serve(args) -> int:
     # took ~800 ms instead of ~100 ms (benchmarks/ui_latency.py). The policy is read when
     # torch loads, so it is set before the first torch import; an explicit setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from annotator.checkpoints import CheckpointError
+    from annotator.models.checkpoints import CheckpointError
     from annotator.limits import Limits, LimitsError
 
     try:
@@ -46,9 +46,9 @@ def cmd_serve(args) -> int:
     except (CheckpointError, LimitsError, ValueError) as e:
         print(f"annotator: {e}", file=sys.stderr)
         return 2
-    from annotator.projects_app import FolderPolicy, ProjectLibrary
-    from annotator.ui import build_app, launch_kwargs
-    from annotator.workbench import Workbench
+    from annotator.projects.library import FolderPolicy, ProjectLibrary
+    from annotator.app.ui import build_app, launch_kwargs
+    from annotator.app.workbench import Workbench
 
     print(f"annotator: {info.status}", file=sys.stderr)
     projects = ProjectLibrary(args.projects_dir)
@@ -64,7 +64,7 @@ def cmd_serve(args) -> int:
 
 def add_generator_args(p: argparse.ArgumentParser) -> None:
     """SAM's automatic-generator parameters, under SAM's names (``--points-per-side`` ...)."""
-    from annotator.batch import GENERATOR_PARAMS
+    from annotator.amg.params import GENERATOR_PARAMS
 
     group = p.add_argument_group("segment-everything parameters (SAM's names and defaults)")
     for name, (default, what) in GENERATOR_PARAMS.items():
@@ -73,10 +73,11 @@ def add_generator_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_auto(args) -> int:
-    from annotator.batch import (GENERATOR_PARAMS, find_images, needs_prelabel, recorded_settings,
+    from annotator.amg.params import GENERATOR_PARAMS
+    from annotator.amg.batch import (find_images, needs_prelabel, recorded_settings,
                                  sidecar_path)
-    from annotator.image_io import ImageError
-    from annotator.project import Project, ProjectError
+    from annotator.formats.images import ImageError
+    from annotator.projects.store import Project, ProjectError
 
     if not args.output and not args.project:
         print("annotator: say where the masks go: -o OUT.json and/or --project FILE", file=sys.stderr)
@@ -132,8 +133,8 @@ def cmd_auto(args) -> int:
 def _local_runner(args, params: dict):
     """(run(project, image_ids, settings), the settings to record), or (None, None) after
     saying why SAM cannot run."""
-    from annotator.batch import prelabel
-    from annotator.checkpoints import CheckpointError
+    from annotator.amg.batch import prelabel
+    from annotator.models.checkpoints import CheckpointError
 
     try:
         segmenter, info = load_backend(args)
@@ -143,7 +144,7 @@ def _local_runner(args, params: dict):
     if info.backend != "sam":
         print(f"annotator: segment everything needs SAM weights: {info.reason}", file=sys.stderr)
         return None, None
-    from annotator.amg import MaskGenerator
+    from annotator.amg.generator import MaskGenerator
 
     print(f"annotator: {info.status}", file=sys.stderr)
     generator = MaskGenerator(segmenter, output_mode="coco_rle", **params)
@@ -152,7 +153,7 @@ def _local_runner(args, params: dict):
 
 
 def _ray_runner(args, params: dict):
-    from annotator import distributed
+    from annotator.amg import distributed
 
     try:
         distributed.require_ray()
@@ -169,7 +170,7 @@ def _ray_runner(args, params: dict):
 
 
 def cmd_convert(args) -> int:
-    from annotator import coco
+    from annotator.formats import coco
 
     try:
         dataset = coco.load(args.input)
@@ -185,7 +186,8 @@ def cmd_convert(args) -> int:
 def cmd_eval(args) -> int:
     import json
 
-    from annotator import coco, metrics
+    from annotator.formats import coco
+    from annotator.formats import metrics
 
     try:
         gt = coco.load(args.ground_truth)

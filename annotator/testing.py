@@ -14,17 +14,8 @@ from pathlib import Path
 
 import torch
 
-from annotator.registry import SamVariant, get_variant
+from annotator.models.registry import TINY, SamVariant, get_variant
 
-# Same decoder and prompt encoder as the official models, a much smaller image encoder
-# (still windowed + global attention with relative positions), so a test encodes in well
-# under a second on 2 CPU cores.
-TINY = SamVariant(
-    "tiny", encoder_embed_dim=64, encoder_depth=2, encoder_num_heads=2,
-    encoder_global_attn_indexes=(1,), description="test-only tiny SAM (random weights)",
-)
-
-TEST_VARIANTS = {TINY.name: TINY}
 
 
 def _variant(variant: str | SamVariant) -> SamVariant:

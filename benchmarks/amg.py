@@ -103,10 +103,10 @@ def run_official(model, image, kwargs, timer):
 
 
 def run_ours(model, image, kwargs, timer):
-    import annotator.amg as amg
-    import annotator.amg_masks as amg_masks
-    from annotator.amg_decoder import PointDecoder
-    from annotator.segmenter import SamSegmenter
+    import annotator.amg.generator as amg
+    import annotator.amg.postprocess as amg_masks
+    from annotator.amg.decoder import PointDecoder
+    from annotator.models.predictor import SamSegmenter
 
     timer.wrap(SamSegmenter, "embed", "encoder")
     timer.wrap(type(model.prompt_encoder), "forward", "decoder")
@@ -129,7 +129,7 @@ def run_ours(model, image, kwargs, timer):
 def worker(spec: dict) -> dict:
     import torch
 
-    from annotator.image_io import load_image
+    from annotator.formats.images import load_image
     from annotator.testing import random_sam
 
     if spec.get("threads"):
@@ -265,7 +265,7 @@ def redundancy_benchmark(n: int = 1000, size=(1200, 1800), seed: int = 0) -> Non
     import numpy as np
     from pycocotools import mask as mask_utils
 
-    from annotator import redundancy
+    from annotator.annotations import redundancy
 
     rng = np.random.default_rng(seed)
     h, w = size

@@ -7,7 +7,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from annotator import rle as rle_utils
+from annotator.annotations import rle as rle_utils
 
 
 def blob_crop(rng: np.random.Generator, radius: float) -> np.ndarray:

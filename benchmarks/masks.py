@@ -22,7 +22,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from annotator.masks import AnnotationDocument  # noqa: E402
+from annotator.annotations.document import AnnotationDocument  # noqa: E402
 from blobs import blob_rles  # noqa: E402
 
 

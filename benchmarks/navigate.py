@@ -37,10 +37,10 @@ def main() -> int:
     args = p.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as annotator serve sets it
 
-    from annotator.backends import load_segmenter
-    from annotator.projects_app import ProjectLibrary
+    from annotator.models.loading import load_segmenter
+    from annotator.projects.library import ProjectLibrary
     from annotator.testing import write_random_checkpoint
-    from annotator.workbench import Workbench
+    from annotator.app.workbench import Workbench
 
     with tempfile.TemporaryDirectory(prefix="annotator-navigate-") as tmp:
         tmp = Path(tmp)

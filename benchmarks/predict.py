@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from segment_anything import SamPredictor
 
-from annotator.image_io import load_image
-from annotator.segmenter import SamSegmenter
+from annotator.formats.images import load_image
+from annotator.models.predictor import SamSegmenter
 from annotator.testing import random_sam
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "images"

@@ -22,8 +22,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from annotator.masks import AnnotationDocument  # noqa: E402
-from annotator.project import Project  # noqa: E402
+from annotator.annotations.document import AnnotationDocument  # noqa: E402
+from annotator.projects.store import Project  # noqa: E402
 
 H, W = 1200, 1800
 

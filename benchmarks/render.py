@@ -1,4 +1,4 @@
-"""Overlay speed: the seed's per-mask float loop against ``annotator.render.overlay``.
+"""Overlay speed: the seed's per-mask float loop against ``annotator.annotations.render.overlay``.
 
 300 blob-shaped masks (random star polygons, some holed, sizes log-uniform like SAM's
 output) on the real 1800x1200 truck photo, both run here in one process. The seed loop
@@ -23,8 +23,8 @@ sys.path.insert(1, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 
 from annotator import rle as rle_utils  # noqa: E402
-from annotator.image_io import load_image  # noqa: E402
-from annotator.render import LabelMapCache, label_map_from_rles, overlay, palette  # noqa: E402
+from annotator.formats.images import load_image  # noqa: E402
+from annotator.annotations.render import LabelMapCache, label_map_from_rles, overlay, palette  # noqa: E402
 from blobs import blob_rles  # noqa: E402
 
 TRUCK = ROOT.parent / "shared" / "data" / "images" / "truck.jpg"

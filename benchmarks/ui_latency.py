@@ -110,10 +110,10 @@ def run(args) -> int:
     import gradio as gr
     import torch
 
-    from annotator.backends import BackendInfo
-    from annotator.segmenter import SamSegmenter
+    from annotator.models.loading import BackendInfo
+    from annotator.models.predictor import SamSegmenter
     from annotator.testing import random_sam
-    from annotator.workbench import Workbench
+    from annotator.app.workbench import Workbench
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -189,7 +189,7 @@ def http(wb, image, clicks) -> None:
     from gradio_client import Client, handle_file
 
     from annotator.testing import free_port
-    from annotator.ui import build_app
+    from annotator.app.ui import build_app
 
     port = free_port()
     demo = build_app(wb.segmenter, wb.info, workbench=wb)

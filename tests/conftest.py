@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from annotator.image_io import load_image
+from annotator.formats.images import load_image
 from annotator.testing import write_random_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,8 +44,8 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def wb(tiny_checkpoint):
     """A Workbench (the app's logic) on the tiny random SAM, shared by a test module."""
-    from annotator.backends import load_segmenter
-    from annotator.workbench import Workbench
+    from annotator.models.loading import load_segmenter
+    from annotator.app.workbench import Workbench
 
     segmenter, info = load_segmenter("tiny", str(tiny_checkpoint), device="cpu")
     return Workbench(segmenter, info)

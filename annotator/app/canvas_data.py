@@ -25,10 +25,10 @@ from typing import Any, Iterable, Mapping, Sequence
 import cv2
 import numpy as np
 
-from annotator import render
-from annotator import rle as rle_utils
+from annotator.annotations import render
+from annotator.annotations import rle as rle_utils
 from annotator.annotations.classes import ClassList
-from annotator.canvas import display_scale, display_size
+from annotator.annotations.markers import display_scale, display_size
 
 VIEW_MAX_SIDE = 2048
 JPEG_QUALITY = 88

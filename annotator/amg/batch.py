@@ -1,0 +1,125 @@
+"""Batch "segment everything": pre-label many images into a project, resumably.
+
+Each image's masks and the mark "pre-labelled with these settings" are committed together,
+one transaction per image, so a run stopped at any moment (Ctrl-C, a crash, a killed job)
+resumes where it stopped and never adds an image's masks twice. The generator is anything
+with ``generate(image) -> list of SAM records`` in ``coco_rle`` output mode
+(``annotator.amg.generator.MaskGenerator``, or SAM's own ``SamAutomaticMaskGenerator``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from annotator.formats.images import ImageError
+from annotator.projects.store import Project
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+ACTION = "segment everything"
+
+# SAM's ``SamAutomaticMaskGenerator`` scalar parameters: name -> (default, what it does).
+
+
+def sidecar_path(output: str | Path) -> Path:
+    """Where ``annotator auto -o OUT.json`` keeps its progress: a project file beside it."""
+    output = Path(output)
+    return output.with_name(output.name + ".annotator") if output.suffix != ".json" \
+        else output.with_suffix(".annotator")
+
+
+def find_images(inputs: Iterable[str | Path], *, recursive: bool = False) -> list[Path]:
+    """The image files named by ``inputs`` (files, or folders searched for image files by
+    extension, sorted by name), each once, in order."""
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            pattern = "**/*" if recursive else "*"
+            files = sorted(p for p in path.glob(pattern)
+                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise ImageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {path}")
+            found.extend(files)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise ImageError(f"no such file or folder: {item}")
+    seen: set[Path] = set()
+    unique = []
+    for p in found:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def store_prelabels(project: Project, image_id: int, sam_records: Sequence[Mapping],
+                    settings: Mapping) -> int:
+    """Add SAM's records to the image's annotations (as pending ``auto`` masks on top of what
+    is there) and mark the image pre-labelled, in one transaction. Returns the masks added."""
+    doc = project.load_document(image_id)
+    doc.add_many(sam_records, source="auto", action=ACTION)
+    project.save(image_id, doc, action=ACTION, prelabel=settings)
+    return len(sam_records)
+
+
+@dataclass
+class BatchResult:
+    processed: list[int] = field(default_factory=list)  # image ids pre-labelled by this run
+    skipped: list[int] = field(default_factory=list)  # already pre-labelled or marked done
+    failed: dict[int, str] = field(default_factory=dict)  # image id -> why
+    n_masks: int = 0
+
+
+def recorded_settings(infos: Iterable) -> dict | None:
+    """The settings all these images were pre-labelled with, when they share one set."""
+    seen = {json.dumps({k: v for k, v in i.prelabel.items() if k != "at"}, sort_keys=True)
+            for i in infos if i.prelabel}
+    return json.loads(seen.pop()) if len(seen) == 1 else None
+
+
+def needs_prelabel(info) -> bool:
+    return info.prelabel is None and info.status != "done"
+
+
+def _progress_kwargs(generator, bar, name: str) -> dict:
+    """``progress=`` for generators that report it (ours: point batches done of total)."""
+    if bar.disable or "progress" not in inspect.signature(generator.generate).parameters:
+        return {}
+    return {"progress": lambda p: bar.set_postfix_str(f"{name} {p.done}/{p.total}")}
+
+
+def prelabel(project: Project, generator, image_ids: Sequence[int], settings: Mapping, *,
+             progress: bool = True) -> BatchResult:
+    """Segment everything on each image not yet pre-labelled (nor marked done), committing
+    each image's masks as soon as they are made. An image that cannot be read is reported
+    in ``failed`` and the run goes on."""
+    from tqdm.auto import tqdm
+
+    result = BatchResult()
+    todo = []
+    for image_id in image_ids:
+        (todo if needs_prelabel(project.image(image_id)) else result.skipped).append(image_id)
+    bar = tqdm(todo, desc=ACTION, unit="image", disable=not progress, dynamic_ncols=True)
+    for image_id in bar:
+        info = project.image(image_id)
+        bar.set_postfix_str(info.name, refresh=False)
+        try:
+            pixels = project.load_pixels(image_id)
+        except ImageError as e:
+            result.failed[image_id] = str(e)
+            log.warning("skipping %s: %s", info.name, e)
+            continue
+        records = generator.generate(pixels, **_progress_kwargs(generator, bar, info.name))
+        result.n_masks += store_prelabels(project, image_id, records, settings)
+        result.processed.append(image_id)
+    bar.close()
+    return result

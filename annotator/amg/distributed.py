@@ -1,0 +1,143 @@
+"""Segment everything on many GPUs and machines with Ray Data (optional extra: ``annotator[ray]``).
+
+The driver adds the images to a project and sends the paths of those not yet pre-labelled
+through ``map_batches`` to GPU actors (``SegmentEverything``: each loads SAM once and
+segments batches of paths into SAM's RLE records); results stream back to the driver, which
+commits each image into the project as it arrives (``store_prelabels``: the same step a
+local run takes), so a stopped job resumes like a local one. ``Project.export_coco`` merges
+everything into one COCO file. See docs/distributed.md.
+
+Ray is imported only by ``run``; everything else runs without it (and is what the tests run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from annotator.amg.batch import ACTION, BatchResult, needs_prelabel, store_prelabels
+from annotator.formats.coco import json_value
+from annotator.formats.images import ImageError, load_image
+from annotator.projects.store import Project
+
+log = logging.getLogger(__name__)
+
+
+def require_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401  (Ray Data is the part we need)
+    except ImportError:
+        raise ImportError("distributed runs need Ray Data: pip install 'annotator[ray]' "
+                          "(or pip install 'ray[data]')") from None
+    return ray
+
+
+def segment_batch(generator, batch: Mapping[str, Sequence]) -> dict[str, np.ndarray]:
+    """Segment everything on each image of a batch of ``{"image_id": [...], "path": [...]}``
+    (and optionally ``"sha256"``: the file must still have that content).
+
+    Returns the batch with ``records`` (SAM's records as JSON text) and ``error`` (empty when
+    the image was segmented, otherwise why not) columns, one row per input row: an unreadable
+    image is reported, not fatal, so one bad file never loses a batch of finished work.
+    """
+    records, errors = [], []
+    digests = batch.get("sha256", [None] * len(batch["path"]))
+    for path, digest in zip(batch["path"], digests):
+        try:
+            image = _read_checked(str(path), digest)
+        except ImageError as e:
+            records.append("[]")
+            errors.append(str(e))
+            continue
+        records.append(json.dumps(generator.generate(image), default=json_value))
+        errors.append("")
+    return {"image_id": np.asarray(batch["image_id"], dtype=np.int64),
+            "path": np.asarray([str(p) for p in batch["path"]], dtype=object),
+            "records": np.asarray(records, dtype=object),
+            "error": np.asarray(errors, dtype=object)}
+
+
+def _read_checked(path: str, sha256: str | None) -> np.ndarray:
+    """The image at ``path``, refused when it is not the file the project holds."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise ImageError(f"cannot read {path} on this node: {e.strerror}") from None
+    if sha256 and hashlib.sha256(data).hexdigest() != sha256:
+        raise ImageError(f"{path} differs from the file added to the project")
+    return load_image(data)
+
+
+class SegmentEverything:
+    """The Ray Data actor: loads SAM once per actor, then segments batches of image paths.
+
+    Constructor arguments are those of ``load_segmenter`` plus SAM's generator parameters.
+    """
+
+    def __init__(self, model: str | None = None, checkpoint: str | None = None, *,
+                 device: str | None = None, precision: str | None = None, download: bool = False,
+                 generator_params: Mapping | None = None):
+        from annotator.amg.generator import MaskGenerator
+        from annotator.models.loading import load_segmenter
+
+        segmenter, info = load_segmenter(model, checkpoint, device=device, precision=precision,
+                                         download=download, fallback=False)
+        log.info("actor ready: %s", info.status)
+        self.generator = MaskGenerator(segmenter, output_mode="coco_rle", **dict(generator_params or {}))
+
+    def __call__(self, batch: Mapping[str, Sequence]) -> dict[str, np.ndarray]:
+        return segment_batch(self.generator, batch)
+
+
+def merge_rows(project: Project, rows: Iterable[Mapping], settings: Mapping,
+               result: BatchResult | None = None, *, progress: bool = True,
+               total: int | None = None) -> BatchResult:
+    """Commit the actors' output rows into the project, one image per transaction."""
+    from tqdm.auto import tqdm
+
+    result = result or BatchResult()
+    for row in tqdm(rows, desc=ACTION, unit="image", total=total, disable=not progress):
+        image_id = int(row["image_id"])
+        if row["error"]:
+            result.failed[image_id] = str(row["error"])
+            log.warning("failed on %s: %s", row["path"], row["error"])
+            continue
+        result.n_masks += store_prelabels(project, image_id, json.loads(row["records"]), settings)
+        result.processed.append(image_id)
+    return result
+
+
+def run(project: Project, image_ids: Sequence[int], settings: Mapping, *, concurrency: int,
+        num_gpus: float = 1.0, batch_size: int = 4, model: str | None = None,
+        checkpoint: str | None = None, device: str | None = None, precision: str | None = None,
+        generator_params: Mapping | None = None, progress: bool = True) -> BatchResult:
+    """Pre-label ``image_ids`` of ``project`` on ``concurrency`` Ray actors with ``num_gpus``
+    each (connects to the cluster ``ray.init()`` finds, or starts a local one). Image paths
+    must be readable on every node (a shared file system); the checkpoint too."""
+    ray = require_ray()
+    result = BatchResult()
+    todo = []
+    for image_id in image_ids:
+        info = project.image(image_id)
+        if not needs_prelabel(info):
+            result.skipped.append(image_id)
+        elif info.path is None:
+            result.failed[image_id] = "uploaded images are not sent to a cluster; run locally"
+        else:
+            todo.append({"image_id": image_id, "path": info.path, "sha256": info.sha256})
+    if not todo:
+        return result
+    if checkpoint is not None:
+        checkpoint = str(Path(checkpoint).resolve())
+    ds = ray.data.from_items(todo).map_batches(
+        SegmentEverything,
+        fn_constructor_kwargs={"model": model, "checkpoint": checkpoint, "device": device,
+                               "precision": precision, "generator_params": dict(generator_params or {})},
+        batch_size=batch_size, concurrency=concurrency, num_gpus=num_gpus)
+    return merge_rows(project, ds.iter_rows(), settings, result, progress=progress, total=len(todo))

@@ -1,0 +1,148 @@
+"""Choosing and loading the segmentation backend the app and CLI run on.
+
+SAM when weights can be had (explicit path, cache or download); the classical GrabCut
+backend only when they cannot, and then loudly: ``BackendInfo.status`` says which backend
+and model run and why, for the UI's status line and the log.
+
+Which model: the one named (``--model`` or ``ANNOTATOR_MODEL``) over everything; else the
+one a given checkpoint file holds; else the device's default, the best the hardware can
+afford: vit_h on CUDA, vit_b on Apple MPS, MobileSAM's vit_t on CPU. When the default's
+checkpoint can be neither found nor downloaded, a checkpoint of another model already in
+the cache is used rather than dropping to GrabCut.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from annotator.models.checkpoints import (
+    CHECKPOINT_ENV,
+    CheckpointError,
+    guess_variant,
+    load_sam,
+    read_state_dict,
+    resolve_checkpoint,
+)
+from annotator.models.grabcut import GrabCutSegmenter
+from annotator.models.device import default_precision, pick_device
+from annotator.models.embeddings import EmbeddingCache
+from annotator.models.registry import VARIANTS, get_variant
+from annotator.models.predictor import SamSegmenter
+
+log = logging.getLogger(__name__)
+
+MODEL_ENV = "ANNOTATOR_MODEL"
+
+
+@dataclass
+class BackendInfo:
+    backend: str  # "sam" or "classical"
+    model: str | None
+    checkpoint: str | None
+    device: str
+    precision: str
+    reason: str = ""  # why the classical backend runs instead of SAM
+    why: str = ""  # why this SAM model, e.g. "default on CPU", "chosen with --model"
+
+    @property
+    def status(self) -> str:
+        if self.backend == "sam":
+            return (
+                f"SAM {self.model}: {self.why} · checkpoint {Path(self.checkpoint).name} · "
+                f"{self.device} · encoder {self.precision}"
+            )
+        return f"Classical backend (GrabCut), NOT SAM: {self.reason}"
+
+
+def model_preference(device) -> tuple[str, ...]:
+    """Official models in the order the app picks them on ``device`` when none is named."""
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return ("vit_h", "vit_l", "vit_b", "vit_t")
+    if kind == "mps":
+        return ("vit_b", "vit_t", "vit_l", "vit_h")
+    return ("vit_t", "vit_b", "vit_l", "vit_h")  # CPU: the encoder time is what users wait for
+
+
+def default_model(device) -> str:
+    """The model to run when the user names none: the best one the hardware can afford."""
+    return model_preference(device)[0]
+
+
+def choose_model(
+    device,
+    model: str | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    *,
+    download: bool = True,
+) -> tuple[str, Path, str, dict | None]:
+    """``(model name, checkpoint path, why, state)``: which SAM to run and why.
+
+    ``state`` is the checkpoint's tensors when they had to be read to recognise the model
+    (so they are not read twice), else None. Raises ``CheckpointError`` when no weights can
+    be had, ``ValueError`` for an unknown model name.
+    """
+    env_model = os.environ.get(MODEL_ENV)
+    if model or env_model:
+        name = model or env_model
+        why = "chosen with --model" if model else f"chosen with {MODEL_ENV}"
+        return name, resolve_checkpoint(get_variant(name), checkpoint, download=download), why, None
+
+    fallback = default_model(device)
+    label = f"default on {torch.device(device).type.upper()}"
+    if checkpoint or os.environ.get(CHECKPOINT_ENV):
+        path = resolve_checkpoint(get_variant(fallback), checkpoint, download=False)
+        state = read_state_dict(path)
+        guessed = guess_variant(state, VARIANTS.values())
+        return guessed or fallback, path, "recognised from the checkpoint" if guessed else label, state
+
+    first, *others = model_preference(device)
+    try:
+        return first, resolve_checkpoint(get_variant(first), download=download), label, None
+    except CheckpointError as e:
+        for other in others:
+            try:
+                path = resolve_checkpoint(get_variant(other), download=False)
+            except CheckpointError:
+                continue
+            log.warning("%s is unavailable (%s); running the cached %s instead", first, e, other)
+            return other, path, f"{first}'s checkpoint unavailable, {other}'s is cached", None
+        raise
+
+
+def load_segmenter(
+    model: str | None = None,
+    checkpoint: str | None = None,
+    *,
+    device: str | None = None,
+    precision: str | None = None,
+    download: bool = True,
+    fallback: bool = True,
+    cache_bytes: int = 512 * 2**20,
+):
+    """Returns ``(segmenter, BackendInfo)``; ``model`` and ``checkpoint`` as in ``choose_model``.
+
+    Falls back to GrabCut only when no weights can be found or downloaded. A checkpoint
+    that exists but is broken or of the wrong architecture is an error, never a fallback:
+    the user asked for it.
+    """
+    dev = pick_device(device)
+    prec = precision or default_precision(dev)
+    try:
+        name, path, why, state = choose_model(dev, model, checkpoint, download=download)
+    except CheckpointError as e:
+        if not fallback or checkpoint or os.environ.get(CHECKPOINT_ENV):
+            raise
+        info = BackendInfo("classical", None, None, "cpu", "n/a", reason=f"no SAM weights ({e})")
+        log.warning("running WITHOUT SAM: %s", info.status)
+        return GrabCutSegmenter(), info
+    sam = load_sam(get_variant(name), path, state=state)
+    segmenter = SamSegmenter(sam, device=dev, precision=prec, cache=EmbeddingCache(cache_bytes), name=name)
+    info = BackendInfo("sam", name, str(path), str(dev), prec, why=why)
+    log.info("backend: %s", info.status)
+    return segmenter, info

@@ -1,0 +1,136 @@
+"""The interactive prompt: points, a two-click box, SAM's candidates, refinement, cycling.
+
+One ``Prompt`` per image being annotated. Clicks come in as image pixels; each changes the
+prompt and re-runs the segmenter on the cached embedding:
+
+- the first point alone is ambiguous, so SAM returns 3 candidates (usually whole / part /
+  sub-part), offered largest first; clicking the same pixel again cycles through them;
+- further points and a box refine: the chosen candidate's low-res logits are fed back as
+  ``mask_input`` and SAM returns its single best mask;
+- a box takes two clicks (opposite corners); points and the box combine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from annotator.models.predictor import Prediction
+
+SAME_PIXEL = 3.0  # clicks closer than this (image pixels) count as "the same pixel again"
+
+
+@dataclass
+class Prompt:
+    points: list[tuple[float, float]] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    box: tuple[float, float, float, float] | None = None
+    corner: tuple[float, float] | None = None  # first corner of a box being drawn
+    prediction: Prediction | None = None
+    order: list[int] = field(default_factory=list)  # candidate indices, largest mask first
+    choice: int = 0  # position in ``order``
+
+    @property
+    def empty(self) -> bool:
+        return not self.points and self.box is None
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        """The chosen candidate's full-resolution mask."""
+        if self.prediction is None:
+            return None
+        return self.prediction.masks[self.order[self.choice]]
+
+    @property
+    def score(self) -> float | None:
+        if self.prediction is None:
+            return None
+        s = float(self.prediction.scores[self.order[self.choice]])
+        return s if np.isfinite(s) else None
+
+    def candidates(self) -> list[tuple[int, float | None, int]]:
+        """(position, predicted IoU or None, area) for each candidate, in offered order."""
+        if self.prediction is None:
+            return []
+        out = []
+        for pos, i in enumerate(self.order):
+            s = float(self.prediction.scores[i])
+            out.append((pos, s if np.isfinite(s) else None, int(self.prediction.masks[i].sum())))
+        return out
+
+    def choose(self, position: int) -> None:
+        if not 0 <= position < len(self.order):
+            raise ValueError(f"there are {len(self.order)} candidates; {position + 1} does not exist")
+        self.choice = position
+
+    def record(self) -> dict:
+        """The prompts, as stored with an accepted mask."""
+        rec = {"points": [list(p) for p in self.points], "labels": list(self.labels)}
+        if self.box is not None:
+            rec["box"] = list(self.box)
+        return rec
+
+
+def click(prompt: Prompt, segmenter, embedding, mode: str, x: float, y: float) -> str:
+    """Apply one click in ``mode`` ("positive", "negative" or "box") and re-predict.
+    Returns a short description of what happened, for the status line."""
+    x, y = float(x), float(y)
+    if mode == "box":
+        if prompt.corner is None:
+            prompt.corner = (x, y)
+            return "box: first corner set, click the opposite corner"
+        (x0, y0), prompt.corner = prompt.corner, None
+        box = (min(x0, x), min(y0, y), max(x0, x), max(y0, y))
+        if box[2] - box[0] < 1 or box[3] - box[1] < 1:
+            return "box: the two corners must differ; click the first corner again"
+        prompt.box = box
+        _predict(prompt, segmenter, embedding, refine=False)
+        return "box set"
+    if mode not in ("positive", "negative"):
+        raise ValueError(f"unknown prompt mode {mode!r}")
+    label = 1 if mode == "positive" else 0
+    if (prompt.prediction is not None and len(prompt.points) == 1 and prompt.box is None
+            and label == prompt.labels[0] and len(prompt.order) > 1
+            and np.hypot(x - prompt.points[0][0], y - prompt.points[0][1]) < SAME_PIXEL):
+        prompt.choice = (prompt.choice + 1) % len(prompt.order)
+        return f"candidate {prompt.choice + 1} of {len(prompt.order)}"
+    prompt.points.append((x, y))
+    prompt.labels.append(label)
+    _predict(prompt, segmenter, embedding, refine=prompt.prediction is not None)
+    return f"{'positive' if label else 'negative'} point added"
+
+
+def undo_last(prompt: Prompt, segmenter, embedding) -> None:
+    """Remove the last point (or the box if no points); re-predict from scratch."""
+    if prompt.corner is not None:
+        prompt.corner = None
+        return
+    if prompt.points:
+        prompt.points.pop()
+        prompt.labels.pop()
+    elif prompt.box is not None:
+        prompt.box = None
+    prompt.prediction, prompt.order, prompt.choice = None, [], 0
+    if not prompt.empty:
+        _predict(prompt, segmenter, embedding, refine=False)
+
+
+def _predict(prompt: Prompt, segmenter, embedding, refine: bool) -> None:
+    single_point = len(prompt.points) == 1 and prompt.box is None
+    mask_input = None
+    if refine and prompt.prediction is not None and prompt.prediction.low_res_logits is not None:
+        mask_input = prompt.prediction.low_res_logits[prompt.order[prompt.choice]][None]
+    pred = segmenter.predict(
+        np.array(prompt.points) if prompt.points else None,
+        np.array(prompt.labels) if prompt.points else None,
+        box=np.array(prompt.box) if prompt.box is not None else None,
+        mask_input=mask_input,
+        multimask_output=single_point,
+        embedding=embedding,
+    )
+    areas = pred.masks.reshape(len(pred.masks), -1).sum(1)
+    prompt.prediction = pred
+    prompt.order = [int(i) for i in np.argsort(-areas, kind="stable")]
+    # start on the candidate SAM rates best; repeated clicks then cycle by size
+    prompt.choice = prompt.order.index(pred.best())
