@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import colorsys
 import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Iterable, Iterator, Mapping
 
 SHORTCUTS = tuple(range(1, 10))
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -22,7 +22,7 @@ def default_color(class_id: int) -> str:
     """A distinct, stable colour per id (hues a golden angle apart), as ``#rrggbb``."""
     hue = (class_id * 0.618033988749895) % 1.0
     r, g, b = colorsys.hsv_to_rgb(hue, 0.75, 0.95)
-    return "#{:02x}{:02x}{:02x}".format(round(r * 255), round(g * 255), round(b * 255))
+    return f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
 
 
 def rgb(color: str) -> tuple[int, int, int]:
@@ -122,7 +122,7 @@ class ClassList:
 
     # -- changes (each returns a new list) --------------------------------------------------
     def add(self, name, *, color: str | None = None, shortcut: int | None | str = "auto",
-            class_id: int | None = None) -> "ClassList":
+            class_id: int | None = None) -> ClassList:
         """A list with one more class; ``shortcut="auto"`` takes the first free key 1-9."""
         name = _name(name)
         if self.by_name(name):
@@ -136,35 +136,35 @@ class ClassList:
         color = default_color(cid) if color is None else _color(color)
         return ClassList((*self._items, ObjectClass(cid, name, color, key)))
 
-    def ensure(self, name) -> "ClassList":
+    def ensure(self, name) -> ClassList:
         """This list if it has a class ``name``, else one with it added (a free-text label)."""
         return self if self.by_name(name) else self.add(name)
 
-    def _replace(self, class_id: int, **changes) -> "ClassList":
+    def _replace(self, class_id: int, **changes) -> ClassList:
         old = self.by_id(class_id)
         if old is None:
             raise KeyError(f"no class with id {class_id}")
         new = replace(old, **changes)
         return ClassList(new if c.id == class_id else c for c in self._items)
 
-    def rename(self, class_id: int, name) -> "ClassList":
+    def rename(self, class_id: int, name) -> ClassList:
         name = _name(name)
         other = self.by_name(name)
         if other and other.id != class_id:
             raise ValueError(f"there is already a class named {name!r}")
         return self._replace(class_id, name=name)
 
-    def recolor(self, class_id: int, color: str) -> "ClassList":
+    def recolor(self, class_id: int, color: str) -> ClassList:
         return self._replace(class_id, color=_color(color))
 
-    def set_shortcut(self, class_id: int, key) -> "ClassList":
+    def set_shortcut(self, class_id: int, key) -> ClassList:
         """Give a class key ``key`` (None: no key); a class that had that key loses it."""
         key = _shortcut(key)
         items = [replace(c, shortcut=None) if key is not None and c.shortcut == key and c.id != class_id
                  else c for c in self._items]
         return ClassList(items)._replace(class_id, shortcut=key)
 
-    def remove(self, class_id: int) -> "ClassList":
+    def remove(self, class_id: int) -> ClassList:
         if self.by_id(class_id) is None:
             raise KeyError(f"no class with id {class_id}")
         return ClassList(c for c in self._items if c.id != class_id)
@@ -174,7 +174,7 @@ class ClassList:
         return [c.to_record() for c in self._items]
 
     @classmethod
-    def from_records(cls, records: Iterable[Mapping]) -> "ClassList":
+    def from_records(cls, records: Iterable[Mapping]) -> ClassList:
         """From ``to_records()`` output (missing colours get the id's default)."""
         items = []
         for r in records:

@@ -243,7 +243,7 @@ def apply_strokes(mask: np.ndarray, strokes: Sequence[Mapping]) -> np.ndarray:
         fixed = np.clip(fixed, -lim, lim)
         for (x, y) in fixed:
             cv2.circle(out, (int(x), int(y)), r_fixed, value, -1, cv2.LINE_8, shift)
-        for (x0, y0), (x1, y1) in zip(fixed[:-1], fixed[1:]):
+        for (x0, y0), (x1, y1) in zip(fixed[:-1], fixed[1:], strict=True):
             # a segment as a filled quad between the two end circles (round joins)
             d = np.array([x1 - x0, y1 - y0], dtype=np.float64)
             n = np.hypot(*d)

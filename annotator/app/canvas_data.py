@@ -19,8 +19,9 @@ serves full-resolution crops of it when the browser zooms past that scale.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -276,7 +277,7 @@ def legend(anns: Iterable, classes: ClassList | None) -> list[dict]:
 def prompt_message(points: Sequence, labels: Sequence[int], box, mask: np.ndarray | None,
                    max_side: int = VIEW_MAX_SIDE) -> dict:
     """The live prompt: points (x, y, positive 1 / negative 0), box and candidate mask."""
-    return {"points": [[float(x), float(y), int(lb)] for (x, y), lb in zip(points, labels)],
+    return {"points": [[float(x), float(y), int(lb)] for (x, y), lb in zip(points, labels, strict=True)],
             "box": None if box is None else [float(v) for v in box],
             "mask": mask_message(mask, max_side), "color": PROMPT_COLOR}
 

@@ -25,7 +25,7 @@ def within(points, radius):
     ys, xs = np.mgrid[0:H, 0:W].astype(float)
     best = np.full((H, W), np.inf)
     pts = np.asarray(points, float)
-    for a, b in zip(pts, pts[1:] if len(pts) > 1 else pts):
+    for a, b in zip(pts, pts[1:] if len(pts) > 1 else pts, strict=False):
         d = b - a
         t = np.clip(((xs - a[0]) * d[0] + (ys - a[1]) * d[1]) / max(d @ d, 1e-12), 0, 1)
         best = np.minimum(best, np.hypot(xs - a[0] - t * d[0], ys - a[1] - t * d[1]))

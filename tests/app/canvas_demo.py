@@ -16,9 +16,9 @@ import gradio as gr
 import numpy as np
 
 from annotator.annotations.classes import ClassList
+from annotator.annotations.document import AnnotationDocument
 from annotator.app import canvas_data as cd
 from annotator.app.ui.canvas import AnnotationCanvas
-from annotator.annotations.document import AnnotationDocument
 
 DISC = 40  # radius of the mask a point makes, image pixels
 
@@ -44,10 +44,10 @@ def fake_segment(shape, points, labels, box) -> np.ndarray | None:
     if box is not None:
         x0, y0, x1, y1 = (int(round(v)) for v in box)
         m[y0:y1, x0:x1] = 1
-    for (x, y), lb in zip(points, labels):
+    for (x, y), lb in zip(points, labels, strict=True):
         if lb:
             cv2.circle(m, (int(round(x)), int(round(y))), DISC, 1, -1)
-    for (x, y), lb in zip(points, labels):
+    for (x, y), lb in zip(points, labels, strict=True):
         if not lb:
             cv2.circle(m, (int(round(x)), int(round(y))), DISC // 2, 0, -1)
     return m.astype(bool) if m.any() else None

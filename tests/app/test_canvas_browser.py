@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from canvas_demo import DISC, build_demo
 from PIL import Image
 
 from annotator.annotations.classes import ClassList
 from annotator.testing import free_port
-
-from canvas_demo import DISC, build_demo
 
 pytestmark = pytest.mark.browser
 
@@ -152,7 +151,7 @@ def test_wheel_zoom_then_a_click_lands_on_the_image_pixel_under_it(page, demo):
 
 def test_drag_draws_a_box_and_its_mask_is_drawn(page, demo):
     state, _ = demo
-    before = page.evaluate(SEEN, [600, 500])
+    before, before_outside = page.evaluate(SEEN, [600, 500]), page.evaluate(SEEN, [1200, 900])
     page.mouse.move(*at(page, 300, 200))
     page.mouse.down()
     page.mouse.move(*at(page, 600, 500), steps=2)
@@ -167,6 +166,7 @@ def test_drag_draws_a_box_and_its_mask_is_drawn(page, demo):
     page.wait_for_timeout(100)
     inside, outside = page.evaluate(SEEN, [600, 500]), page.evaluate(SEEN, [1200, 900])
     assert inside[2] > before[2] + 20 and inside[0] < before[0]  # tinted prompt blue
+    assert outside == before_outside  # outside the box nothing changed
 
 
 def test_right_click_and_alt_click_are_negative_and_a_click_on_a_point_removes_it(page, demo):
@@ -287,7 +287,7 @@ def test_opacity_hide_only_selected_outlines_and_hover_are_drawn_without_a_reque
     assert faint != base
     strong = seen_after(lambda: page.eval_on_selector(
         "#canvas .acv-opacity", "e => { e.value = 90; e.dispatchEvent(new Event('input')); }"), 820, 520)
-    assert sum(abs(a - b) for a, b in zip(strong, faint)) > 60
+    assert sum(abs(a - b) for a, b in zip(strong, faint, strict=True)) > 60
     other = page.evaluate(SEEN, [300, 300])
     hidden_other = seen_after(lambda: page.click("#canvas .acv-only"), 300, 300)
     assert hidden_other != other  # the unselected mask vanished

@@ -5,8 +5,8 @@ import pytest
 
 from annotator.annotations import render
 from annotator.annotations.classes import ClassList
-from annotator.app import canvas_data as cd
 from annotator.annotations.document import AnnotationDocument
+from annotator.app import canvas_data as cd
 
 H, W = 90, 120
 

@@ -35,9 +35,8 @@ def test_a_shortcut_moves_without_a_constraint_error(tmp_path):
         p.save_classes(ClassList().add("a").add("b"))
         p.save_classes(p.classes().set_shortcut(2, 1))
         assert p.classes().by_shortcut(1).name == "b"
-        with pytest.raises(sqlite3.IntegrityError):  # the file itself refuses a key twice
-            with p._write() as c:
-                c.execute("UPDATE categories SET shortcut = 1")
+        with pytest.raises(sqlite3.IntegrityError), p._write() as c:  # the file refuses a key twice
+            c.execute("UPDATE categories SET shortcut = 1")
 
 
 def test_a_version_2_file_gets_the_shortcut_column(tmp_path):

@@ -12,8 +12,9 @@ app supplies ``image_for_key`` (key -> RGB array or None), keys being unguessabl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gradio as gr
 import numpy as np

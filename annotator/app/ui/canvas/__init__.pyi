@@ -12,8 +12,9 @@ app supplies ``image_for_key`` (key -> RGB array or None), keys being unguessabl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gradio as gr
 import numpy as np
@@ -26,7 +27,6 @@ _HERE = Path(__file__).resolve().parent
 def _read(name: str) -> str:
     return (_HERE / name).read_text(encoding="utf-8")
 
-from gradio.events import Dependency
 
 class AnnotationCanvas(gr.HTML):
     """The canvas; ``height`` is the drawing area's CSS height (e.g. ``"70vh"`` or 600)."""
@@ -67,7 +67,9 @@ class AnnotationCanvas(gr.HTML):
     def api_info(self) -> dict[str, Any]:
         return {"type": "object", "description": "canvas frame (to the browser) or actions (from it); "
                 "see annotator.app.canvas_data"}
-    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from collections.abc import Callable, Sequence
+    from typing import TYPE_CHECKING, Any, Literal
+
     from gradio.blocks import Block
     if TYPE_CHECKING:
         from gradio.components import Timer
