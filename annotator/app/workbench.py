@@ -52,8 +52,9 @@ from annotator.limits import Limits, human_bytes
 from annotator.annotations.document import AnnotationDocument, next_in_stack
 from annotator.projects.store import ConflictError, ProjectError
 from annotator.projects.library import FolderPolicy, ModelLock, Prefetcher, ProjectLibrary, ProjectNameError
-from annotator.models.prompt import SAME_PIXEL, Prompt, click as prompt_click, undo_last
+from annotator.models.prompt import SAME_PIXEL, Prompt, click as prompt_click, remove_point, undo_last
 from annotator.annotations.rle import normalize as to_rle
+from annotator.app import canvas_link
 from annotator.app.sessions import SessionStore
 from annotator.models.zerogpu import gpu
 
@@ -159,6 +160,7 @@ class Session:
     sent_table_key: tuple | None = None
     note: str = ""  # what opening the image had to say (animated, masks dropped), kept for encode
     project: OpenProject | None = None
+    canvas: object = None  # annotator.app.canvas_link.BrowserCanvas: what the browser canvas holds
 
 
 @dataclass
@@ -174,6 +176,7 @@ class View:
     table: list[list] | None
     mode: str = "positive"
     progress: list[list] | None = None  # the project's image list; None: unchanged or no project
+    frame: dict | None = None  # for the browser canvas (Workbench.browser_canvas): what changed
 
 
 @dataclass
@@ -208,6 +211,8 @@ class Workbench:
             Session, max_sessions=self.limits.max_sessions, idle_seconds=self.limits.idle_seconds,
             on_evict=_release_session)
         self.max_display_side = max_display_side
+        # True: the app's canvas draws in the browser (View.frame); False: View.canvas images
+        self.browser_canvas = False
         self.renderer = render.Renderer()
         # every export folder lives under one root, removed with the workbench
         self.export_root = Path(tempfile.mkdtemp(prefix="annotator-exports-"))
@@ -537,6 +542,49 @@ class Workbench:
                 return self._project_step(s, forward=True)
             action = s.doc.redo()
             return self._view(s, f"Redid: {action}." if action else "Nothing to redo.")
+
+    # -- the browser canvas ------------------------------------------------------------
+    def remove_point(self, sid: str, index: int) -> View:
+        """Remove prompt point ``index`` (0-based, in the order they were added)."""
+        with self._session(sid) as s:
+            self._need_image(s)
+            self._need_embedding(s)
+            try:
+                with self.model_lock:
+                    remove_point(s.prompt, self.segmenter, s.embedding, int(index))
+            except ValueError as e:
+                raise WorkbenchError(str(e)) from None
+            return self._view(s, f"Removed point {int(index) + 1}." + self._score_text(s.prompt))
+
+    def drag_box(self, sid: str, x0: float, y0: float, x1: float, y1: float) -> View:
+        """A box prompt drawn in one drag (the same as two clicks in box mode)."""
+        with self._session(sid) as s:
+            self._need_image(s)
+            s.prompt.corner = None
+            self.click(sid, x0, y0, "box")
+            return self.click(sid, x1, y1, "box")
+
+    def paint(self, sid: str, ann_id: int, strokes: list) -> View:
+        """Brush / eraser strokes on one mask, one undoable edit (see AnnotationDocument.paint)."""
+        with self._session(sid) as s:
+            self._need_image(s)
+            try:
+                s.doc.paint(int(ann_id), strokes)
+            except (KeyError, ValueError) as e:
+                raise WorkbenchError(str(e).strip("'\"")) from None
+            return self._view(s, f"Painted mask {int(ann_id)}. Undo restores it.")
+
+    def canvas_actions(self, sid: str, message, label: str | None = None) -> View:
+        """The browser canvas's actions (points, boxes, strokes, ...) as Workbench calls."""
+        return canvas_link.apply(self, sid, message, label)
+
+    def canvas_image(self, key: str) -> np.ndarray | None:
+        """The image a browser canvas shows under ``key`` (for its full-resolution crops)."""
+        return canvas_link.image_for_key((self.sessions.peek(k) for k in self.sessions.keys()), key)
+
+    def classes(self, sid: str):
+        """The session's class list (the open project's categories)."""
+        return canvas_link.classes_of(self.session(sid))
 
     # -- review (triage) -----------------------------------------------------------------
     def review(self, sid: str, state: str) -> View:
@@ -1342,8 +1390,10 @@ class Workbench:
 
     def _view(self, s: Session, message: str) -> View:
         self._save_project(s)  # before anything reports success
-        canvas = None
-        if s.image is not None:
+        canvas = frame = None
+        if self.browser_canvas:  # the browser draws: send it what changed, render nothing here
+            frame = canvas_link.frame(s, message)
+        elif s.image is not None:
             key = (self._layer_key(s), self._prompt_key(s))
             if key != s.sent_canvas_key:
                 canvas = self._canvas(s)
@@ -1359,12 +1409,13 @@ class Workbench:
         progress = self._progress_if_changed(s)
         return View(canvas=canvas, status=self._status(s), message=message, candidates=cands,
                     candidate=s.prompt.choice if cands else None, table=table, mode=s.mode,
-                    progress=progress)
+                    progress=progress, frame=frame)
 
     def resend(self, sid: str) -> View:
         """A full View (nothing left out as unchanged), e.g. for a reloaded page."""
         with self._session(sid) as s:
             s.sent_canvas_key = s.sent_table_key = None
+            canvas_link.forget(s)
             if s.project is not None:
                 s.project.rows_key = None
             return self._view(s, "")

@@ -26,6 +26,7 @@ from annotator.models.loading import BackendInfo
 from annotator.models.checkpoints import cache_dir
 from annotator.limits import Limits
 from annotator.projects.library import FolderPolicy, ProjectLibrary
+from annotator.app.ui.canvas import AnnotationCanvas
 from annotator.app.workbench import (AMG_DEFAULTS, COMPUTING, REVIEW_FILTERS, TABLE_HEADERS, View, Workbench,
                                  WorkbenchError)
 
@@ -47,8 +48,6 @@ SORT_CHOICES = [("id", "id"), ("predicted IoU", "predicted_iou"), ("stability", 
 CSS = """
 #status textarea { font-family: ui-monospace, monospace; font-size: 12px; }
 #message textarea { font-size: 13px; }
-#canvas { min-height: 360px; }
-#canvas img { cursor: crosshair; }
 #masks-table { font-size: 12px; }
 #masks-table [role=gridcell], #masks-table [role=columnheader] { padding: 2px 5px !important; }
 .tight { gap: 6px !important; }
@@ -174,21 +173,22 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
     (both only used when no ``workbench`` is given)."""
     wb = workbench or Workbench(segmenter, info, limits=limits, projects=ProjectLibrary(projects_dir),
                                 folders=FolderPolicy.from_env(allow_folders))
+    wb.browser_canvas = True  # the canvas draws in the browser; views carry frames for it
     if examples is None:
         examples = [str(p) for p in sorted(ASSETS.glob("*.jpg"))]
 
-    with gr.Blocks(title="annotator · Segment Anything") as demo:
+    with gr.Blocks(title="annotator · Segment Anything", fill_width=True) as demo:
         with gr.Row(equal_height=True):
             gr.Markdown("### annotator", elem_id="title")
             status = gr.Textbox(info.status, label="Status", show_label=False, interactive=False,
                                 container=False, elem_id="status", scale=8)
         with gr.Row():
-            with gr.Column(scale=6, min_width=520):
+            with gr.Column(scale=7, min_width=600):
+                # the prompt mode of /click (API); in the page the canvas's own tools set it
                 mode = gr.Radio(MODE_CHOICES, value="positive", label="Mode", show_label=False,
-                                container=False, elem_id="mode")
-                canvas = gr.Image(None, format="jpeg", interactive=False, label="Canvas", show_label=False,
-                                  elem_id="canvas", height="60vh", buttons=["fullscreen"],
-                                  placeholder="Upload an image on the right, paste one, or pick an example.")
+                                container=False, elem_id="mode", visible=False)
+                canvas = AnnotationCanvas(elem_id="canvas", image_for_key=wb.canvas_image,
+                                          height="max(360px, calc(100vh - 340px))")
                 message = gr.Textbox("", label="Message", show_label=False, interactive=False,
                                      container=False, elem_id="message")
                 with gr.Row(visible=False, equal_height=True, elem_id="image-nav") as nav_row:
@@ -206,7 +206,7 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
                     with gr.Column(scale=1, min_width=120):
                         undo_btn = gr.Button("↶ Undo (Ctrl+Z)", elem_id="undo", size="sm")
                         redo_btn = gr.Button("↷ Redo (Ctrl+Y)", elem_id="redo", size="sm")
-                with gr.Row(equal_height=True):
+                with gr.Row(equal_height=True, visible=False):  # the canvas toolbar does these
                     alpha = gr.Slider(0.0, 1.0, 0.5, step=0.05, label="Mask opacity", elem_id="alpha",
                                       scale=3)
                     outlines = gr.Checkbox(True, label="Outlines", elem_id="outlines", scale=1)
@@ -214,7 +214,7 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
                                                 scale=1)
                     coverage = gr.Checkbox(False, label="Coverage map", elem_id="coverage", scale=1)
 
-            with gr.Column(scale=5, min_width=420):
+            with gr.Column(scale=3, min_width=360):
                 with gr.Tabs(selected="image") as tabs:
                     with gr.Tab("Image", id="image"):
                         upload = read_by_the_app(gr.Image(
@@ -370,7 +370,13 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
             api_x = gr.Number(0, label="x (image pixels)")
             api_y = gr.Number(0, label="y (image pixels)")
             api_id = gr.Number(0, label="mask id", precision=0)
+            api_x1 = gr.Number(0, label="x1 (image pixels)")
+            api_y1 = gr.Number(0, label="y1 (image pixels)")
+            api_strokes = gr.JSON(None, label="strokes [{points, radius, erase}]")
             api_click = gr.Button("click")
+            api_box = gr.Button("box")
+            api_remove_point = gr.Button("remove point")
+            api_paint = gr.Button("paint")
             api_select = gr.Button("select mask")
             api_table = gr.Button("masks")
             api_filter = gr.Button("filter")
@@ -384,7 +390,7 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
         view_out = [canvas, status, message, candidates, table, progress_table]
 
         def show(v: View):
-            return (gr.skip() if v.canvas is None else v.canvas, v.status, v.message,
+            return (gr.skip() if v.frame is None else v.frame, v.status, v.message,
                     gr.Radio(choices=v.candidates, value=v.candidate),
                     gr.skip() if v.table is None else v.table,
                     gr.skip() if v.progress is None else v.progress)
@@ -412,13 +418,33 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
 
         # -- clicks --------------------------------------------------------------------
         @_user_errors
-        def on_canvas_select(mode_value, evt: gr.SelectData, request: gr.Request):
-            x, y = evt.index
-            return show(wb.click_display(sid(request), x, y, mode_value))
+        def on_canvas(message, text, request: gr.Request):
+            return show(wb.canvas_actions(sid(request), message, text))
 
-        canvas.select(on_canvas_select, [mode], view_out, trigger_mode="multiple",
-                      show_progress="minimal", concurrency_limit=1, concurrency_id=MODEL,
-                      api_visibility="private")
+        # every action of the canvas (points, boxes, strokes, accept, undo ...) in one queue,
+        # in order; the browser re-sends what is not acknowledged yet, so none is lost
+        canvas.input(on_canvas, [canvas, label], view_out, trigger_mode="multiple", show_progress="hidden",
+                     concurrency_limit=1, concurrency_id=MODEL, api_name="canvas_actions")
+
+        @_user_errors
+        def on_api_box(x0, y0, x1, y1, request: gr.Request):
+            return show(wb.drag_box(sid(request), float(x0), float(y0), float(x1), float(y1)))
+
+        api_box.click(on_api_box, [api_x, api_y, api_x1, api_y1], view_out, concurrency_limit=1,
+                      concurrency_id=MODEL, api_name="drag_box")
+
+        @_user_errors
+        def on_api_remove_point(index, request: gr.Request):
+            return show(wb.remove_point(sid(request), int(index)))
+
+        api_remove_point.click(on_api_remove_point, [api_id], view_out, concurrency_limit=1,
+                               concurrency_id=MODEL, api_name="remove_point")
+
+        @_user_errors
+        def on_api_paint(ann_id, strokes, request: gr.Request):
+            return show(wb.paint(sid(request), int(ann_id), strokes))
+
+        api_paint.click(on_api_paint, [api_id, api_strokes], view_out, api_name="paint", show_progress="minimal")
 
         @_user_errors
         def on_api_click(x, y, mode_value, request: gr.Request):
@@ -626,8 +652,6 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
             s = wb.session(key)
             p = wb.project_of(key)
             out = list(show(v))
-            if s.image is None:
-                out[0] = None  # no image (empty or closed project): clear the canvas
             if p is None and full:
                 out[5] = []
             opts = s.view

@@ -67,9 +67,7 @@ class AnnotationCanvas(gr.HTML):
     def api_info(self) -> dict[str, Any]:
         return {"type": "object", "description": "canvas frame (to the browser) or actions (from it); "
                 "see annotator.app.canvas_data"}
-    from collections.abc import Callable, Sequence
-    from typing import TYPE_CHECKING, Any, Literal
-
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
     from gradio.blocks import Block
     if TYPE_CHECKING:
         from gradio.components import Timer
