@@ -35,7 +35,7 @@ VIEW_MAX_SIDE = 2048
 JPEG_QUALITY = 88
 PROMPT_COLOR = "#1e90ff"
 ACTION_TYPES = ("point", "box", "remove_point", "clear_prompt", "accept", "select", "paint",
-                "candidate", "undo", "redo", "delete")
+                "candidate", "undo", "redo", "delete", "resync")
 
 
 def _data_url(kind: str, encoded: np.ndarray) -> str:
@@ -295,6 +295,7 @@ def frame(sent: Sent, *, image: np.ndarray | None, image_key: str | None, doc=No
     out: dict[str, Any] = {"kind": "frame", "frame": sent.frame, "ack": sent.last_action,
                            "message": message}
     if image is None:
+        out["full"] = True
         if sent.image_key is not None:
             out["image"] = None
         sent.image_key, sent.size, sent.masks, sent.n_layers = None, None, {}, 0
@@ -306,6 +307,8 @@ def frame(sent: Sent, *, image: np.ndarray | None, image_key: str | None, doc=No
     layers = layers_message(anns, image.shape[:2], sent, max_side)
     if layers is not None:
         out["layers"] = layers
+    # a frame with everything in it: the browser applies it even after a lost frame
+    out["full"] = "image" in out
     out["table"] = table_message(anns, doc.selection if doc is not None else (), classes)
     out["legend"] = legend(anns, classes)
     out["classes"] = classes.to_records() if classes is not None else []
@@ -369,8 +372,10 @@ def new_actions(message: Any, sent: Sent) -> list[dict]:
     if not isinstance(message, Mapping) or message.get("kind") != "actions":
         return []
     have = message.get("have") or {}
-    if have.get("image") != sent.image_key or int(have.get("frame") or 0) == 0:
-        # the browser lost what it had (reload): the next frame sends everything again
-        sent.image_key, sent.size, sent.masks, sent.n_layers = None, None, {}, 0
     actions = [parse_action(a) for a in message.get("actions") or []]
+    if (have.get("image") != sent.image_key or int(have.get("frame") or 0) == 0
+            or any(a["type"] == "resync" for a in actions)):
+        # the browser lost what it had (reload, a frame that never came): the next frame
+        # sends everything again
+        sent.image_key, sent.size, sent.masks, sent.n_layers = None, None, {}, 0
     return [a for a in sorted(actions, key=lambda a: a["seq"]) if a["seq"] > sent.last_action]

@@ -33,7 +33,8 @@ def _state(s) -> BrowserCanvas:
 def forget(s) -> None:
     """The browser lost what it had (reload): the next frame sends everything."""
     if s.canvas is not None:
-        s.canvas.sent = cd.Sent(last_action=s.canvas.sent.last_action)
+        old = s.canvas.sent
+        s.canvas.sent = cd.Sent(last_action=old.last_action, frame=old.frame)  # numbers go on
 
 
 def classes_of(s) -> ClassList:
@@ -110,14 +111,16 @@ def _one(wb, sid, s, a, label):
         classes = classes_of(s)
         cls = classes.by_id(a["class_id"]) if a["class_id"] is not None else None
         name = cls.name if cls else ((label or "").strip() or None)
-        view = wb.accept(sid, name)
-        if name and name not in classes:  # a typed label adds a class
+        if name and name not in classes:  # a typed label adds a class (in the accept's frame)
             s.canvas.classes = classes.ensure(name)
-            store = getattr(s.project, "store", None) if s.project is not None else None
-            if store is not None:
-                store.save_classes(s.canvas.classes)
-            with s.lock:
-                view = wb._view(s, view.message)
+        try:
+            view = wb.accept(sid, name)
+        except Exception:
+            s.canvas.classes = classes
+            raise
+        store = getattr(s.project, "store", None) if s.project is not None else None
+        if store is not None and s.canvas.classes is not classes:
+            store.save_classes(s.canvas.classes)
         return view
     if kind == "select":
         return wb.click(sid, a["x"], a["y"], "select")

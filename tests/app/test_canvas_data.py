@@ -196,6 +196,10 @@ def test_new_actions_skips_applied_ones_and_checks_input():
         cd.parse_action({"seq": 9, "type": "point", "x": float("nan"), "y": 1})
     cd.new_actions({"kind": "actions", "have": {"image": "img", "frame": 0}, "actions": []}, sent)
     assert sent.image_key is None  # a reloaded page gets everything again
+    sent.image_key = "img"
+    cd.new_actions({"kind": "actions", "have": {"image": "img", "frame": 5},
+                    "actions": [{"seq": 10, "type": "resync"}]}, sent)
+    assert sent.image_key is None  # a browser that missed a frame asks for everything
 
 
 def test_frame_sends_the_image_once_and_reports_acknowledged_actions():
@@ -204,10 +208,11 @@ def test_frame_sends_the_image_once_and_reports_acknowledged_actions():
     sent = cd.Sent()
     image = np.zeros((H, W, 3), np.uint8)
     f1 = cd.frame(sent, image=image, image_key="a", doc=doc)
-    assert f1["image"]["key"] == "a" and f1["layers"]["reset"]
+    assert f1["image"]["key"] == "a" and f1["layers"]["reset"] and f1["full"]
     sent.last_action = 7
     f2 = cd.frame(sent, image=image, image_key="a", doc=doc)
     assert "image" not in f2 and "layers" not in f2 and f2["ack"] == 7 and f2["frame"] == 2
+    assert not f2["full"]
     f3 = cd.frame(sent, image=image, image_key="b", doc=doc)
     assert f3["image"]["key"] == "b" and f3["layers"]["reset"]
     assert cd.frame(sent, image=None, image_key=None)["image"] is None

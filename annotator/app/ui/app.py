@@ -294,7 +294,7 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
                             reject_review_btn = gr.Button("✗ Reject (X)", elem_id="review-reject", **small)
                             next_btn = gr.Button("Next (J) ▶", elem_id="review-next", **small)
 
-                    with gr.Tab("Segment everything", id="everything"):
+                    with gr.Tab("Everything", id="everything"):  # short: the side panel is narrow
                         gr.Markdown("SAM's automatic mask generator (parameters keep SAM's names). "
                                     "Masks appear as point batches finish; afterwards filter, sort "
                                     "and review them in the Masks tab without re-running.")
@@ -342,7 +342,7 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
                                                       size="sm")
                             merge_groups_btn = gr.Button("Merge each group", elem_id="merge-groups",
                                                          size="sm")
-                    with gr.Tab("Export / import", id="export"):
+                    with gr.Tab("Export", id="export"):
                         segmentation = gr.Radio(
                             [("COCO JSON, RLE masks", "rle"), ("COCO JSON, polygons", "polygon")],
                             value="rle", label="Mask format", elem_id="segmentation")

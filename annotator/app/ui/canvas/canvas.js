@@ -37,7 +37,7 @@
     opacity: 0.5, hideAll: false, onlySelected: false, outlines: false,
     hover: 0, tool: "prompt", brush: 12,  // brush radius in screen pixels
     press: null, spaceDown: false, pointer: null, stroke: null,
-    seq: 0, pending: [], frame: 0, chain: Promise.resolve(), cropTimer: null, cropSeq: 0,
+    seq: 0, pending: [], frame: 0, queued: 0, chain: Promise.resolve(), cropTimer: null, cropSeq: 0,
   };
 
   // -- coordinates ----------------------------------------------------------------------------
@@ -325,9 +325,26 @@
     const c = st.classes.find(c => c.id === st.currentClass);
     statusEl.textContent = c ? "class: " + c.name : "no class";
   }
+  // Frames are deltas, applied in their order; events finishing out of order can deliver
+  // them out of order, so later ones wait for the gap to fill (or ask for everything again).
+  const held = new Map();
+  let resyncTimer = null;
   function onValue() {
     const f = props.value;
     if (!f || f.kind !== "frame") return;
+    if (f.full) { for (const n of [...held.keys()]) if (n <= f.frame) held.delete(n); enqueue(f); }
+    else if (f.frame > st.queued + 1) {
+      held.set(f.frame, f);
+      clearTimeout(resyncTimer);
+      resyncTimer = setTimeout(() => { if (held.size) { held.clear(); send({type: "resync"}); } }, 1500);
+      return;
+    } else if (f.frame <= st.queued) return;  // already applied
+    else enqueue(f);
+    while (held.has(st.queued + 1)) { const g = held.get(st.queued + 1); held.delete(st.queued + 1); enqueue(g); }
+    if (!held.size) clearTimeout(resyncTimer);
+  }
+  function enqueue(f) {
+    st.queued = f.frame;
     st.chain = st.chain.then(() => applyFrame(f)).catch(err => { console.error("canvas frame", err); statusEl.textContent = "could not draw: " + err; });
   }
 
