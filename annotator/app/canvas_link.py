@@ -57,15 +57,16 @@ def image_key(s) -> str | None:
 def frame(s, message: str = "") -> dict:
     """The next frame for the session's browser canvas (masks the table filter hides are
     left out, as in the table)."""
-    c = _state(s)
-    if s.image is None:
-        return cd.frame(c.sent, image=None, image_key=None, message=message)
-    p = s.prompt
-    prompt = cd.prompt_message(p.points, p.labels, p.box, p.mask)
-    shown = [a for a in s.doc.annotations if s.filter.keeps(a)] if s.doc is not None else []
-    doc = SimpleNamespace(annotations=shown, selection=s.doc.selection if s.doc is not None else ())
-    return cd.frame(c.sent, image=s.image, image_key=image_key(s), doc=doc, classes=classes_of(s),
-                    prompt=prompt, message=message)
+    with s.lock:
+        c = _state(s)
+        if s.image is None:
+            return cd.frame(c.sent, image=None, image_key=None, message=message)
+        p = s.prompt
+        prompt = cd.prompt_message(p.points, p.labels, p.box, p.mask)
+        shown = [a for a in s.doc.annotations if s.filter.keeps(a)] if s.doc is not None else []
+        doc = SimpleNamespace(annotations=shown, selection=s.doc.selection if s.doc is not None else ())
+        return cd.frame(c.sent, image=s.image, image_key=image_key(s), doc=doc, classes=classes_of(s),
+                        prompt=prompt, message=message)
 
 
 def image_for_key(sessions, key: str):

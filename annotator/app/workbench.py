@@ -176,7 +176,9 @@ class View:
     table: list[list] | None
     mode: str = "positive"
     progress: list[list] | None = None  # the project's image list; None: unchanged or no project
-    frame: dict | None = None  # for the browser canvas (Workbench.browser_canvas): what changed
+    # for the browser canvas (Workbench.browser_canvas): makes the frame of what changed; called
+    # only for a View that goes to the browser, so no frame is numbered and then lost
+    frame: object = None
 
 
 @dataclass
@@ -1392,7 +1394,7 @@ class Workbench:
         self._save_project(s)  # before anything reports success
         canvas = frame = None
         if self.browser_canvas:  # the browser draws: send it what changed, render nothing here
-            frame = canvas_link.frame(s, message)
+            frame = functools.partial(canvas_link.frame, s, message)
         elif s.image is not None:
             key = (self._layer_key(s), self._prompt_key(s))
             if key != s.sent_canvas_key:

@@ -106,18 +106,30 @@ class Canvas:
     def wait_changed(self, old: str) -> None:
         self.page.wait_for_function(f"() => ({FRAME})() !== {old!r}")
 
+    def at(self, x: float, y: float) -> list[float]:
+        """Page coordinates of an image pixel, once the layout has settled (the side panel
+        changes width as its table fills, and the canvas then fits the image again)."""
+        where = self.page.evaluate(TO_PAGE, [x, y])
+        for _ in range(50):
+            self.page.wait_for_timeout(60)
+            again = self.page.evaluate(TO_PAGE, [x, y])
+            if again == where:
+                return where
+            where = again
+        return where
+
     def click(self, x: float, y: float, wait: bool = True) -> None:
         wait_shown(self.page)
         old = self.src()
-        self.page.mouse.click(*self.page.evaluate(TO_PAGE, [x, y]))
+        self.page.mouse.click(*self.at(x, y))
         if wait:
             self.wait_changed(old)
 
     def drag(self, x0: float, y0: float, x1: float, y1: float) -> None:
         old = self.src()
-        self.page.mouse.move(*self.page.evaluate(TO_PAGE, [x0, y0]))
+        self.page.mouse.move(*self.at(x0, y0))
         self.page.mouse.down()
-        self.page.mouse.move(*self.page.evaluate(TO_PAGE, [x1, y1]), steps=3)
+        self.page.mouse.move(*self.at(x1, y1), steps=3)
         self.page.mouse.up()
         self.wait_changed(old)
 

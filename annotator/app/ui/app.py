@@ -390,7 +390,7 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
         view_out = [canvas, status, message, candidates, table, progress_table]
 
         def show(v: View):
-            return (gr.skip() if v.frame is None else v.frame, v.status, v.message,
+            return (gr.skip() if v.frame is None else v.frame(), v.status, v.message,
                     gr.Radio(choices=v.candidates, value=v.candidate),
                     gr.skip() if v.table is None else v.table,
                     gr.skip() if v.progress is None else v.progress)
