@@ -51,6 +51,7 @@ CSS = """
 #masks-table { font-size: 12px; }
 #masks-table [role=gridcell], #masks-table [role=columnheader] { padding: 2px 5px !important; }
 .tight { gap: 6px !important; }
+#candidates label { padding: 2px 6px !important; font-size: 12px; }
 footer { display: none !important; }
 """
 
@@ -188,7 +189,7 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
                 mode = gr.Radio(MODE_CHOICES, value="positive", label="Mode", show_label=False,
                                 container=False, elem_id="mode", visible=False)
                 canvas = AnnotationCanvas(elem_id="canvas", image_for_key=wb.canvas_image,
-                                          height="max(360px, calc(100vh - 340px))")
+                                          height="max(360px, calc(100vh - 390px))")
                 message = gr.Textbox("", label="Message", show_label=False, interactive=False,
                                      container=False, elem_id="message")
                 with gr.Row(visible=False, equal_height=True, elem_id="image-nav") as nav_row:
@@ -197,7 +198,7 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
                     next_image_btn = gr.Button("Next image (.) ▶", elem_id="image-next", size="sm")
                 with gr.Row(equal_height=True):
                     candidates = gr.Radio([], label="SAM's candidates (same pixel again cycles)",
-                                          elem_id="candidates", scale=4)
+                                          elem_id="candidates", scale=6)
                     label = gr.Textbox("object", label="Label", elem_id="label", scale=2, max_lines=1)
                     with gr.Column(scale=1, min_width=120):
                         accept_btn = gr.Button("Accept (Enter)", variant="primary", elem_id="accept",
