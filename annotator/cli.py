@@ -10,6 +10,10 @@ import sys
 from annotator.models.device import PRECISIONS
 from annotator.limits import add_limit_args
 
+# the formats `annotator convert --to` writes (annotator.formats.convert.FORMATS; listed here so
+# building the parser imports no format code)
+FORMATS = ("coco-rle", "coco-polygon", "yolo", "labelme", "voc")
+
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """The model flags every command that runs SAM shares."""
@@ -46,7 +50,8 @@ def cmd_serve(args) -> int:
     except (CheckpointError, LimitsError, ValueError) as e:
         print(f"annotator: {e}", file=sys.stderr)
         return 2
-    from annotator.projects.library import FolderPolicy, ProjectLibrary
+    from annotator.projects.folders import FolderPolicy
+    from annotator.projects.library import ProjectLibrary
     from annotator.app.ui import build_app, launch_kwargs
     from annotator.app.workbench import Workbench
 
@@ -155,31 +160,46 @@ def _local_runner(args, params: dict):
 def _ray_runner(args, params: dict):
     from annotator.amg import distributed
 
+    # the cluster is asked first, so a request it cannot hold fails now, naming its flag
     try:
-        distributed.require_ray()
-    except ImportError as e:
+        ray = distributed.connect()
+        cluster = ray.cluster_resources()
+        num_gpus = distributed.gpus_per_actor(cluster, args.ray, args.gpus_per_actor)
+    except (ImportError, ValueError) as e:
         print(f"annotator: {e}", file=sys.stderr)
         return None, None
+    print(f"annotator: Ray cluster with {cluster.get('CPU', 0):g} CPUs and {cluster.get('GPU', 0):g} GPUs: "
+          f"{args.ray} actors with {num_gpus:g} GPUs each", file=sys.stderr)
 
     def run(project, ids, settings):
         return distributed.run(project, ids, settings, concurrency=args.ray,
-                               num_gpus=args.gpus_per_actor, batch_size=args.batch_size,
+                               num_gpus=num_gpus, batch_size=args.batch_size,
                                model=args.model, checkpoint=args.checkpoint, device=args.device,
                                precision=args.precision, generator_params=params)
     return run, {"model": args.model, **params}
 
 
 def cmd_convert(args) -> int:
-    from annotator.formats import coco
+    from annotator.formats import convert
+    from annotator.formats.coco import CocoError
 
+    older = {"rle": "coco-rle", "polygon": "coco-polygon", None: None}[args.segmentation]
+    if args.to and older and args.to != older:
+        print(f"annotator: --to {args.to} and --segmentation {args.segmentation} disagree; give one",
+              file=sys.stderr)
+        return 2
+    fmt = args.to or older or "coco-rle"
     try:
-        dataset = coco.load(args.input)
-        coco.save(dataset, args.output, args.segmentation, tolerance=args.tolerance)
-    except (coco.CocoError, OSError) as e:
+        imported, report = convert.convert(args.input, args.output, fmt, tolerance=args.polygon_tolerance,
+                                           copy_images=not args.no_images)
+    except (CocoError, convert.ExportCheckError, OSError, ValueError) as e:
         print(f"annotator: {e}", file=sys.stderr)
         return 2
-    print(f"annotator: wrote {len(dataset.annotations)} annotations on {len(dataset.images)} images "
-          f"({args.segmentation}) to {args.output}", file=sys.stderr)
+    print(f"annotator: read {imported.format} from {args.input}; wrote {len(report.masks)} annotations "
+          f"on {report.n_images} images ({fmt}) to {args.output}", file=sys.stderr)
+    print(f"annotator: {report.line()}", file=sys.stderr)
+    for image_id, ann_id, iou in report.worst(5):
+        print(f"annotator:   image {image_id} mask {ann_id}: IoU {iou:.4f}", file=sys.stderr)
     return 0
 
 
@@ -232,17 +252,28 @@ def build_parser() -> argparse.ArgumentParser:
     dist = auto.add_argument_group("distributed (needs annotator[ray]; see docs/distributed.md)")
     dist.add_argument("--ray", type=int, default=0, metavar="ACTORS",
                       help="run on this many Ray Data actors instead of in this process")
-    dist.add_argument("--gpus-per-actor", type=float, default=1.0, help="GPUs each actor holds (default: 1)")
+    dist.add_argument("--gpus-per-actor", type=float, default=None,
+                      help="GPUs each actor holds (default: 1 when the cluster has a GPU per actor, "
+                           "shared evenly when it has fewer, 0 when it has none)")
     dist.add_argument("--batch-size", type=int, default=4, help="images per actor call (default: 4)")
     auto.set_defaults(func=cmd_auto)
 
-    convert = sub.add_parser("convert", help="rewrite COCO / SAM amg.py annotations as COCO with RLE or polygons")
-    convert.add_argument("input", help="COCO instances JSON, SAM amg.py JSON or amg.py binary_mask folder")
-    convert.add_argument("-o", "--output", required=True, help="COCO instances JSON to write")
-    convert.add_argument("--segmentation", choices=("rle", "polygon"), default="rle",
-                         help="mask format to write (default: rle; polygons keep holes and parts)")
-    convert.add_argument("--tolerance", type=float, default=0.0,
-                         help="polygon simplification in pixels (default 0: exact outlines)")
+    convert = sub.add_parser("convert", help="convert annotations between COCO, YOLO-seg, labelme and VOC; "
+                                             "every export is read back and checked")
+    convert.add_argument("input", help="COCO instances JSON, SAM amg.py JSON or binary_mask folder, labelme "
+                                       "JSON file or folder, YOLO-seg folder (or its data.yaml), VOC folder")
+    convert.add_argument("-o", "--output", required=True,
+                         help="COCO: the JSON file; yolo, labelme, voc: a new (or empty) folder, or a .zip")
+    convert.add_argument("--to", choices=FORMATS, default=None,
+                         help="format to write (default: coco-rle)")
+    convert.add_argument("--segmentation", choices=("rle", "polygon"), default=None,
+                         help="older spelling of --to coco-rle / --to coco-polygon")
+    convert.add_argument("--polygon-tolerance", "--tolerance", dest="polygon_tolerance", type=float,
+                         default=0.0, metavar="PX",
+                         help="simplify polygon outlines by up to PX pixels (default 0: exact outlines); "
+                              "the report gives the IoU this costs")
+    convert.add_argument("--no-images", action="store_true",
+                         help="do not copy the images found beside the input into folder formats")
     convert.set_defaults(func=cmd_convert)
 
     ev = sub.add_parser("eval", help="compare predicted masks with ground truth and print metrics")

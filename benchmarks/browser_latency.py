@@ -22,8 +22,6 @@ app itself (``build_app``). Prints p50/p95 per measure and app, and the goals of
     python benchmarks/browser_latency.py --repeats 1   # quick
 """
 
-from __future__ import annotations
-
 import argparse
 import sys
 import time
@@ -146,7 +144,8 @@ class Today:
     def opacity(self, value):
         old = self.page.evaluate(IMG_SRC)
         requests = []
-        self.page.on("request", requests.append)
+        listener = lambda r: requests.append(r.url)  # noqa: E731 (playwright tags the handler)
+        self.page.on("request", listener)
         t0 = time.perf_counter()
         self.page.eval_on_selector("#alpha input[type=range]", "(e, v) => { e.value = v; "
                                    "e.dispatchEvent(new Event('input', {bubbles: true})); "
@@ -154,7 +153,7 @@ class Today:
                                    "e.dispatchEvent(new PointerEvent('pointerup', {bubbles: true})); }", value)
         self.page.wait_for_function(IMG_NEW, arg=old)
         dt = time.perf_counter() - t0
-        self.page.remove_listener("request", requests.append)
+        self.page.remove_listener("request", listener)
         return dt, len(requests)
 
     def rapid(self, points):
@@ -221,7 +220,8 @@ class Canvas:
 
     def opacity(self, value):
         requests = []
-        self.page.on("request", requests.append)
+        listener = lambda r: requests.append(r.url)  # noqa: E731 (playwright tags the handler)
+        self.page.on("request", listener)
         paints = self.page.eval_on_selector("#canvas .acv", "e => Number(e.dataset.paints)")
         t0 = time.perf_counter()
         self.page.eval_on_selector("#canvas .acv-opacity", "(e, v) => { e.value = v * 100; "
@@ -229,7 +229,7 @@ class Canvas:
         self.page.wait_for_function(f"() => Number(document.querySelector('#canvas .acv').dataset.paints) > {paints}")
         dt = time.perf_counter() - t0
         self.page.wait_for_timeout(300)  # a request it might make late would be counted too
-        self.page.remove_listener("request", requests.append)
+        self.page.remove_listener("request", listener)
         return dt, len(requests)
 
     def rapid(self, points):

@@ -7,7 +7,7 @@ commits each image into the project as it arrives (``store_prelabels``: the same
 local run takes), so a stopped job resumes like a local one. ``Project.export_coco`` merges
 everything into one COCO file. See docs/distributed.md.
 
-Ray is imported only by ``run``; everything else runs without it (and is what the tests run).
+Ray is imported only by ``connect`` and ``run``; everything else runs without it.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from annotator.formats.images import ImageError, load_image
 from annotator.projects.store import Project
 
 log = logging.getLogger(__name__)
+CPUS_PER_ACTOR = 1.0  # what each actor reserves besides its GPUs (reading and encoding images)
 
 
 def require_ray():
@@ -36,6 +37,42 @@ def require_ray():
         raise ImportError("distributed runs need Ray Data: pip install 'annotator[ray]' "
                           "(or pip install 'ray[data]')") from None
     return ray
+
+
+def connect():
+    """Ray, connected to the cluster ``ray.init()`` finds (``RAY_ADDRESS``, a ``ray start`` on
+    this machine), else to a local one it starts."""
+    ray = require_ray()
+    if not ray.is_initialized():
+        ray.init()
+    return ray
+
+
+def gpus_per_actor(cluster: Mapping[str, float], concurrency: int, requested: float | None) -> float:
+    """GPUs each of ``concurrency`` actors reserves on a cluster with ``cluster`` resources
+    (``ray.cluster_resources()``): ``requested`` when the cluster can hold that many actors,
+    by default one GPU each, shared evenly when there are fewer GPUs than actors, none on a
+    cluster without GPUs. A request the cluster cannot hold raises ValueError naming the flag
+    (Ray would otherwise wait for GPUs that never come)."""
+    gpus, cpus = float(cluster.get("GPU", 0)), float(cluster.get("CPU", 0))
+    if concurrency < 1:
+        raise ValueError(f"--ray {concurrency}: give the number of actors, at least 1")
+    if requested is None:
+        num_gpus = min(1.0, gpus / concurrency)
+    elif requested < 0:
+        raise ValueError(f"--gpus-per-actor {requested:g}: give 0 or more")
+    elif requested * concurrency > gpus + 1e-9:
+        hint = ("--gpus-per-actor 0 to run on CPUs" if gpus == 0 else
+                f"--gpus-per-actor {gpus / concurrency:g} to share them, or fewer actors with --ray")
+        raise ValueError(f"--gpus-per-actor {requested:g} with --ray {concurrency} needs "
+                         f"{requested * concurrency:g} GPUs and the Ray cluster has {gpus:g}: "
+                         f"use {hint}")
+    else:
+        num_gpus = float(requested)
+    if concurrency * CPUS_PER_ACTOR > cpus + 1e-9:
+        raise ValueError(f"--ray {concurrency} actors need {concurrency * CPUS_PER_ACTOR:g} CPUs and the "
+                         f"Ray cluster has {cpus:g}: use --ray {int(cpus // CPUS_PER_ACTOR) or 1} or fewer")
+    return num_gpus
 
 
 def segment_batch(generator, batch: Mapping[str, Sequence]) -> dict[str, np.ndarray]:
@@ -114,13 +151,15 @@ def merge_rows(project: Project, rows: Iterable[Mapping], settings: Mapping,
 
 
 def run(project: Project, image_ids: Sequence[int], settings: Mapping, *, concurrency: int,
-        num_gpus: float = 1.0, batch_size: int = 4, model: str | None = None,
+        num_gpus: float | None = None, batch_size: int = 4, model: str | None = None,
         checkpoint: str | None = None, device: str | None = None, precision: str | None = None,
         generator_params: Mapping | None = None, progress: bool = True) -> BatchResult:
     """Pre-label ``image_ids`` of ``project`` on ``concurrency`` Ray actors with ``num_gpus``
-    each (connects to the cluster ``ray.init()`` finds, or starts a local one). Image paths
-    must be readable on every node (a shared file system); the checkpoint too."""
-    ray = require_ray()
+    each (default: what ``gpus_per_actor`` picks for the cluster; connects to the cluster
+    ``ray.init()`` finds, or starts a local one). Image paths must be readable on every node
+    (a shared file system); the checkpoint too. Raises ValueError, before any work, when the
+    cluster cannot hold ``concurrency`` such actors."""
+    require_ray()
     result = BatchResult()
     todo = []
     for image_id in image_ids:
@@ -133,11 +172,14 @@ def run(project: Project, image_ids: Sequence[int], settings: Mapping, *, concur
             todo.append({"image_id": image_id, "path": info.path, "sha256": info.sha256})
     if not todo:
         return result
+    ray = connect()
+    num_gpus = gpus_per_actor(ray.cluster_resources(), concurrency, num_gpus)
     if checkpoint is not None:
         checkpoint = str(Path(checkpoint).resolve())
     ds = ray.data.from_items(todo).map_batches(
         SegmentEverything,
         fn_constructor_kwargs={"model": model, "checkpoint": checkpoint, "device": device,
                                "precision": precision, "generator_params": dict(generator_params or {})},
-        batch_size=batch_size, concurrency=concurrency, num_gpus=num_gpus)
+        batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=concurrency),
+        num_cpus=CPUS_PER_ACTOR, num_gpus=num_gpus)
     return merge_rows(project, ds.iter_rows(), settings, result, progress=progress, total=len(todo))

@@ -61,10 +61,12 @@ class Cancelled(Exception):
     """Generation was cancelled. ``records`` are the masks of the batches that finished,
     deduplicated across them, in the generator's output mode."""
 
-    def __init__(self, records: list[dict], done: int, total: int):
+    def __init__(self, records: list[dict], done: int, total: int,
+                 counts: FilterCounts | None = None):
         self.records = records
         self.done = done
         self.total = total
+        self.counts = counts
         super().__init__(
             f"mask generation cancelled after {done} of {total} batches; "
             f"the {len(records)} masks found so far are in .records"
@@ -86,6 +88,21 @@ class Progress:
 
 
 @dataclass
+class FilterCounts:
+    """What became of a run's candidate masks (three per point and crop): how many each
+    filter removed, so that a run that keeps nothing can say which threshold did it."""
+
+    candidates: int = 0
+    below_iou: int = 0  # predicted IoU not above pred_iou_thresh
+    below_stability: int = 0  # stability score below stability_score_thresh, or at a crop edge
+    duplicates: int = 0  # removed by box NMS (within and across crops) and small-region clean-up
+
+    @property
+    def kept(self) -> int:
+        return self.candidates - self.below_iou - self.below_stability - self.duplicates
+
+
+@dataclass
 class Update:
     """One step of ``iter_generate``.
 
@@ -100,6 +117,7 @@ class Update:
     records: list[dict]
     final: bool
     progress: Progress
+    counts: FilterCounts | None = None  # the final update's: what each filter removed
 
 
 def _model_device(model: Sam) -> torch.device:
@@ -177,6 +195,7 @@ class MaskGenerator:
         self.decoder_batch_size = max(1, int(decoder_batch_size))
         # candidates upsampled to full resolution at a time (memory: chunk x H x W float32)
         self.mask_chunk = 32 if self.device.type == "cpu" else 64
+        self._counts = FilterCounts()  # of the current (or last) run
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh
@@ -219,6 +238,7 @@ class MaskGenerator:
         crop_boxes, layer_idxs = generate_crop_boxes(orig_hw, self.crop_n_layers, self.crop_overlap_ratio)
         n_batches = [math.ceil(len(self.point_grids[layer]) / self.points_per_batch) for layer in layer_idxs]
         clock = _Clock(total=sum(n_batches), crops=len(crop_boxes))
+        self._counts = FilterCounts()  # per run; one generator runs one image at a time
         per_crop: list[MaskSet] = []
         for ci, (crop_box, layer) in enumerate(zip(crop_boxes, layer_idxs)):
             self._check(cancel, per_crop, [], clock)
@@ -243,14 +263,19 @@ class MaskGenerator:
             per_crop.append(self._finish_crop(batches, frame))
             del decoder
         result = self._finish(per_crop, len(crop_boxes))
-        yield Update(self._records(result), True, clock.progress())
+        yield Update(self._records(result), True, clock.progress(), self._final_counts(len(result)))
+
+    def _final_counts(self, kept: int) -> FilterCounts:
+        c = self._counts
+        c.duplicates = c.candidates - c.below_iou - c.below_stability - kept
+        return c
 
     def _check(self, cancel, per_crop, open_crop, clock) -> None:
         if cancel is None or not cancel.is_set():
             return
         done = list(per_crop) + [self._finish_crop(b, f) for b, f in open_crop]
-        records = self._records(self._finish(done, len(done)))
-        raise Cancelled(records, clock.done, clock.total)
+        result = self._finish(done, len(done))
+        raise Cancelled(self._records(result), clock.done, clock.total, self._final_counts(len(result)))
 
     def _precision(self):
         if self._autocast is None:
@@ -267,7 +292,7 @@ class MaskGenerator:
         if not lows:
             return MaskSet()
         point_idx = np.concatenate(point_idx)
-        return masks_from_logits(
+        passed = masks_from_logits(
             torch.cat(lows),
             torch.cat(ious),
             points[point_idx],
@@ -277,6 +302,8 @@ class MaskGenerator:
             stability_score_thresh=self.stability_score_thresh,
             chunk=self.mask_chunk,
         )
+        self._counts.below_stability += int(sum(len(x) for x in lows)) - len(passed)
+        return passed
 
     def _decode(self, decoder: PointDecoder, in_points, in_labels, n: int):
         """The model's part of a batch: low-res logits and predicted IoUs of the masks that
@@ -292,6 +319,8 @@ class MaskGenerator:
                     keep = iou > self.pred_iou_thresh
                 else:
                     keep = torch.ones_like(iou, dtype=torch.bool)
+                self._counts.candidates += keep.numel()
+                self._counts.below_iou += keep.numel() - int(keep.sum())
                 rows = keep.any(dim=1)
                 if not rows.any():
                     continue  # no mask of these points can pass: skip the upscaling head

@@ -19,135 +19,23 @@ import dataclasses
 import math
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping
 
 import cv2
 import numpy as np
 
 from annotator.annotations import rle as rle_utils
+from annotator.annotations.annotation import (  # noqa: F401  (re-exported: the document's vocabulary)
+    EDITABLE_FIELDS,
+    REVIEW_STATES,
+    SOURCES,
+    Annotation,
+    make_annotation,
+    updated,
+)
+from annotator.annotations.hits import HitIndex, next_in_stack  # noqa: F401  (re-exported)
 
-SOURCES = ("prompt", "auto", "import", "merge")
-REVIEW_STATES = ("pending", "accepted", "rejected")
 DEFAULT_MAX_HISTORY = 100
-
-# Fields a caller may set through ``add``/``update``; the rest (id, geometry, provenance)
-# the document owns.
-EDITABLE_FIELDS = ("label", "source", "prompts", "predicted_iou", "stability_score",
-                   "point_coords", "crop_box", "visible", "review", "meta")
-
-
-def _plain(value):
-    """JSON-compatible plain Python (numpy scalars and arrays become numbers and lists)."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    raise TypeError(f"cannot store a {type(value).__name__} in an annotation")
-
-
-def _score(value, name: str) -> float | None:
-    if value is None:
-        return None
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return v
-
-
-@dataclass(frozen=True)
-class Annotation:
-    """One mask and what is known about it. Immutable: edits make new records."""
-
-    id: int
-    size: tuple[int, int]  # (h, w)
-    counts: bytes  # compressed COCO RLE
-    area: int
-    bbox: tuple[float, float, float, float]  # x, y, w, h
-    label: str | None = None
-    source: str = "prompt"
-    prompts: Any = None  # e.g. {"points": [[x, y]], "labels": [1], "box": [x0, y0, x1, y1]}
-    predicted_iou: float | None = None
-    stability_score: float | None = None
-    point_coords: Any = None  # SAM's automatic generator: the grid point(s) that made it
-    crop_box: Any = None  # SAM's automatic generator: x, y, w, h of the crop it came from
-    visible: bool = True
-    review: str = "pending"
-    parents: tuple[int, ...] = ()  # ids merged into this one
-    subtracted: tuple[int, ...] = ()  # ids of masks cut out of this one
-    meta: Any = None  # anything else worth keeping (e.g. fields of an imported COCO annotation)
-
-    @property
-    def rle(self) -> dict:
-        return {"size": [self.size[0], self.size[1]], "counts": self.counts}
-
-    def mask(self) -> np.ndarray:
-        return rle_utils.decode(self.rle)
-
-    def to_record(self, z: int | None = None) -> dict:
-        """A JSON-serialisable dict (RLE counts as str)."""
-        rec = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        rec["size"] = list(self.size)
-        rec["counts"] = self.counts.decode("ascii")
-        rec["bbox"] = list(self.bbox)
-        rec["parents"] = list(self.parents)
-        rec["subtracted"] = list(self.subtracted)
-        if z is not None:
-            rec["z"] = z
-        return rec
-
-    @classmethod
-    def from_record(cls, rec: Mapping) -> "Annotation":
-        rec = dict(rec)
-        rec.pop("z", None)
-        rle = rle_utils.normalize({"size": rec.pop("size"), "counts": rec.pop("counts")})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(rec) - known
-        if unknown:
-            raise ValueError(f"annotation record has unknown fields: {sorted(unknown)}")
-        rec.pop("area", None)
-        rec.pop("bbox", None)
-        return make_annotation(int(rec.pop("id")), rle, **rec)
-
-
-def make_annotation(ann_id: int, rle: dict, **fields) -> Annotation:
-    """Build a validated record; area and bbox come from the mask."""
-    size = rle_utils.size_of(rle)
-    area = int(rle_utils.areas([rle])[0])
-    bbox = tuple(float(v) for v in rle_utils.bboxes([rle])[0])
-    return _checked(Annotation(ann_id, size, rle["counts"], area, bbox), fields)
-
-
-def _checked(ann: Annotation, fields: Mapping) -> Annotation:
-    unknown = set(fields) - set(EDITABLE_FIELDS) - {"parents", "subtracted"}
-    if unknown:
-        raise TypeError(f"unknown annotation fields: {sorted(unknown)}")
-    f = dict(fields)
-    if "source" in f and f["source"] not in SOURCES:
-        raise ValueError(f"source must be one of {SOURCES}, got {f['source']!r}")
-    if "review" in f and f["review"] not in REVIEW_STATES:
-        raise ValueError(f"review must be one of {REVIEW_STATES}, got {f['review']!r}")
-    if "label" in f and f["label"] is not None:
-        f["label"] = str(f["label"])
-    for name in ("predicted_iou", "stability_score"):
-        if name in f:
-            f[name] = _score(f[name], name)
-    for name in ("prompts", "point_coords", "crop_box", "meta"):
-        if name in f:
-            f[name] = _plain(f[name])
-    if "visible" in f:
-        f["visible"] = bool(f["visible"])
-    for name in ("parents", "subtracted"):
-        if name in f:
-            f[name] = tuple(int(i) for i in f[name])
-    return dataclasses.replace(ann, **f) if f else ann
 
 
 @dataclass(frozen=True)
@@ -157,63 +45,7 @@ class _State:
     selection: frozenset[int]
     next_id: int
     action: str  # what made this state, for "Undo <action>"
-
-
-class HitIndex:
-    """Per-mask cumulative run ends for exact point tests, built on first use.
-
-    Keyed by annotation id and checked against the RLE bytes object, so a mask whose
-    geometry changed (subtract, update) is re-indexed. ``nbytes`` accounts the arrays.
-    """
-
-    def __init__(self):
-        self._ends: dict[int, tuple[bytes, np.ndarray]] = {}
-
-    def ends(self, ann: Annotation) -> np.ndarray:
-        hit = self._ends.get(ann.id)
-        if hit is not None and hit[0] is ann.counts:
-            return hit[1]
-        runs = rle_utils.run_lengths(ann.counts)
-        dtype = np.int32 if ann.size[0] * ann.size[1] < 2**31 else np.int64
-        ends = np.cumsum(runs).astype(dtype)
-        self._ends[ann.id] = (ann.counts, ends)
-        return ends
-
-    def build(self, anns: Iterable[Annotation]) -> None:
-        anns = [a for a in anns if not (a.id in self._ends and self._ends[a.id][0] is a.counts)]
-        if not anns:
-            return
-        values, offsets = rle_utils.run_lengths_many([a.counts for a in anns])
-        for i, a in enumerate(anns):
-            dtype = np.int32 if a.size[0] * a.size[1] < 2**31 else np.int64
-            self._ends[a.id] = (a.counts, np.cumsum(values[offsets[i]:offsets[i + 1]]).astype(dtype))
-
-    def contains(self, ann: Annotation, x: int, y: int) -> bool:
-        ends = self.ends(ann)
-        pixel = x * ann.size[0] + y
-        return bool(np.searchsorted(ends, pixel, side="right") & 1)
-
-    def prune(self, keep: Iterable[int]) -> None:
-        keep = set(keep)
-        for k in [k for k in self._ends if k not in keep]:
-            del self._ends[k]
-
-    @property
-    def nbytes(self) -> int:
-        return sum(e.nbytes for _, e in self._ends.values())
-
-    def __len__(self) -> int:
-        return len(self._ends)
-
-
-def next_in_stack(hits: Sequence[int], current: int | None) -> int | None:
-    """Click cycling: the mask to pick from ``hits`` (topmost first) when ``current`` was
-    picked by the previous click at the same pixel: the one below it, wrapping to the top."""
-    if not hits:
-        return None
-    if current in hits:
-        return hits[(list(hits).index(current) + 1) % len(hits)]
-    return hits[0]
+    picked: tuple[int, ...] = ()  # the selection in the order it was made, first pick first
 
 
 def apply_strokes(mask: np.ndarray, strokes: Sequence[Mapping]) -> np.ndarray:
@@ -301,6 +133,11 @@ class AnnotationDocument:
         """Selected ids in z-order, bottom first."""
         sel = self._state.selection
         return [i for i in self._state.order if i in sel]
+
+    def selected_in_order(self) -> list[int]:
+        """Selected ids in the order they were selected, first pick first (masks selected
+        together, e.g. by ``select`` with several ids, keep the order they were given in)."""
+        return list(self._state.picked)
 
     def __len__(self) -> int:
         return len(self._state.order)
@@ -406,12 +243,20 @@ class AnnotationDocument:
 
     def _edit(self, action: str, items=None, order=None, selection=None, next_id=None) -> None:
         s = self._state
+        if selection is None:
+            picked = s.picked
+        else:  # masks still selected keep their place; new ones follow in the order given
+            selection = list(dict.fromkeys(selection))
+            keep = set(selection)
+            picked = tuple([i for i in s.picked if i in keep]
+                           + [i for i in selection if i not in set(s.picked)])
         new = _State(
             s.items if items is None else items,
             s.order if order is None else tuple(order),
             s.selection if selection is None else frozenset(selection),
             s.next_id if next_id is None else next_id,
             action,
+            picked,
         )
         if new.items is s.items and new.order == s.order and new.selection == s.selection:
             return  # nothing changed: no history entry
@@ -438,15 +283,17 @@ class AnnotationDocument:
         return self.add_many([mask], select=select, source=source, action="add mask", **fields)[0]
 
     def add_many(self, masks: Iterable, *, select: bool = False, source: str = "auto",
-                 action: str | None = None, **fields) -> list[int]:
+                 action: str | None = None, replace: Iterable[int] = (), **fields) -> list[int]:
         """Add many masks as one undoable step; returns their ids (bottom first).
 
         Each item is a mask (dense array or RLE dict) or a record like those of SAM's
         automatic generator: ``{"segmentation": ..., "predicted_iou": ..., ...}``; keyword
-        fields apply to every item, an item's own fields win.
+        fields apply to every item, an item's own fields win. ``replace``: ids removed in
+        the same step (e.g. the masks of an earlier run that these supersede).
         """
         with self._lock:
             s = self._state
+            gone = set(self._ids(list(replace), default_selection=False)) if replace else set()
             next_id = s.next_id
             parsed = []
             for k, item in enumerate(masks):
@@ -474,13 +321,19 @@ class AnnotationDocument:
                 next_id += 1
             if not new_anns:
                 return []
-            items = dict(s.items)
+            items = {k: v for k, v in s.items.items() if k not in gone}
             items.update((a.id, a) for a in new_anns)
             new_ids = [a.id for a in new_anns]
             n = len(new_ids)
+            if select:
+                selection = new_ids
+            elif gone & s.selection:
+                selection = [i for i in s.picked if i not in gone]
+            else:
+                selection = None
             self._edit(action or f"add {n} mask{'s' * (n != 1)}", items=items,
-                       order=s.order + tuple(new_ids),
-                       selection=new_ids if select else None, next_id=next_id)
+                       order=tuple(i for i in s.order if i not in gone) + tuple(new_ids),
+                       selection=selection, next_id=next_id)
             return new_ids
 
     def update(self, ann_id: int, *, mask=None, action: str | None = None, **fields) -> None:
@@ -495,7 +348,7 @@ class AnnotationDocument:
                                                       (*EDITABLE_FIELDS, "parents", "subtracted")})
             else:
                 new = old
-            new = _checked(new, fields)
+            new = updated(new, fields)
             if new == old:
                 return
             self._edit(action or f"edit mask {ann_id}", items={**s.items, ann_id: new})
@@ -503,12 +356,21 @@ class AnnotationDocument:
     def select(self, ids, mode: str = "replace") -> None:
         """Change the selection: ``replace`` it, ``add`` to it, ``remove`` from it or ``toggle``."""
         with self._lock:
-            ids = set(self._ids(ids, default_selection=False))
+            given = self._given_order(ids)
+            ids = set(given)
             cur = self._state.selection
             new = {"replace": ids, "add": cur | ids, "remove": cur - ids, "toggle": cur ^ ids}.get(mode)
             if new is None:
                 raise ValueError(f"mode must be replace, add, remove or toggle, got {mode!r}")
-            self._edit(f"select {len(new)}", selection=new)
+            self._edit(f"select {len(new)}", selection=[i for i in self._state.picked if i in new]
+                       + [i for i in given if i in new])
+
+    def _given_order(self, ids) -> list[int]:
+        """Validated ids in the order given (a set or frozenset: in z-order)."""
+        in_z = self._ids(ids, default_selection=False)
+        if isinstance(ids, (int, np.integer, set, frozenset)):
+            return in_z
+        return list(dict.fromkeys(int(i) for i in ids))
 
     def clear_selection(self) -> None:
         with self._lock:
@@ -519,7 +381,7 @@ class AnnotationDocument:
         items = dict(s.items)
         changed = False
         for i in self._ids(ids):
-            new = _checked(s.items[i], changes)
+            new = updated(s.items[i], changes)
             if new != s.items[i]:
                 items[i] = new
                 changed = True
@@ -567,7 +429,8 @@ class AnnotationDocument:
             gone = set(ids)
             items = {k: v for k, v in s.items.items() if k not in gone}
             self._edit(f"delete {len(ids)}", items=items,
-                       order=[i for i in s.order if i not in gone], selection=s.selection - gone)
+                       order=[i for i in s.order if i not in gone],
+                       selection=[i for i in s.picked if i not in gone])
             return ids
 
     def merge(self, ids=None, *, label: str | None = None) -> int:

@@ -7,9 +7,10 @@ decoding to dense masks). The photo is then blended once with a per-label color 
 alpha lookup. The label map depends only on the masks and their paint order, so it is
 cached by content: changing alpha, colors, outlines or the selection highlight re-uses it.
 
-Paint order, bottom to top: dimmed masks (hidden, rejected), the others, the selection,
-each group in the given z-order. A pixel no mask (or outline) touches is returned
-byte-for-byte unchanged.
+Paint order, bottom to top: dimmed (rejected) masks, the others, the selection, each group
+in the given z-order. Hidden masks are not painted; a hidden mask that is selected gets a
+thin dashed outline, so the selection stays visible. A pixel no mask (or outline) touches
+is returned byte-for-byte unchanged.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from annotator.annotations.pixels import as_rgb_array
 
 HIGHLIGHT = (255, 255, 255)
 REJECTED_GRAY = (128, 128, 128)
+DASH = 4  # pixels per dash (and per gap) of a hidden, selected mask's outline
 # A run-painting loop in Python costs about the same as writing ~150 pixels through an
 # index array, so masks with long runs are painted run by run, the rest through indices.
 _SLICE_RUN_LENGTH = 150
@@ -222,32 +224,26 @@ def overlay(
     ``masks``: a list of RLE dicts or an (N, H, W) bool array; later masks are on top
     (or give ``order``, bottom first). ``colors``: (N, 3) 0-255 (default: ``palette``).
     ``selected`` / ``hidden`` / ``rejected``: mask indices. Selected masks are drawn on top,
-    more opaque, with a ``highlight`` outline; hidden and rejected masks are drawn beneath
-    the rest at ``alpha * dim`` (rejected ones grayed); ``dim=0`` leaves them out.
+    more opaque, with a ``highlight`` outline; rejected masks are drawn beneath the rest at
+    ``alpha * dim``, grayed (``dim=0`` leaves them out). Hidden masks are not drawn; a hidden
+    mask that is also selected gets a thin dashed ``highlight`` outline and nothing else.
     ``outlines`` draws every mask's visible edge in its own color.
     """
     image = as_rgb_array(image)
     h, w = image.shape[:2]
     if not 0.0 <= alpha <= 1.0 or not 0.0 <= dim <= 1.0:
         raise ValueError("alpha and dim must be between 0 and 1")
-    dense = isinstance(masks, np.ndarray)
-    if dense:
-        if masks.ndim == 2:
-            masks = masks[None]
-        if masks.ndim != 3 or masks.shape[1:] != (h, w):
-            raise ValueError(f"masks must be (N, {h}, {w}), got shape {masks.shape}")
-        n = masks.shape[0]
-    else:
-        masks = [m if isinstance(m, dict) and isinstance(m.get("counts"), (bytes, str))
-                 else rle_utils.normalize(m, (h, w)) for m in masks]
-        n = len(masks)
+    masks, dense = _checked_masks(masks, (h, w))
+    n = len(masks)
     if n == 0:
         return image.copy()
-    sel = _index_set(selected, n, "selected")
-    dimmed = _index_set(hidden, n, "hidden") | _index_set(rejected, n, "rejected")
+    hid = _index_set(hidden, n, "hidden")
+    ghosts = np.flatnonzero(hid & _index_set(selected, n, "selected")).tolist()
+    sel = _index_set(selected, n, "selected") & ~hid
     gray = _index_set(rejected, n, "rejected")
-    dimmed &= ~sel
-    base = list(range(n)) if order is None else [int(k) for k in order]
+    dimmed = gray & ~sel
+    base = [k for k in (range(n) if order is None else [int(k) for k in order]) if not hid[k]]
+    # rejected beneath, then the rest, selected on top
     paint = ([k for k in base if dimmed[k]] + [k for k in base if not dimmed[k] and not sel[k]]
              + [k for k in base if sel[k]])
     if dense:
@@ -264,56 +260,92 @@ def overlay(
     alphas = np.full(n, float(alpha))
     alphas[sel] = alpha + (1.0 - alpha) * 0.4
     alphas[dimmed] = alpha * dim
-    lut = np.zeros((n + 1, 4), np.uint8)
-    lut[1:, :3] = rgb
-    lut32 = lut.view(np.uint32)[:, 0]
     label_alpha = np.concatenate(([0.0], alphas))
+    if label_alpha.max() == 0.0 or not paint:
+        return _dashed_outlines(image.copy(), masks, ghosts, outline_width, highlight)
+    out4, color32 = _blend(image, labels, rgb, label_alpha)
+    _draw_edges(out4.view(np.uint32)[..., 0], labels, color32, sel, outlines, outline_width, highlight)
+    return _dashed_outlines(cv2.cvtColor(out4, cv2.COLOR_RGBA2RGB), masks, ghosts, outline_width,
+                            highlight)
 
-    # every pixel's mask color (RGBA packed in uint32); where no mask, the photo's own color,
-    # so that blending leaves those pixels as they are
+
+def _checked_masks(masks, size: tuple[int, int]):
+    """``masks`` as an (N, H, W) bool array or a list of compressed RLEs, and whether dense."""
+    h, w = size
+    if isinstance(masks, np.ndarray):
+        if masks.ndim == 2:
+            masks = masks[None]
+        if masks.ndim != 3 or masks.shape[1:] != (h, w):
+            raise ValueError(f"masks must be (N, {h}, {w}), got shape {masks.shape}")
+        return masks, True
+    return [m if isinstance(m, dict) and isinstance(m.get("counts"), (bytes, str))
+            else rle_utils.normalize(m, (h, w)) for m in masks], False
+
+
+def _blend(image: np.ndarray, labels: np.ndarray, rgb: np.ndarray, label_alpha: np.ndarray):
+    """The image with each label's color blended in at its alpha (RGBA), and every pixel's
+    mask color (RGBA packed in uint32; the photo's own where no mask)."""
+    h, w = labels.shape
+    lut = np.zeros((len(rgb) + 1, 4), np.uint8)
+    lut[1:, :3] = rgb
     image4 = cv2.cvtColor(image, cv2.COLOR_RGB2RGBA)
     image32 = image4.view(np.uint32)[..., 0]
-    color32 = np.take(lut32, labels)
+    color32 = np.take(lut.view(np.uint32)[:, 0], labels)
     empty = labels == 0
+    # where no mask, the photo's own color, so that blending leaves those pixels as they are
     np.copyto(color32, image32, where=empty)
     color4 = color32.view(np.uint8).reshape(h, w, 4)
-
     # one cv2 blend per distinct alpha (normal, selected, dimmed: a few at most), the one
     # most masks use over the whole image, the others copied in where their masks are
     levels, group = np.unique(label_alpha, return_inverse=True)
-    if levels[-1] == 0.0:
-        return image.copy()
     mask_count = np.bincount(group[1:], minlength=len(levels))
     first = int(np.argmax(np.where(levels > 0.0, mask_count, -1)))
     out4 = cv2.addWeighted(image4, 1.0 - float(levels[first]), color4, float(levels[first]), 0.0)
+    out32 = out4.view(np.uint32)[..., 0]
     rest = [g for g in range(len(levels)) if g != first and mask_count[g] != 0]
     if rest:
         pixel_group = np.take(group.astype(np.uint8), labels)
-        out32 = out4.view(np.uint32)[..., 0]
         for g in rest:
             a = float(levels[g])
             blended = image4 if a == 0.0 else cv2.addWeighted(image4, 1.0 - a, color4, a, 0.0)
             np.copyto(out32, blended.view(np.uint32)[..., 0], where=pixel_group == g)
-    out32 = out4.view(np.uint32)[..., 0]
     np.copyto(out32, image32, where=empty)  # exact, whatever float rounding did
+    return out4, color32
 
-    if outlines or sel.any():
-        edge = _boundary(labels, outline_width)
-        if outlines:
-            np.copyto(out32, color32, where=edge)
-        if sel.any():
-            hl = np.zeros(4, np.uint8)
-            hl[:3] = np.asarray(highlight, np.uint8)
-            sel_edge = _boundary(labels, max(2, outline_width)) & np.take(np.concatenate(([False], sel)), labels)
-            out32[sel_edge] = hl.view(np.uint32)[0]
-    return cv2.cvtColor(out4, cv2.COLOR_RGBA2RGB)
+
+def _draw_edges(out32: np.ndarray, labels: np.ndarray, color32: np.ndarray, sel: np.ndarray,
+                outlines: bool, width: int, highlight) -> None:
+    """Every mask's visible edge in its own color (``outlines``), and the selected masks'
+    edges in the highlight color, into ``out32`` (RGBA packed in uint32)."""
+    if not (outlines or sel.any()):
+        return
+    edge = _boundary(labels, width)
+    if outlines:
+        np.copyto(out32, color32, where=edge)
+    if sel.any():
+        hl = np.zeros(4, np.uint8)
+        hl[:3] = np.asarray(highlight, np.uint8)
+        sel_edge = _boundary(labels, max(2, width)) & np.take(np.concatenate(([False], sel)), labels)
+        out32[sel_edge] = hl.view(np.uint32)[0]
+
+
+def _dashed_outlines(out: np.ndarray, masks, ks: list[int], width: int, color) -> np.ndarray:
+    """Draw a thin dashed edge of each mask ``ks`` (hidden but selected) into ``out``."""
+    if not ks:
+        return out
+    for k in ks:
+        m = masks[k] if isinstance(masks, np.ndarray) else rle_utils.decode(masks[k])
+        ys, xs = np.nonzero(_boundary(np.ascontiguousarray(m, dtype=np.uint8), max(1, width)))
+        on = ((xs + ys) // DASH) % 2 == 0
+        out[ys[on], xs[on]] = np.asarray(color, np.uint8)
+    return out
 
 
 def render_document(image: np.ndarray, doc, *, alpha: float = 0.5, outlines: bool = False,
                     cache: LabelMapCache | None = None, show_hidden: bool = True, **kwargs) -> np.ndarray:
     """Overlay of an ``AnnotationDocument``: colors by annotation id, its selection
-    highlighted, hidden and rejected masks dimmed (``show_hidden=False`` leaves hidden
-    ones out)."""
+    highlighted, rejected masks dimmed, hidden ones not drawn (a selected hidden mask gets a
+    dashed outline; ``show_hidden=False`` leaves out even that)."""
     anns = doc.annotations
     sel = doc.selection
     hidden = [k for k, a in enumerate(anns) if not a.visible]

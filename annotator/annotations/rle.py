@@ -272,3 +272,140 @@ def foreground_runs(rle: dict) -> tuple[np.ndarray, np.ndarray]:
     runs = run_lengths(rle["counts"])
     ends = np.cumsum(runs)
     return (ends[0::2][: runs[1::2].size], runs[1::2])
+
+
+# -- crops, polygons and label maps ----------------------------------------------------------
+def decode_bbox(rle: dict, runs: np.ndarray | None = None) -> tuple[np.ndarray, int, int]:
+    """``(crop, x0, y0)``: the (bh, bw) bool pixels of the mask's bounding box and where the
+    box starts; touches only the box's pixels, never the whole image. An empty mask gives a
+    (0, 0) crop at (0, 0). ``runs``: the mask's run lengths, when already decoded (many
+    masks decode faster together: ``run_lengths_many``)."""
+    h, w = size_of(rle)
+    if runs is None:
+        runs = run_lengths(rle["counts"])
+    ends_all = np.cumsum(runs)
+    starts, lengths = ends_all[0::2][: runs[1::2].size], runs[1::2]
+    keep = lengths > 0
+    starts, lengths = starts[keep], lengths[keep]
+    if starts.size == 0:
+        return np.zeros((0, 0), bool), 0, 0
+    ends = starts + lengths  # exclusive
+    cols0, cols1 = starts // h, (ends - 1) // h
+    x0, x1 = int(cols0.min()), int(cols1.max())
+    if np.any(cols1 > cols0):  # a run wraps into the next column: the mask spans every row
+        y0, y1 = 0, h - 1
+    else:
+        rows0, rows1 = starts % h, (ends - 1) % h
+        y0, y1 = int(rows0.min()), int(rows1.max())
+    bh, bw = y1 - y0 + 1, x1 - x0 + 1
+    # a pixel (col, row) of the box is (col - x0) * bh + (row - y0) in the box's column-major
+    # order; every run stays contiguous there (runs only wrap columns when bh == h)
+    cstart = (starts // h - x0) * bh + (starts % h - y0)
+    cend = cstart + lengths
+    gaps = np.empty(2 * cstart.size + 1, np.int64)
+    gaps[0] = cstart[0]
+    gaps[1::2] = lengths
+    gaps[2:-1:2] = cstart[1:] - cend[:-1]
+    gaps[-1] = bh * bw - cend[-1]
+    values = np.zeros(gaps.size, bool)
+    values[1::2] = True
+    flat = np.repeat(values, gaps)
+    return flat.reshape(bw, bh).T, x0, y0
+
+
+def encode_bbox(crop: np.ndarray, x0: int, y0: int, size: Sequence[int]) -> dict:
+    """The RLE of an (H, W) = ``size`` mask that is ``crop`` at (x0, y0) and empty elsewhere:
+    the inverse of ``decode_bbox``, touching only the crop's pixels."""
+    h, w = int(size[0]), int(size[1])
+    crop = np.asarray(crop, dtype=bool)
+    bh, bw = crop.shape
+    if x0 < 0 or y0 < 0 or x0 + bw > w or y0 + bh > h:
+        raise RleError(f"a {bh}x{bw} crop at ({x0}, {y0}) does not fit a {h}x{w} mask")
+    # a background row above and below each column, so no run wraps into the next column
+    padded = np.zeros((bh + 2, bw), np.int8)
+    padded[1:-1] = crop
+    flat = padded.T.reshape(-1)
+    edges = np.flatnonzero(np.diff(flat))  # a run starts after a rise, ends after a fall
+    starts, ends = edges[0::2] + 1, edges[1::2] + 1
+    col, row = starts // (bh + 2), starts % (bh + 2) - 1
+    gstart = (x0 + col) * h + y0 + row
+    gend = gstart + (ends - starts)
+    if gstart.size > 1:  # runs that meet across a column boundary (a full-height crop) are one
+        apart = gstart[1:] > gend[:-1]
+        gstart, gend = gstart[np.concatenate(([True], apart))], gend[np.concatenate((apart, [True]))]
+    starts, lengths = gstart, gend - gstart
+    runs = np.empty(2 * starts.size + 1, np.int64)
+    if starts.size:
+        runs[0] = starts[0]
+        runs[1::2] = lengths
+        runs[2:-1:2] = starts[1:] - gend[:-1]
+        runs[-1] = h * w - gend[-1]
+        if runs[-1] == 0:  # pycocotools writes no empty last run
+            runs = runs[:-1]
+    else:
+        runs[0] = h * w
+    return from_counts(runs, (h, w))
+
+
+def from_polygons(polygons: Sequence[Sequence[float]], height: int, width: int) -> dict:
+    """The union of polygons (flat x, y lists in pixels) rasterised as COCO does: pixel
+    centres inside by the even-odd rule, so a ring bridged into itself keeps its holes."""
+    polys = [np.asarray(p, dtype=np.float64).reshape(-1).tolist() for p in polygons]
+    if not polys:
+        return from_counts([height * width], (height, width))
+    rles = mask_utils.frPyObjects(polys, int(height), int(width))
+    merged = mask_utils.merge(rles) if len(rles) > 1 else rles[0]
+    return {"size": [int(height), int(width)], "counts": merged["counts"]}
+
+
+def from_label_map(labels: np.ndarray) -> dict[int, dict]:
+    """``{value: RLE}`` for every non-zero value of an (H, W) label map, in one pass over the
+    pixels (not one per value)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise RleError(f"a label map is a 2-D array, got shape {labels.shape}")
+    h, w = labels.shape
+    flat = labels.T.reshape(-1)  # column-major: RLE pixel order
+    n = flat.size
+    if n == 0:
+        return {}
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    starts = np.concatenate(([0], change))
+    ends = np.concatenate((change, [n]))
+    values = flat[starts]
+    fg = values != 0
+    starts, ends, values = starts[fg], ends[fg], values[fg]
+    order = np.argsort(values, kind="stable")  # runs grouped by value, in pixel order
+    starts, ends, values = starts[order], ends[order], values[order]
+    cut = np.flatnonzero(values[1:] != values[:-1]) + 1
+    out = {}
+    for s, e in zip(np.split(starts, cut), np.split(ends, cut), strict=True):
+        if s.size == 0:
+            continue
+        runs = np.empty(2 * s.size + 1, np.int64)
+        runs[0] = s[0]
+        runs[1::2] = e - s
+        runs[2:-1:2] = s[1:] - e[:-1]
+        runs[-1] = n - e[-1]
+        if runs[-1] == 0:  # canonical, as pycocotools writes it: no empty last run
+            runs = runs[:-1]
+        out[int(flat[s[0]])] = from_counts(runs, (h, w))
+    return out
+
+
+def iou_pairs(a: Sequence[dict], b: Sequence[dict]) -> np.ndarray:
+    """IoU of ``a[i]`` with ``b[i]`` for each i; two empty masks count as identical (1.0)."""
+    if len(a) != len(b):
+        raise RleError(f"{len(a)} masks against {len(b)}")
+    out = np.empty(len(a), np.float64)
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        if size_of(x) != size_of(y):
+            raise RleError(f"mask {i}: sizes differ: {size_of(x)} and {size_of(y)}")
+        if _c(x)["counts"] == _c(y)["counts"]:
+            out[i] = 1.0  # canonical compressed strings: equal bytes, equal pixels
+            continue
+        iou = float(np.asarray(mask_utils.iou([_c(x)], [_c(y)], [0])).reshape(-1)[0])
+        if iou == 0.0 and not areas([x, y]).any():
+            iou = 1.0  # both empty, written differently
+        out[i] = iou
+    return out

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 from annotator.annotations.classes import ClassList
 from annotator.app import canvas_data as cd
+from annotator.app.state import WorkbenchError
 
 
 @dataclass
@@ -81,8 +82,6 @@ def image_for_key(sessions, key: str):
 def apply(wb, sid: str, message, label: str | None = None):
     """Apply the browser's new actions in order; returns the last View (errors become its
     message: one refused action does not drop the ones after it)."""
-    from annotator.app.workbench import WorkbenchError
-
     s = wb.session(sid)
     c = _state(s)
     view, errors = None, []
@@ -92,9 +91,8 @@ def apply(wb, sid: str, message, label: str | None = None):
             view = _one(wb, sid, s, a, label)
         except WorkbenchError as e:
             errors.append(str(e))
-    if view is None or errors:
-        with s.lock:
-            view = wb._view(s, " ".join(errors))  # the frame acknowledges the actions
+    if view is None or errors:  # a View all the same: its frame acknowledges the actions
+        view = wb._act(sid, lambda _s: " ".join(errors))
     return view
 
 

@@ -27,6 +27,9 @@ class SessionStore(Generic[T]):
         self.on_evict = on_evict
         self.clock = clock
         self._items: OrderedDict[str, tuple[float, T]] = OrderedDict()
+        # why recently dropped keys went ("full" or "idle"), so a tab that comes back can be
+        # told; bounded like the sessions themselves
+        self._gone: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: str) -> T:
@@ -34,7 +37,11 @@ class SessionStore(Generic[T]):
         with self._lock:
             now = self.clock()
             item = self._items.pop(key, None)
-            value = item[1] if item else self.factory()
+            if item is None:
+                value = self.factory()
+                self._gone.pop(key, None)  # (a new session: ``dropped_because`` was asked already)
+            else:
+                value = item[1]
             self._items[key] = (now, value)
             dropped = self._evict(now)
         self._release(dropped)
@@ -61,6 +68,13 @@ class SessionStore(Generic[T]):
                 self._items[key] = (self.clock(), item[1])
             return item is not None
 
+    def dropped_because(self, key: str) -> str | None:
+        """Why the session of ``key`` was dropped ("full": the store held ``max_sessions``;
+        "idle": unused for ``idle_seconds``), if it was and ``key`` has no session now;
+        answered once."""
+        with self._lock:
+            return None if key in self._items else self._gone.pop(key, None)
+
     def free(self, key: str) -> None:
         with self._lock:
             self._items.pop(key, None)
@@ -70,6 +84,7 @@ class SessionStore(Generic[T]):
         while len(self._items) > self.max_sessions:
             key, (_, value) = self._items.popitem(last=False)
             dropped.append((key, value))
+            self._note_gone(key, "full")
         if self.idle_seconds is not None:
             while self._items:
                 key, (last, value) = next(iter(self._items.items()))
@@ -77,7 +92,13 @@ class SessionStore(Generic[T]):
                     break
                 del self._items[key]
                 dropped.append((key, value))
+                self._note_gone(key, "idle")
         return dropped
+
+    def _note_gone(self, key: str, why: str) -> None:
+        self._gone[key] = why
+        while len(self._gone) > 4 * max(1, self.max_sessions):
+            self._gone.popitem(last=False)
 
     def peek(self, key: str) -> T | None:
         """The session for ``key`` if it exists, without creating it or refreshing its age."""

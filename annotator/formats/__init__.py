@@ -1,0 +1,1 @@
+"""Annotation file formats: COCO, YOLO segmentation, labelme, Pascal VOC; no torch here."""

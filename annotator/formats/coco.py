@@ -29,7 +29,6 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import cv2
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from annotator.annotations import rle as rle_utils
 from annotator.limits import human_bytes
@@ -190,19 +189,17 @@ def segmentation_to_rle(seg, height: int, width: int) -> dict:
         polys = [seg] if all(isinstance(v, (int, float)) for v in seg) else seg
         clean = []
         for j, poly in enumerate(polys):
-            if not isinstance(poly, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                     for v in poly):
+            if not isinstance(poly, list) or not {type(v) for v in poly} <= {int, float}:
                 raise CocoError(f"polygon {j} is not a list of numbers")
             if len(poly) % 2:
                 raise CocoError(f"polygon {j} has an odd number of coordinates ({len(poly)})")
             if len(poly) < 6:
                 raise CocoError(f"polygon {j} has {len(poly) // 2} points; a polygon needs at least 3")
-            if not all(math.isfinite(v) for v in poly):
+            values = np.asarray(poly, dtype=np.float64)
+            if not np.isfinite(values).all():
                 raise CocoError(f"polygon {j} has a NaN or infinite coordinate")
-            clean.append([float(v) for v in poly])
-        rles = mask_utils.frPyObjects(clean, height, width)
-        merged = mask_utils.merge(rles) if len(rles) > 1 else rles[0]
-        return {"size": [height, width], "counts": merged["counts"]}
+            clean.append(values)
+        return rle_utils.from_polygons(clean, height, width)
     raise CocoError(f"segmentation must be an RLE object or a list of polygons, "
                     f"got {type(seg).__name__}")
 
@@ -351,49 +348,15 @@ def mask_to_polygons(mask: np.ndarray, tolerance: float = 0.0) -> list[list[floa
     One polygon per connected part (8-connected), holes bridged into their part's ring.
     ``tolerance`` > 0 simplifies outlines (cv2.approxPolyDP, in pixels) at some accuracy.
     """
+    from annotator.formats import polygons
+
     mask = np.asarray(mask, dtype=bool)
     ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
     if ys.size == 0:
         return []
-    y0, x0 = int(ys[0]), int(xs[0])
-    crop = mask[y0:ys[-1] + 1, x0:xs[-1] + 1].astype(np.uint8)
-    # trace the 2x upsampled mask: its boundary pixels' centres lie a quarter pixel inside
-    # the original pixel edges, which pycocotools' centre-sampling rasteriser reproduces
-    up = cv2.copyMakeBorder(np.repeat(np.repeat(crop, 2, axis=0), 2, axis=1), 1, 1, 1, 1,
-                            cv2.BORDER_CONSTANT, value=0)
-    contours, hierarchy = cv2.findContours(up, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
-    if hierarchy is None:
-        return []
-    hierarchy = hierarchy[0]
-    offset = np.array([x0, y0], np.float64)
-
-    def ring(c):
-        pts = c[:, 0, :].astype(np.float64)
-        if tolerance > 0 and len(pts) > 4:
-            approx = cv2.approxPolyDP(c, 2 * tolerance, True)[:, 0, :].astype(np.float64)
-            pts = approx if len(approx) >= 3 else pts
-        return (pts - 1 + 0.5) / 2 + offset
-
-    polygons = []
-    for i, c in enumerate(contours):
-        if hierarchy[i][3] != -1:
-            continue  # a hole: bridged into its outer ring below
-        outer = ring(c)
-        j = hierarchy[i][2]
-        while j != -1:
-            outer = _bridge(outer, ring(contours[j]))
-            j = hierarchy[j][0]
-        if len(outer) < 3:
-            continue
-        polygons.append([round(float(v), 2) for v in outer.reshape(-1)])
-    return polygons
-
-
-def _bridge(outer: np.ndarray, hole: np.ndarray) -> np.ndarray:
-    """One ring: walk ``outer`` to the vertex nearest the hole, around the hole and back."""
-    j = int(np.argmin(hole[:, 0]))
-    i = int(np.argmin(((outer - hole[j]) ** 2).sum(axis=1)))
-    return np.concatenate([outer[: i + 1], hole[j:], hole[: j + 1], outer[i:]])
+    crop = mask[ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1]
+    parts = polygons.trace_crop(crop, int(xs[0]), int(ys[0]), tolerance)
+    return [polygons.flat(r) for r in polygons.part_rings(parts) if len(r) >= 3]
 
 
 # -- writing --------------------------------------------------------------------------------
@@ -410,19 +373,27 @@ def json_value(v):
     raise TypeError(f"cannot write a {type(v).__name__} to JSON")
 
 
-def to_json(dataset: CocoDataset, segmentation: str = "rle", *, tolerance: float = 0.0) -> dict:
+def to_json(dataset: CocoDataset, segmentation: str = "rle", *, tolerance: float = 0.0,
+            results: list | None = None) -> dict:
     """The dataset as a COCO instances dict ready for ``json.dump``.
 
     ``segmentation``: ``rle`` (compressed, counts as str) or ``polygon`` (crowd annotations
-    stay RLE, as COCO requires). Every annotation gets a category: class-agnostic masks go to
-    a category named ``object``.
+    and empty masks stay RLE: COCO requires it of crowds, and a polygon needs 3 points).
+    Every annotation gets a category: class-agnostic masks go to a category named ``object``.
+    With polygons, ``results`` (a list) gets each annotation's ``formats.polygons.Polygons``
+    (None where RLE was written): the mask a reader gets back and its IoU.
     """
+    from annotator.formats import polygons
+
     if segmentation not in ("rle", "polygon"):
         raise ValueError(f"segmentation must be 'rle' or 'polygon', got {segmentation!r}")
     categories = [dict(c) for c in dataset.categories]
     annotations = []
     default_id = None
+    runs_of = (polygons.each_with_runs([a["segmentation"] for a in dataset.annotations])
+               if segmentation == "polygon" else None)
     for ann in dataset.annotations:
+        runs = next(runs_of)[1] if runs_of is not None else None
         out = dict(ann)
         if out.get("category_id") is None:
             if default_id is None:
@@ -433,11 +404,17 @@ def to_json(dataset: CocoDataset, segmentation: str = "rle", *, tolerance: float
                     categories.append({"id": default_id, "name": DEFAULT_CATEGORY, "supercategory": ""})
             out["category_id"] = default_id
         rle = out["segmentation"]
+        poly = None
         if segmentation == "polygon" and not out.get("iscrowd"):
-            polys = mask_to_polygons(rle_utils.decode(rle), tolerance)
-            out["segmentation"] = polys
+            # traced from the mask's box only: never the whole image per mask
+            poly = polygons.polygonise(rle, tolerance, quantize=polygons.round_ring, runs=runs)
+        if poly is not None and poly.rings:
+            out["segmentation"] = [polygons.flat(r) for r in poly.rings]
         else:
             out["segmentation"] = rle_utils.to_json(rle)
+            poly = None
+        if results is not None:
+            results.append(poly)
         annotations.append(out)
     info = dict(dataset.info)
     info.setdefault("date_created", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
@@ -445,13 +422,16 @@ def to_json(dataset: CocoDataset, segmentation: str = "rle", *, tolerance: float
             "annotations": annotations, "categories": categories}
 
 
-def save(dataset: CocoDataset, path, segmentation: str = "rle", *, tolerance: float = 0.0) -> Path:
-    """Write the dataset as COCO instances JSON (atomically: a crash leaves the old file)."""
+def save(dataset: CocoDataset, path, segmentation: str = "rle", *, tolerance: float = 0.0,
+         results: list | None = None) -> Path:
+    """Write the dataset as COCO instances JSON (atomically: a crash leaves the old file);
+    ``results`` as for ``to_json``."""
     path = Path(path)
-    data = to_json(dataset, segmentation, tolerance=tolerance)
+    data = to_json(dataset, segmentation, tolerance=tolerance, results=results)
     tmp = path.with_name(path.name + ".tmp")
+    text = json.dumps(data, default=json_value)  # one shot: the C encoder (json.dump is pure Python)
     with tmp.open("w", encoding="utf-8") as f:
-        json.dump(data, f, default=json_value)
+        f.write(text)
     os.replace(tmp, path)
     return path
 

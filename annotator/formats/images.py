@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from pathlib import Path
@@ -74,4 +75,31 @@ def to_rgb(img: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
 
 
-__all__ = ["DEFAULT_MAX_PIXELS", "ImageError", "ImageTooLarge", "as_rgb_array", "load_image"]
+def oriented_size(source) -> tuple[int, int]:
+    """(height, width) as the user sees the image (EXIF orientation applied), read from
+    the header without decoding the pixels."""
+    name = Path(source).name if isinstance(source, (str, os.PathLike)) else "the upload"
+    try:
+        with Image.open(source) as img:
+            w, h = img.size
+            orientation = img.getexif().get(0x0112, 1)
+    except UnidentifiedImageError:
+        raise ImageError(f"{name} is not an image PIL can read") from None
+    except (OSError, SyntaxError) as e:
+        raise ImageError(f"{name} cannot be read: {e}") from None
+    if w * h > DEFAULT_MAX_PIXELS:
+        raise ImageError(f"{name} is {w}x{h} = {w * h / 1e6:.0f} megapixels; the limit is "
+                         f"{DEFAULT_MAX_PIXELS / 1e6:.0f} megapixels")
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+__all__ = ["DEFAULT_MAX_PIXELS", "ImageError", "ImageTooLarge", "as_rgb_array", "file_sha256", "load_image",
+           "oriented_size"]

@@ -32,94 +32,28 @@ import os
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
-from annotator.formats.images import DEFAULT_MAX_PIXELS, ImageError, load_image
+from annotator.formats.images import DEFAULT_MAX_PIXELS, ImageError, file_sha256, load_image, oriented_size
+from annotator.projects.records import (
+    Category,
+    ImageInfo,
+    Revision,
+    SavedRows,
+    UndoState,
+    annotations_of,
+    canonical_json,
+    encode_row,
+    full_record,
+    split_full_record,
+)
+from annotator.projects.schema import APPLICATION_ID, SCHEMA_VERSION, migrate
 
-# "ANNO" as a big-endian int: marks the file as an annotator project (PRAGMA application_id).
-APPLICATION_ID = 0x414E4E4F
 IMAGE_STATUSES = ("pending", "done")
 DEFAULT_MAX_HISTORY = 200
 DEFAULT_BUSY_TIMEOUT_S = 30.0
 PROJECT_SUFFIX = ".annotator"
-
-# Each entry upgrades the file from version ``i`` to ``i + 1`` (PRAGMA user_version); append
-# new entries, never edit old ones: files in the wild were made by them.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    # 1: images, their annotations, categories, key/value state
-    (
-        """CREATE TABLE images (
-            id INTEGER PRIMARY KEY,
-            name TEXT NOT NULL,
-            path TEXT,  -- absolute path of a file on the server; NULL when the bytes are stored
-            sha256 TEXT NOT NULL UNIQUE,
-            width INTEGER NOT NULL CHECK (width > 0),
-            height INTEGER NOT NULL CHECK (height > 0),
-            status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'done')),
-            position INTEGER NOT NULL,  -- the order images were added in
-            added_at REAL NOT NULL,
-            prelabel TEXT  -- JSON: settings and time of the batch segment-everything run
-        )""",
-        "CREATE INDEX images_position ON images (position)",
-        """CREATE TABLE image_data (
-            sha256 TEXT PRIMARY KEY,
-            bytes BLOB NOT NULL
-        ) WITHOUT ROWID""",
-        """CREATE TABLE categories (
-            id INTEGER PRIMARY KEY,
-            name TEXT NOT NULL UNIQUE,
-            supercategory TEXT,
-            color TEXT
-        )""",
-        """CREATE TABLE annotations (
-            image_id INTEGER NOT NULL REFERENCES images (id) ON DELETE CASCADE,
-            ann_id INTEGER NOT NULL,
-            z INTEGER NOT NULL,
-            counts TEXT NOT NULL,  -- COCO compressed RLE
-            record TEXT NOT NULL,  -- JSON: every other field of the document's record
-            review TEXT GENERATED ALWAYS AS (json_extract(record, '$.review')) VIRTUAL,
-            label TEXT GENERATED ALWAYS AS (json_extract(record, '$.label')) VIRTUAL,
-            PRIMARY KEY (image_id, ann_id)
-        ) WITHOUT ROWID""",
-        """CREATE TABLE state (
-            key TEXT PRIMARY KEY,
-            value TEXT NOT NULL  -- JSON
-        ) WITHOUT ROWID""",
-    ),
-    # 2: the undo log, so undo/redo survive a restart
-    (
-        "ALTER TABLE images ADD COLUMN rev INTEGER NOT NULL DEFAULT 0",
-        """CREATE TABLE revisions (
-            image_id INTEGER NOT NULL REFERENCES images (id) ON DELETE CASCADE,
-            rev INTEGER NOT NULL,
-            action TEXT NOT NULL,
-            created_at REAL NOT NULL,
-            order_before TEXT NOT NULL,  -- JSON list of ids, bottom first
-            order_after TEXT NOT NULL,
-            PRIMARY KEY (image_id, rev)
-        ) WITHOUT ROWID""",
-        # For each mask a revision changed, the version of it that the annotations table does
-        # not hold: before the revision while it is applied, after it once it is undone.
-        # Undo and redo swap the two, so every version of a mask is stored once.
-        """CREATE TABLE revision_changes (
-            image_id INTEGER NOT NULL,
-            rev INTEGER NOT NULL,
-            ann_id INTEGER NOT NULL,
-            other TEXT,  -- JSON record with counts, without z; NULL: the mask did not exist
-            PRIMARY KEY (image_id, rev, ann_id),
-            FOREIGN KEY (image_id, rev) REFERENCES revisions (image_id, rev) ON DELETE CASCADE
-        ) WITHOUT ROWID""",
-    ),
-    # 3: categories are the project's class list: a shortcut key 1-9 each (colour exists)
-    (
-        "ALTER TABLE categories ADD COLUMN shortcut INTEGER CHECK (shortcut BETWEEN 1 AND 9)",
-        "CREATE UNIQUE INDEX categories_shortcut ON categories (shortcut) WHERE shortcut IS NOT NULL",
-    ),
-)
-SCHEMA_VERSION = len(MIGRATIONS)
-
 
 class ProjectError(RuntimeError):
     """The project file cannot be used as asked; the message says why."""
@@ -127,129 +61,6 @@ class ProjectError(RuntimeError):
 
 class ConflictError(ProjectError):
     """Someone else saved this image since the caller loaded it."""
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    """One image of the project with its progress."""
-
-    id: int
-    name: str
-    path: str | None  # the server file, or None when the project holds the bytes
-    sha256: str
-    width: int
-    height: int
-    status: str  # "pending" or "done"
-    position: int
-    rev: int  # head of the undo log; pass back to ``save(base_rev=...)``
-    n_annotations: int = 0
-    n_accepted: int = 0
-    prelabel: Any = None  # the batch run's settings, or None when not pre-labelled
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.height, self.width
-
-
-@dataclass(frozen=True)
-class Category:
-    id: int
-    name: str
-    supercategory: str | None = None
-    color: str | None = None
-    shortcut: int | None = None
-
-
-@dataclass(frozen=True)
-class Revision:
-    rev: int
-    action: str
-    created_at: float
-
-
-@dataclass(frozen=True)
-class UndoState:
-    """What the Undo / Redo buttons of one image should say (None: nothing to undo/redo)."""
-
-    rev: int
-    undo_action: str | None
-    redo_action: str | None
-
-
-@dataclass(frozen=True)
-class _SavedRows:
-    """An image's stored annotation rows as of ``rev``, and the immutable ``Annotation``
-    objects they were encoded from, so the next save re-encodes only what changed."""
-
-    data_version: int
-    rev: int
-    rows: dict  # ann_id -> (counts, record JSON)
-    objects: dict  # ann_id -> Annotation
-    order: list
-
-
-def _json(value) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
-
-
-def _migrate(conn: sqlite3.Connection, version: int) -> int:
-    """Apply the migrations after ``version`` inside the caller's transaction."""
-    for target in range(version + 1, SCHEMA_VERSION + 1):
-        for statement in MIGRATIONS[target - 1]:
-            conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {target}")
-    return SCHEMA_VERSION
-
-
-def _oriented_size(source) -> tuple[int, int]:
-    """(height, width) as the user sees the image (EXIF orientation applied), read from
-    the header without decoding the pixels."""
-    from PIL import Image, UnidentifiedImageError
-
-    name = Path(source).name if isinstance(source, (str, os.PathLike)) else "the upload"
-    try:
-        with Image.open(source) as img:
-            w, h = img.size
-            orientation = img.getexif().get(0x0112, 1)
-    except UnidentifiedImageError:
-        raise ImageError(f"{name} is not an image PIL can read") from None
-    except (OSError, SyntaxError) as e:
-        raise ImageError(f"{name} cannot be read: {e}") from None
-    if w * h > DEFAULT_MAX_PIXELS:
-        raise ImageError(f"{name} is {w}x{h} = {w * h / 1e6:.0f} megapixels; the limit is "
-                         f"{DEFAULT_MAX_PIXELS / 1e6:.0f} megapixels")
-    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
-
-
-def _annotations_of(records: Iterable[Mapping]) -> list:
-    """``Annotation`` records (validated as the document validates them), in z-order."""
-    from annotator.annotations.document import Annotation
-
-    records = list(records)
-    if any("z" in r for r in records):
-        records.sort(key=lambda r: r.get("z", 0))
-    out = []
-    for k, rec in enumerate(records):
-        if not isinstance(rec, Mapping):
-            raise ValueError(f"annotation {k}: a record is a dict, got {type(rec).__name__}")
-        try:
-            out.append(Annotation.from_record(rec))
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"annotation {rec.get('id', k)}: {e}") from None
-    return out
-
-
-def _encode(ann, size: tuple[int, int]) -> tuple[str, str]:
-    """(counts, every other field as canonical JSON) of one ``Annotation`` for this image."""
-    if tuple(ann.size) != tuple(size):
-        raise ValueError(f"annotation {ann.id} is {ann.size[0]}x{ann.size[1]} (h x w) but the "
-                         f"image is {size[0]}x{size[1]}")
-    rec = ann.to_record()
-    counts = rec.pop("counts")
-    try:
-        return counts, _json(rec)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"annotation {ann.id} cannot be stored as JSON: {e}") from None
 
 
 class Project:
@@ -273,7 +84,7 @@ class Project:
             if not self.path.parent.is_dir():
                 raise ProjectError(f"cannot create {self.path}: {self.path.parent} is not a directory")
         self._lock = threading.RLock()
-        self._saved: dict[int, _SavedRows] = {}  # per image: the rows as this connection last saved them
+        self._saved: dict[int, SavedRows] = {}  # per image: the rows as this connection last saved them
         try:
             self._conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None,
                                          check_same_thread=False)
@@ -302,7 +113,7 @@ class Project:
                         f"knows up to {SCHEMA_VERSION}); upgrade annotator to open it")
                 if version < SCHEMA_VERSION:
                     c.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                    _migrate(c, version)
+                    migrate(c, version)
         except sqlite3.DatabaseError as e:
             if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
                 raise ProjectError(f"{self.path} is locked by another program: {e}") from None
@@ -429,15 +240,15 @@ class Project:
             data = bytes(source)
             if not data:
                 raise ImageError("the upload is empty (0 bytes)")
-            h, w = _oriented_size(io.BytesIO(data))
+            h, w = oriented_size(io.BytesIO(data))
             digest = hashlib.sha256(data).hexdigest()
             return name or f"upload-{digest[:12]}", None, digest, w, h, data
         if isinstance(source, (str, os.PathLike)):
             path = Path(source).expanduser().resolve()
             if not path.is_file():
                 raise ImageError(f"no such file: {source}")
-            h, w = _oriented_size(path)
-            return name or path.name, str(path), _file_sha256(path), w, h, None
+            h, w = oriented_size(path)
+            return name or path.name, str(path), file_sha256(path), w, h, None
         raise TypeError(f"an image is a path or bytes, got {type(source).__name__}")
 
     _IMAGE_QUERY = """
@@ -469,7 +280,7 @@ class Project:
         if isinstance(source, (bytes, bytearray, memoryview)):
             digest = hashlib.sha256(bytes(source)).hexdigest()
         else:
-            digest = _file_sha256(Path(source).expanduser())
+            digest = file_sha256(Path(source).expanduser())
         with self._lock:
             row = self._conn.execute("SELECT id FROM images WHERE sha256 = ?", (digest,)).fetchone()
         return None if row is None else self.image(row[0])
@@ -559,14 +370,11 @@ class Project:
             action = action or annotations.undo_action
             items = annotations.annotations
         else:
-            items = _annotations_of(annotations)
+            items = annotations_of(annotations)
         action = action or "edit"
         with self._write() as c:
             h, w, head = self._image_row(c, image_id)
-            if base_rev is not None and base_rev != head:
-                raise ConflictError(
-                    f"image {image_id} was changed by another session (revision {head}, you had "
-                    f"{base_rev}); reload it before editing")
+            _check_base(image_id, head, base_rev)
             saved = self._saved_rows(c, image_id, head)
             old, old_order = saved.rows, saved.order
             new: dict[int, tuple[str, str]] = {}
@@ -578,22 +386,22 @@ class Project:
                 if saved.objects.get(item.id) is item:
                     new[item.id] = old[item.id]  # the same immutable record: no re-encoding
                 else:
-                    new[item.id] = _encode(item, (h, w))
+                    new[item.id] = encode_row(item, (h, w))
                 new_objects[item.id] = item
                 order.append(item.id)
             changes = [(i, old.get(i), new.get(i)) for i in sorted(set(old) | set(new))
                        if old.get(i) != new.get(i)]
             if prelabel is not None:
                 c.execute("UPDATE images SET prelabel = ? WHERE id = ?",
-                          (_json({**prelabel, "at": time.time()}), image_id))
+                          (canonical_json({**prelabel, "at": time.time()}), image_id))
             rev = head
             if changes or order != old_order:
                 rev = head + 1
                 c.execute("DELETE FROM revisions WHERE image_id = ? AND rev >= ?", (image_id, rev))
                 c.execute("INSERT INTO revisions VALUES (?, ?, ?, ?, ?, ?)",
-                          (image_id, rev, action, time.time(), _json(old_order), _json(order)))
+                          (image_id, rev, action, time.time(), canonical_json(old_order), canonical_json(order)))
                 c.executemany("INSERT INTO revision_changes VALUES (?, ?, ?, ?)",
-                              [(image_id, rev, i, _full(before)) for i, before, _ in changes])
+                              [(image_id, rev, i, full_record(before)) for i, before, _ in changes])
                 self._apply(c, image_id, [(i, after) for i, _, after in changes], old_order, order)
                 self._register_labels(c, (json.loads(after[1]).get("label") for _, _, after in changes
                                           if after is not None))
@@ -601,10 +409,10 @@ class Project:
                 c.execute("DELETE FROM revisions WHERE image_id = ? AND rev <= ?",
                           (image_id, rev - self.max_history))
             data_version = saved.data_version
-        self._remember(image_id, _SavedRows(data_version, rev, new, new_objects, order))
+        self._remember(image_id, SavedRows(data_version, rev, new, new_objects, order))
         return rev
 
-    def _saved_rows(self, c: sqlite3.Connection, image_id: int, head: int) -> "_SavedRows":
+    def _saved_rows(self, c: sqlite3.Connection, image_id: int, head: int) -> "SavedRows":
         """The image's stored rows: remembered from this connection's last save when no other
         connection has committed since (PRAGMA data_version), otherwise read back."""
         data_version = c.execute("PRAGMA data_version").fetchone()[0]
@@ -613,10 +421,10 @@ class Project:
             return saved
         rows = c.execute("SELECT ann_id, counts, record FROM annotations WHERE image_id = ? ORDER BY z",
                          (image_id,)).fetchall()
-        return _SavedRows(data_version, head, {i: (counts, rec) for i, counts, rec in rows}, {},
+        return SavedRows(data_version, head, {i: (counts, rec) for i, counts, rec in rows}, {},
                           [r[0] for r in rows])
 
-    def _remember(self, image_id: int, saved: "_SavedRows | None") -> None:
+    def _remember(self, image_id: int, saved: "SavedRows | None") -> None:
         with self._lock:
             self._saved.pop(image_id, None)
             if saved is not None:
@@ -640,10 +448,11 @@ class Project:
                       [(z, image_id, ann_id) for z, ann_id in enumerate(order)
                        if ann_id in written or old_z.get(ann_id) != z])
 
-    def _step(self, image_id: int, forward: bool) -> list[dict] | None:
+    def _step(self, image_id: int, forward: bool, base_rev: int | None) -> list[dict] | None:
         self._remember(image_id, None)
         with self._write() as c:
             _, _, head = self._image_row(c, image_id)
+            _check_base(image_id, head, base_rev)
             rev = head + 1 if forward else head
             row = c.execute("SELECT order_before, order_after FROM revisions WHERE image_id = ? AND rev = ?",
                             (image_id, rev)).fetchone()
@@ -657,21 +466,24 @@ class Project:
                 if i in changed}
             # swap: the log's version goes into the table and the table's into the log
             c.executemany("UPDATE revision_changes SET other = ? WHERE image_id = ? AND rev = ? AND ann_id = ?",
-                          [(_full(current.get(i)), image_id, rev, i) for i, _ in changes])
+                          [(full_record(current.get(i)), image_id, rev, i) for i, _ in changes])
             before_order, after_order = json.loads(row[0]), json.loads(row[1])
-            self._apply(c, image_id, [(i, _split_full(other)) for i, other in changes],
+            self._apply(c, image_id, [(i, split_full_record(other)) for i, other in changes],
                         before_order if forward else after_order,
                         after_order if forward else before_order)
             c.execute("UPDATE images SET rev = ? WHERE id = ?", (rev if forward else head - 1, image_id))
             return self._records(c, image_id)
 
-    def undo(self, image_id: int) -> list[dict] | None:
+    def undo(self, image_id: int, *, base_rev: int | None = None) -> list[dict] | None:
         """Step the image back one saved edit (even one saved before a restart); returns the
-        records now current, or None when there is nothing to undo. Committed on return."""
-        return self._step(image_id, forward=False)
+        records now current, or None when there is nothing to undo. Committed on return.
+        ``base_rev``, as for ``save``: the revision the caller shows; if another session
+        saved or stepped since, ``ConflictError`` is raised and nothing changes (an undo
+        must never take back an edit its caller has not seen)."""
+        return self._step(image_id, False, base_rev)
 
-    def redo(self, image_id: int) -> list[dict] | None:
-        return self._step(image_id, forward=True)
+    def redo(self, image_id: int, *, base_rev: int | None = None) -> list[dict] | None:
+        return self._step(image_id, True, base_rev)
 
     def undo_state(self, image_id: int) -> UndoState:
         with self._read() as c:
@@ -710,6 +522,55 @@ class Project:
                                       include_rejected=include_rejected,
                                       description=f"annotator project {self.path.name}")
         return coco.save(dataset, path)
+
+    def export(self, path: str | os.PathLike, fmt: str = "coco-rle", *, tolerance: float = 0.0,
+               image_ids: Sequence[int] | None = None, include_rejected: bool = False,
+               model: str | None = None, parameters: Mapping | None = None):
+        """Write the project (or the images ``image_ids``) as ``fmt`` (``formats.convert.FORMATS``:
+        COCO RLE or polygons, YOLO, labelme, VOC) to ``path`` (a JSON file for COCO, a new folder or
+        a ``.zip`` for the others, with the images), read it back and check it; returns the
+        ``ExportReport`` (``report.line()``: what the export cost). Class ids are the project's
+        categories in id order, so a class keeps its id, YOLO index and VOC value in every export;
+        unlabeled masks get the category ``object``, stored in the project the first time."""
+        from annotator.formats import coco, convert
+
+        with self._read() as c:
+            infos = {i.id: i for i in self.images()}
+            ids = [i for i in infos] if image_ids is None else list(image_ids)
+            missing = [i for i in ids if i not in infos]
+            if missing:
+                raise KeyError(f"no image with id {missing[0]} in {self.path.name}")
+            unlabeled = c.execute(
+                f"SELECT count(*) FROM annotations WHERE label IS NULL AND image_id IN "
+                f"({','.join('?' * len(ids))})" + ("" if include_rejected else " AND review != 'rejected'"),
+                ids).fetchone()[0] if ids else 0
+        if unlabeled:
+            self.add_category(coco.DEFAULT_CATEGORY)  # gets its id once, like any label
+        with self._read() as c:
+            cats = [{"id": k.id, "name": k.name, "supercategory": k.supercategory or ""}
+                    for k in self.categories()]
+            records = {i: self._records(c, i) for i in ids}
+        items = ((self._document(infos[i], records.pop(i)),
+                  {"id": i, "file_name": infos[i].name, "sha256": infos[i].sha256}) for i in ids)
+        dataset = coco.from_documents(items, categories=cats, model=model, parameters=parameters,
+                                      include_rejected=include_rejected,
+                                      description=f"annotator project {self.path.name}")
+        return convert.export(dataset, path, fmt, tolerance=tolerance, images=self._image_source)
+
+    def _image_source(self, image: Mapping):
+        """The bytes of a project image (uploaded, or its server file if unchanged); None when
+        the file is gone or changed (its masks would not match it)."""
+        info = self.image(image["id"])
+        if info.path is None:
+            with self._lock:
+                row = self._conn.execute("SELECT bytes FROM image_data WHERE sha256 = ?",
+                                         (info.sha256,)).fetchone()
+            return None if row is None else row[0]
+        try:
+            data = Path(info.path).read_bytes()
+        except OSError:
+            return None
+        return data if hashlib.sha256(data).hexdigest() == info.sha256 else None
 
     @staticmethod
     def _document(info: ImageInfo, records: list[dict]):
@@ -760,8 +621,10 @@ class Project:
 
     @staticmethod
     def _register_labels(c: sqlite3.Connection, labels: Iterable) -> None:
+        # in order of first use (by mask id), not set order: string hashes differ from run to
+        # run, and a class's id must not depend on that
         c.executemany("INSERT OR IGNORE INTO categories (name) VALUES (?)",
-                      [(str(lb),) for lb in set(labels) if lb is not None and str(lb).strip()])
+                      [(str(lb),) for lb in dict.fromkeys(labels) if lb is not None and str(lb).strip()])
 
     # -- key/value state ---------------------------------------------------------------------
     def get_state(self, key: str, default=None):
@@ -776,27 +639,11 @@ class Project:
             if value is None:
                 c.execute("DELETE FROM state WHERE key = ?", (key,))
             else:
-                c.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, _json(value)))
+                c.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, canonical_json(value)))
 
 
-def _full(value: tuple[str, str] | None) -> str | None:
-    """A stored (counts, record JSON) pair as one JSON record for the undo log."""
-    if value is None:
-        return None
-    return _json({**json.loads(value[1]), "counts": value[0]})
-
-
-def _split_full(text: str | None) -> tuple[str, str] | None:
-    if text is None:
-        return None
-    rec = json.loads(text)
-    counts = rec.pop("counts")
-    return counts, _json(rec)
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def _check_base(image_id: int, head: int, base_rev: int | None) -> None:
+    if base_rev is not None and base_rev != head:
+        raise ConflictError(
+            f"image {image_id} was changed by another session (revision {head}, you had "
+            f"{base_rev}); reload it before editing")

@@ -150,6 +150,22 @@ def test_distributed_run_without_ray_says_how_to_install_it(tmp_path):
             distributed.run(project, [], {}, concurrency=2)
 
 
+def test_gpus_per_actor_follow_the_cluster_and_impossible_requests_name_the_flag():
+    fit = distributed.gpus_per_actor
+    assert fit({"CPU": 32, "GPU": 8}, 8, None) == 1.0  # one GPU each
+    assert fit({"CPU": 32, "GPU": 2}, 4, None) == 0.5  # fewer GPUs than actors: shared
+    assert fit({"CPU": 2}, 2, None) == 0.0  # no GPU: CPU actors (Ray would wait forever for one)
+    assert fit({"CPU": 32, "GPU": 8}, 4, 0.5) == 0.5 and fit({"CPU": 2}, 2, 0) == 0.0
+    with pytest.raises(ValueError, match=r"--gpus-per-actor 1 with --ray 2 needs 2 GPUs.*has 0.*--gpus-per-actor 0"):
+        fit({"CPU": 2}, 2, 1.0)
+    with pytest.raises(ValueError, match=r"--gpus-per-actor 1 with --ray 4 needs 4 GPUs.*has 2.*--gpus-per-actor 0.5"):
+        fit({"CPU": 32, "GPU": 2}, 4, 1.0)
+    with pytest.raises(ValueError, match=r"--ray 4 actors need 4 CPUs.*has 2.*--ray 2"):
+        fit({"CPU": 2, "GPU": 4}, 4, None)
+    with pytest.raises(ValueError, match="--ray 0"):
+        fit({"CPU": 2}, 0, None)
+
+
 def test_export_of_prelabelled_images_loads_in_pycocotools(tmp_path):
     paths = make_images(tmp_path / "imgs", 2)
     with Project(tmp_path / "p.annotator") as project:

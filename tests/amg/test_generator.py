@@ -116,13 +116,26 @@ def test_parity_every_candidate_survives(every_candidate):
     official, ours = every_candidate
     assert len(official) == 3 * 64  # nothing filtered: every (point, mask) pair is compared
     assert_parity(official, ours)
-    # masks found bit for bit have the same box, area, point and crop box
-    ours_by = {(r["segmentation"]["counts"], tuple(r["point_coords"][0])): r for r in ours}
-    identical = [(a, ours_by.get((a["segmentation"]["counts"], tuple(a["point_coords"][0])))) for a in official]
-    identical = [(a, b) for a, b in identical if b is not None]
-    assert len(identical) >= 0.9 * len(official)
-    for a, b in identical:
-        assert (a["bbox"], a["area"], a["crop_box"]) == (b["bbox"], b["area"], b["crop_box"])
+    # each official mask against ours from the same point: the same mask up to float rounding
+    # (which pixels flip depends on the CPU's kernels, so no bit-identity is asked), and the
+    # box, area and crop box that go with it
+    ious = mask_utils.iou([r["segmentation"] for r in official], [r["segmentation"] for r in ours],
+                          [0] * len(ours))
+    points = np.array([r["point_coords"][0] for r in ours])
+    agree = 0
+    for i, a in enumerate(official):
+        same_point = np.flatnonzero(np.abs(points - a["point_coords"][0]).max(axis=1) <= 1e-3)
+        assert same_point.size, f"no mask of ours from point {a['point_coords'][0]}"
+        b = ours[same_point[np.argmax(ious[i, same_point])]]
+        if ious[i, same_point].max() < 0.98:
+            continue
+        agree += 1
+        assert abs(a["predicted_iou"] - b["predicted_iou"]) <= 1e-3
+        assert abs(a["stability_score"] - b["stability_score"]) <= 1e-3
+        assert a["crop_box"] == b["crop_box"]
+        assert abs(a["area"] - b["area"]) <= 0.02 * a["area"]
+        assert np.abs(np.subtract(a["bbox"], b["bbox"])).max() <= 2  # rounding moves a box by a pixel or so
+    assert agree >= 0.99 * len(official), f"{agree} of {len(official)} masks agree"
 
 
 def test_parity_default_thresholds_with_crops(dog):
@@ -239,9 +252,13 @@ def test_full_resolution_stats_match_official(image_hw, crop_box):
     ref = model.postprocess_masks(low[None], input_hw, (ch, cw))[0]
     mine_t = upscale_transposed(low.transpose(1, 2).contiguous(), frame)
     assert torch.allclose(mine_t.transpose(1, 2), ref, atol=1e-5, rtol=0)
-    assert torch.equal(
-        calculate_stability_score(mine_t, 0.0, 1.0), calculate_stability_score(ref, 0.0, 1.0)
-    )
+    # the two upscalers differ by ~1e-6, so a pixel that close to a threshold (+-1) may count
+    # differently: the scores may differ by what those pixels weigh, and no more
+    near = ((ref - 1).abs() <= 1e-5) | ((ref + 1).abs() <= 1e-5)
+    n_near, union = near.sum(dim=(1, 2)), (ref > -1).sum(dim=(1, 2))
+    slack = 2 * (n_near + 1) / (union - n_near).clamp(min=1)
+    stability_diff = (calculate_stability_score(mine_t, 0.0, 1.0) - calculate_stability_score(ref, 0.0, 1.0)).abs()
+    assert (stability_diff <= slack).all(), (stability_diff, slack)
     bits = ref > 0
     bits_t = bits.transpose(1, 2).contiguous()
     assert torch.equal(boxes_from_transposed(bits_t), batched_mask_to_box(bits))

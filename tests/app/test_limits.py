@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from annotator.app import workbench as workbench_module
+from annotator.app import everything as everything_module
 from annotator.amg.generator import Progress, Update
 from annotator.models.loading import load_segmenter
 from annotator.cli import build_parser
@@ -116,7 +116,7 @@ def test_segment_everything_keeps_the_best_masks_up_to_the_cap(model, monkeypatc
     def fake_generate(segmenter, image, params, cancel, model_lock=None):
         yield Update(records, True, Progress(1, 1, 0.0, 0.0, 0, 1))
 
-    monkeypatch.setattr(workbench_module, "_generate", fake_generate)
+    monkeypatch.setattr(everything_module, "generate", fake_generate)
     wb, sid = workbench(model, max_masks=4), "s"
     wb.open_image(sid, DOG)
     wb.session(sid).doc.add(rects(wb.session(sid).doc.size, 1)[0])  # one mask already: room for 3
@@ -222,6 +222,21 @@ def test_idle_sessions_are_freed_without_any_request(model, tmp_path):
         time.sleep(0.05)
     assert not folder.exists()  # its exports went with it
     assert "open tab" in wb.sessions
+    # the tab comes back: it is told why its masks are gone, naming the flag, once
+    msg = wb.resend(sid).message
+    assert "idle longer than" in msg and "--idle-minutes" in msg
+    assert "freed" not in wb.resend(sid).message
+
+
+def test_a_tab_whose_session_was_freed_for_room_is_told_why(model):
+    wb = workbench(model, max_sessions=1)
+    wb.open_image("a", DOG)
+    wb.open_image("b", DOG)  # holds the only place: "a" goes
+    assert wb.sessions.keys() == ["b"]
+    msg = wb.set_mode("a", "box").message
+    assert "at most 1 sessions at once (--max-sessions, ANNOTATOR_MAX_SESSIONS)" in msg
+    assert msg.endswith("Click two opposite corners of a box.")  # the action itself still answers
+    assert "--max-sessions" not in wb.set_mode("a", "box").message  # said once
 
 
 def test_sessions_over_the_cap_are_freed_with_their_exports(model):

@@ -71,7 +71,10 @@ def test_a_project_through_the_api(app, tmp_path):
     assert "Undid" in out[MESSAGE]
     with Project(projects / "street.annotator") as p:  # saved by the time the call returned
         assert [i.n_annotations for i in p.images()] == [0, 1]
-    c.predict(api_name="/redo")
+    out = c.predict(api_name="/redo")
+    assert "Redid: add mask" in out[MESSAGE] and [r[2] for r in rows(out[TABLE])] == ["dog"]
+    with Project(projects / "street.annotator") as p:
+        assert [i.n_annotations for i in p.images()] == [1, 1]
     # a server folder the operator allowed
     out = c.predict(str(IMAGES), False, api_name="/add_folder")
     assert len(rows(c.predict(api_name="/progress"))) == len(list(IMAGES.glob("*.jpg")))
@@ -85,6 +88,13 @@ def test_a_project_through_the_api(app, tmp_path):
     c2 = Client(url, verbose=False)
     with pytest.raises(Exception, match="not a valid project name"):
         c2.predict("../street", api_name="/open_project")
+    assert demo.workbench.project_of(c2.session_hash) is None
+    c2.predict(handle_file(str(IMAGES / "truck.jpg")), api_name="/upload")
+    accept_at(c2, 900, 600, "lorry")
+    assert [r[2] for r in rows(c2.predict(api_name="/masks"))] == ["lorry"]
+    with Project(projects / "street.annotator") as p:  # not added to the first client's project
+        assert sum(i.n_annotations for i in p.images()) == 2 and "lorry" not in {k.name for k in p.categories()}
+    assert [r[2] for r in rows(c.predict(api_name="/masks"))] == ["dog"]
 
 
 def _serve(checkpoint: Path, projects: Path, port: int) -> subprocess.Popen:

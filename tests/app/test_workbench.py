@@ -9,6 +9,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from annotator.annotations import render
 from annotator.models.loading import BackendInfo, load_segmenter
 from annotator.models.grabcut import GrabCutSegmenter
 from annotator.app.workbench import TABLE_HEADERS, Workbench, WorkbenchError
@@ -224,12 +225,12 @@ def test_merge_subtract_delete_hide_relabel_and_undo(wb, sid):
     assert doc[m].area == 200 * 200 * 2 - 100 * 100 and f"into mask {m}" in v.message
     assert sorted(doc.ids) == sorted([c, m])
     wb.select_mask(sid, c)
-    wb.subtract(sid)  # c cut out of the largest selected mask
+    wb.subtract(sid)  # c (selected second) cut out of m (selected first)
     assert doc[m].area == 200 * 200 * 2 - 100 * 100 - 30 * 30
     wb.clear_selection(sid)
     wb.select_mask(sid, c)
     v = wb.toggle_visibility(sid)
-    assert not doc[c].visible and col(v.table, "")[col(v.table, "id").index(c)] == "●◌"
+    assert not doc[c].visible and col(v.table, "")[col(v.table, "id").index(c)] == "● hidden"
     wb.relabel(sid, "hole")
     assert doc[c].label == "hole"
     wb.delete(sid)
@@ -242,15 +243,37 @@ def test_merge_subtract_delete_hide_relabel_and_undo(wb, sid):
 def test_filter_and_sort_without_changing_the_document(wb, sid):
     ids = with_rects(wb, sid, (0, 0, 10, 10), (0, 0, 100, 100), (0, 0, 50, 50), source="auto")
     doc = wb.session(sid).doc
-    for i, score in zip(ids, (0.9, 0.5, 0.7)):
-        doc.update(i, predicted_iou=score, stability_score=score)
+    # the two scores rank the masks in opposite orders, so reading one for the other shows
+    for i, iou, stability in zip(ids, (0.9, 0.5, 0.7), (0.6, 0.99, 0.8), strict=True):
+        doc.update(i, predicted_iou=iou, stability_score=stability)
     v = wb.set_filter(sid, min_area=200, sort_by="area", descending=True)
     assert col(v.table, "id") == [ids[1], ids[2]] and "2 of 3" in v.message
     v = wb.set_filter(sid, min_iou=0.6, sort_by="predicted_iou")
     assert col(v.table, "id") == [ids[2], ids[0]]
+    v = wb.set_filter(sid, min_stability=0.75, sort_by="stability_score")
+    assert col(v.table, "id") == [ids[2], ids[1]] and "2 of 3" in v.message
+    v = wb.set_filter(sid, sort_by="stability_score", descending=True)
+    assert col(v.table, "id") == [ids[1], ids[2], ids[0]]
+    assert col(v.table, "stab.") == ["0.990", "0.800", "0.600"] and col(v.table, "IoU") == ["0.500", "0.700", "0.900"]
+    v = wb.set_filter(sid, min_iou=0.6, min_stability=0.75)
+    assert col(v.table, "id") == [ids[2]]
     assert len(doc) == 3
     # filtered-out masks are neither drawn nor pickable
     assert wb.click(sid, 60, 60, "select").message == "No mask here."
+
+
+def test_review_filter_shows_masks_by_decision(wb, sid):
+    ids = with_rects(wb, sid, (0, 0, 10, 10), (20, 20, 40, 40), (50, 50, 60, 60), (70, 70, 80, 80),
+                     source="auto")
+    doc = wb.session(sid).doc
+    doc.update(ids[0], review="accepted")
+    doc.update(ids[1], review="rejected")
+    shown = {review: col(wb.set_filter(sid, review=review).table, "id")
+             for review in ("all", "pending", "accepted", "rejected")}
+    assert shown == {"all": ids, "pending": ids[2:], "accepted": ids[:1], "rejected": ids[1:2]}
+    assert "2 of 4" in wb.set_filter(sid, review="pending").message
+    with pytest.raises(WorkbenchError, match="review filter must be one of"):
+        wb.set_filter(sid, review="maybe")
 
 
 def test_review_walks_pending_masks_in_table_order(wb, sid):
@@ -408,10 +431,22 @@ def test_segment_everything_streams_batches_then_adds_one_undoable_step(wb, sid)
     wb.open_image(sid, DOG)
     wb.click(sid, 300, 300)
     wb.accept(sid, "dog")
-    steps = list(wb.segment_everything(sid, **SMALL_GRID))
+    before = wb.canvas(sid)
+    steps, drawn = [], []
+    for step in wb.segment_everything(sid, **SMALL_GRID):
+        steps.append(step)
+        if not step.final:  # what the canvas should show now: every candidate found so far
+            drawn.append(render.label_map_from_rles(wb.session(sid).preview, before.shape[:2]) != 0)
     *batches, final = steps
     assert [s.done for s in batches] == [1, 2, 3, 4] and all(s.total == 4 for s in batches)
-    assert all(not s.final and s.view.canvas is not None for s in batches)  # masks appear per batch
+    assert all(not s.final for s in batches)
+    # masks appear batch by batch: each canvas differs from the one before, and only where
+    # the run's candidates are (the photo at scale 1, so canvas and image pixels agree)
+    previous = before
+    for step, where in zip(batches, drawn):
+        changed = np.any(step.view.canvas != previous, axis=2)
+        assert changed.any() and where[changed].mean() > 0.95
+        previous = step.view.canvas
     assert "candidate masks so far" in batches[0].view.message
     assert batches[-1].eta_s == pytest.approx(0.0, abs=1e-6) and batches[0].eta_s > 0
     assert final.final and "Segment everything found" in final.view.message
@@ -430,10 +465,23 @@ def test_cancel_keeps_the_masks_found_so_far(wb, sid):
     run = wb.segment_everything(sid, **SMALL_GRID)
     first = next(run)
     assert first.done == 1
+    text = lambda counts: counts.decode() if isinstance(counts, bytes) else counts  # noqa: E731
+    found = {text(r["counts"]) for r in wb.session(sid).preview}  # the first batch's candidates
     wb.cancel(sid)
     (final,) = list(run)
     assert final.final and "Cancelled after 1 of 4 batches" in final.view.message
-    assert len(wb.session(sid).doc) >= 1
+    kept = [text(a.rle["counts"]) for a in wb.session(sid).doc.annotations]
+    # exactly what the first batch's 4 points find, deduplicated: nothing from a batch after
+    # the cancel, no duplicate left in
+    from annotator.amg.generator import MaskGenerator
+    from segment_anything.utils.amg import build_all_layer_point_grids
+
+    (grid,) = build_all_layer_point_grids(4, 0, 1)
+    params = {k: v for k, v in SMALL_GRID.items() if k != "points_per_side"}
+    first_batch = MaskGenerator(wb.segmenter, output_mode="coco_rle", points_per_side=None,
+                                point_grids=[grid[:4]], **params).generate(wb.session(sid).image)
+    assert kept and set(kept) <= found and len(set(kept)) == len(kept)
+    assert sorted(kept) == sorted(text(r["segmentation"]["counts"]) for r in first_batch)
 
 
 def test_other_sessions_click_between_the_batches_of_a_run(wb, sid):

@@ -11,7 +11,10 @@ from pycocotools.coco import COCO
 
 from annotator.models.loading import load_segmenter
 from annotator.projects.store import Project
-from annotator.projects.library import FolderPolicy, ModelLock, Prefetcher, ProjectLibrary, ProjectNameError
+from annotator.models.lock import ModelLock
+from annotator.projects.folders import FolderPolicy
+from annotator.projects.library import ProjectLibrary, ProjectNameError
+from annotator.projects.prefetch import Prefetcher
 from annotator.app.workbench import Workbench, WorkbenchError
 
 from conftest import IMAGES
@@ -309,6 +312,29 @@ def test_a_second_session_editing_the_same_image_gets_a_conflict_not_a_lost_mask
     assert [r["label"] for r in saved(root)] == ["first", "second"]
 
 
+def test_undo_and_redo_never_step_over_another_sessions_edit(wb, sid, root):
+    new_project(wb, sid, DOG)
+    other = uuid.uuid4().hex
+    wb.open_project(other, "p")  # shows the image before the edit below
+    accept_click(wb, sid, 300, 300, "first")
+    # undo in the session that never saw "first" would take it back: refused like a save
+    with pytest.raises(WorkbenchError, match="changed by another session.*Showing the saved masks now"):
+        wb.undo(other)
+    assert [r["label"] for r in saved(root)] == ["first"]
+    assert [a.label for a in wb.session(other).doc.annotations] == ["first"]  # reloaded
+    # now that it shows "first", its undo is its own decision
+    assert "Undid: add mask" in wb.undo(other).message and saved(root) == []
+    # redo: the first session still shows "first" at the revision before that undo
+    with pytest.raises(WorkbenchError, match="changed by another session.*Showing the saved masks now"):
+        wb.redo(sid)
+    assert saved(root) == [] and len(wb.session(sid).doc) == 0  # nothing redone, reloaded
+    assert "Redid: add mask" in wb.redo(sid).message and [r["label"] for r in saved(root)] == ["first"]
+    # the other session is stale again; its undo is refused and changes nothing
+    with pytest.raises(WorkbenchError, match="changed by another session"):
+        wb.undo(other)
+    assert [r["label"] for r in saved(root)] == ["first"]
+
+
 def test_closing_the_project_returns_to_single_images(wb, sid, root):
     new_project(wb, sid, DOG)
     v = wb.close_project(sid)
@@ -334,6 +360,51 @@ def test_the_next_image_is_prefetched_and_not_encoded_again(segmenter, root, sid
         assert wb.prefetcher.wait_idle(60) and len(calls) == 2  # dog.jpg, next again, is still cached
     finally:
         hook.remove()
+
+
+def test_each_session_keeps_its_own_prefetch_until_it_is_freed(wb, sid, root):
+    gate = threading.Event()
+    # the prefetch thread is kept busy (loading, outside the model lock) while two
+    # sessions in two projects move to an image: each asks for its own next image
+    wb.prefetcher.request("busy", lambda: gate.wait(30) and None)
+    other = uuid.uuid4().hex
+    new_project(wb, sid, DOG, TRUCK, name="p")
+    new_project(wb, other, DOGS, DOG, name="q")
+    mine, theirs = (str(root / "p.annotator"), 2), (str(root / "q.annotator"), 2)
+    assert wb.prefetcher.pending() == [mine, theirs]  # one navigation did not replace the other's
+    gate.set()
+    assert wb.prefetcher.wait_idle(60)
+    assert {mine, theirs} <= set(wb.prefetcher.done)
+    # a freed session's pending prefetch goes with it; the other session's stays
+    gate.clear()
+    wb.prefetcher.request("busy", lambda: gate.wait(30) and None)
+    wb.step_image(sid, 1)
+    wb.step_image(other, 1)
+    assert wb.prefetcher.pending() == [(mine[0], 1), (theirs[0], 1)]
+    wb.free(sid)
+    assert wb.prefetcher.pending() == [(theirs[0], 1)]
+    gate.set()
+    assert wb.prefetcher.wait_idle(60) and wb.prefetcher.done[-1] == (theirs[0], 1)
+
+
+def test_prefetch_is_bounded_overall_and_per_session():
+    lock = ModelLock()
+    embedded = []
+    pf = Prefetcher(embedded.append, lock, max_pending=2)
+    with lock:  # a user call holds the model: the first job waits, the rest stay pending
+        pf.request("a1", lambda: "a1", owner="a")
+        while pf.pending():  # the worker took a1 and waits for the model
+            time.sleep(0.001)
+        pf.request("b1", lambda: "b1", owner="b")
+        pf.request("c1", lambda: "c1", owner="c")
+        pf.request("b2", lambda: "b2", owner="b")  # replaces b1 only
+        assert pf.pending() == ["c1", "b2"]
+        pf.request("d1", lambda: "d1", owner="d")  # over the bound: the oldest request goes
+        assert pf.pending() == ["b2", "d1"]
+        pf.cancel("d")
+        assert pf.pending() == ["b2"]
+    assert pf.wait_idle(10) and embedded == ["a1", "b2"]
+    pf.close()
 
 
 def test_prefetch_runs_the_newest_request_and_can_be_cancelled():

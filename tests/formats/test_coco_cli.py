@@ -47,7 +47,8 @@ def test_labelme_round_trip_through_rle_and_back(tmp_path):
 
     out = annotator("convert", LABELME, "-o", rle_path)
     assert out.returncode == 0, out.stderr
-    assert "wrote 12 annotations on 3 images (rle)" in out.stderr
+    assert "wrote 12 annotations on 3 images (coco-rle)" in out.stderr
+    assert "12 masks on 3 images · COCO RLE exact" in out.stderr
     data = json.loads(rle_path.read_text())
     assert all(isinstance(a["segmentation"]["counts"], str) for a in data["annotations"])
     assert {c["id"]: c["name"] for c in data["categories"]}[0] == "_background_"

@@ -79,14 +79,29 @@ def test_load_image_applies_exif_orientation(tmp_path):
     assert arr[4, -5, 0] > 200 and arr[-5, 4, 0] < 100  # shown rotated: the block is top-right
 
 
-@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "I;16"])
-def test_load_image_converts_modes_to_rgb(mode):
-    img = Image.new("RGB", (16, 8), (200, 100, 50)).convert(mode) if mode != "I;16" else \
-        Image.fromarray(np.full((8, 16), 60000, np.uint16))
+# the colour (200, 100, 50) stored in each mode, and the RGB it must come back as: gray for
+# L (ITU-R 601 luma), the nearest web-palette colour for P, itself for RGBA and CMYK
+@pytest.mark.parametrize("mode, expected, tol", [
+    ("L", (124, 124, 124), 1), ("RGBA", (200, 100, 50), 0), ("P", (204, 102, 51), 0),
+    ("CMYK", (200, 100, 50), 1)])
+def test_load_image_converts_modes_to_rgb(mode, expected, tol):
+    rgb = Image.new("RGB", (16, 8), (200, 100, 50))
+    img = rgb.convert("P", dither=Image.Dither.NONE) if mode == "P" else rgb.convert(mode)
     buf = io.BytesIO()
-    img.save(buf, format="TIFF" if mode in ("CMYK", "I;16") else "PNG")
+    img.save(buf, format="TIFF" if mode == "CMYK" else "PNG")
     arr = load_image(buf.getvalue())
     assert arr.shape == (8, 16, 3) and arr.dtype == np.uint8
+    assert np.abs(arr.astype(int) - expected).max() <= tol, arr[0, 0]
+
+
+def test_load_image_stretches_16_bit_to_8_bit_gray():
+    a = np.full((8, 16), 60000, np.uint16)
+    a[:, :8] = 15000  # a quarter of the brightest value
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="TIFF")
+    arr = load_image(buf.getvalue())
+    assert arr.shape == (8, 16, 3) and arr.dtype == np.uint8
+    assert (arr[:, 8:] == 255).all() and (np.abs(arr[:, :8].astype(int) - 64) <= 1).all()
 
 
 def test_load_image_bad_input_messages(tmp_path):

@@ -65,7 +65,8 @@ def upstream_predictor(upstream_sam, truck):
 @pytest.fixture(scope="module")
 def ours_plain(upstream_checkpoint, truck):
     """Ours, loaded from the upstream file through the real loader, with the hand-written
-    attention (the same operations as upstream, so the numbers must match exactly)."""
+    attention (the same operations as upstream: equal up to float rounding, which the CPU's
+    kernels decide, so no bit-identity is asked)."""
     segmenter = SamSegmenter(load_sam(VIT_T, upstream_checkpoint), fused=False, name="vit_t")
     segmenter.set_image(truck)
     return segmenter
@@ -100,19 +101,21 @@ def test_upstream_checkpoint_gives_the_same_embedding(ours_plain, upstream_predi
     embedding = ours_plain.embedding
     assert embedding.input_size == tuple(upstream_predictor.input_size)
     assert embedding.original_size == tuple(upstream_predictor.original_size)
-    assert torch.equal(embedding.features, upstream_predictor.features)
+    ref = upstream_predictor.features
+    torch.testing.assert_close(embedding.features, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
 
 
 @pytest.mark.parametrize("prompt", PROMPTS.values(), ids=PROMPTS.keys())
-def test_upstream_checkpoint_gives_identical_masks_and_scores(ours_plain, upstream_predictor, prompt):
+def test_upstream_checkpoint_gives_the_same_masks_and_scores(ours_plain, upstream_predictor, prompt):
     upstream = {k: np.array(v) for k, v in prompt.items()}
     masks, scores, logits = upstream_predictor.predict(**upstream, multimask_output=True)
     ours = ours_plain.predict(**prompt, multimask_output=True)
     assert masks.shape == ours.masks.shape == (3, *ours_plain.embedding.original_size)
     assert 0 < masks.mean() < 1  # a real mask, not empty or everything
-    np.testing.assert_array_equal(ours.masks, masks)
-    np.testing.assert_array_equal(ours.scores, scores)
-    np.testing.assert_array_equal(ours.low_res_logits, logits)
+    # only pixels whose logit is within rounding of 0 may flip
+    assert (ours.masks != masks).mean() < 1e-4
+    np.testing.assert_allclose(ours.scores, scores, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(ours.low_res_logits, logits, rtol=0, atol=1e-4)
 
 
 def test_fused_attention_agrees_with_upstream(upstream_checkpoint, upstream_predictor, truck):
@@ -150,4 +153,4 @@ def test_automatic_masks_match_upstream_generator(upstream_sam, upstream_checkpo
     upstream = UpstreamGenerator(upstream_sam, **params).generate(dog)
     ours = MaskGenerator(SamSegmenter(load_sam(VIT_T, upstream_checkpoint), name="vit_t"), **params).generate(dog)
     assert len(upstream) == 6 * 6 * 3  # every candidate survives: all 108 are compared
-    assert assert_parity(upstream, ours) >= 0.99 * len(upstream)
+    assert_parity(upstream, ours)

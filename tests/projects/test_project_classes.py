@@ -5,7 +5,8 @@ import sqlite3
 import pytest
 
 from annotator.annotations.classes import ClassList
-from annotator.projects.store import MIGRATIONS, Project
+from annotator.projects.schema import MIGRATIONS
+from annotator.projects.store import Project
 
 
 def test_class_list_round_trips_with_colours_and_keys(tmp_path):

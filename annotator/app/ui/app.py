@@ -15,6 +15,8 @@ limit and the paths the server must never serve. The queue holds at most
 ``Limits.max_queue`` waiting events; more are refused at once ("queue is full").
 """
 
+import base64
+import binascii
 import functools
 import inspect
 from collections.abc import Sequence
@@ -25,8 +27,9 @@ import gradio as gr
 from annotator.models.loading import BackendInfo
 from annotator.models.checkpoints import cache_dir
 from annotator.limits import Limits
-from annotator.projects.library import FolderPolicy, ProjectLibrary
 from annotator.app.ui.canvas import AnnotationCanvas
+from annotator.projects.folders import FolderPolicy
+from annotator.projects.library import ProjectLibrary
 from annotator.app.workbench import (AMG_DEFAULTS, COMPUTING, REVIEW_FILTERS, TABLE_HEADERS, View, Workbench,
                                  WorkbenchError)
 
@@ -80,7 +83,14 @@ SHORTCUTS_JS = """
     const t = e.target;
     const typing = t && ((t.tagName === 'INPUT' && !['radio', 'checkbox', 'range', 'button'].includes(t.type))
                          || t.tagName === 'TEXTAREA' || t.isContentEditable);
-    if (typing) { if (e.key === 'Escape') { t.blur(); } return; }
+    if (typing) {
+      if (e.key === 'Escape') { t.blur(); }
+      // Enter in the label field accepts (its submit event); then the field lets go, so the
+      // next keys are shortcuts again and never land in the label. (Blurred after the key's
+      // own events: the field submits on keypress.)
+      else if (e.key === 'Enter' && t.closest('#label')) { setTimeout(() => t.blur(), 0); }
+      return;
+    }
     if (e.altKey || e.metaKey) { return; }
     const k = e.key.toLowerCase();
     if (e.ctrlKey) {
@@ -134,12 +144,19 @@ def read_by_the_app(image: gr.Image) -> gr.Image:
     then fails with a generic error before the app sees it, and a 16-bit image is clipped
     to 8 bits. ``annotator.formats.images`` reads every file instead, with a clear message for
     each bad one. (Set on the instance: a subclass of a Gradio component makes Gradio write
-    a ``.pyi`` file beside this module at import.)"""
-    gradio_preprocess = image.preprocess
-
+    a ``.pyi`` file beside this module at import. So the component must never be an event's
+    output: Gradio would then keep a new instance per session, without this.) An inline
+    ``data:`` image is decoded here and read by the app too."""
     def preprocess(payload):
-        if payload is None or (payload.url or "").startswith("data:"):
-            return gradio_preprocess(payload)
+        if payload is None:
+            return None
+        url = payload.url or ""
+        if url.startswith("data:"):  # an inline image (API clients): its bytes, read by the app
+            data = url.partition(",")[2]
+            try:
+                return base64.b64decode(data, validate=True) or b"\0"
+            except (binascii.Error, ValueError):
+                return data.encode() or b"\0"  # not base64: the reader says it is no image
         return payload.path
 
     image.preprocess = preprocess
@@ -221,8 +238,14 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
                         upload = read_by_the_app(gr.Image(
                             None, type="filepath", sources=["upload", "clipboard"],
                             label="Upload or paste an image", elem_id="upload", height=220))
-                        gr.Examples(examples, inputs=upload, label="Examples (assets/)", elem_id="examples",
-                                    example_labels=[Path(e).stem for e in examples])
+                        # not gr.Examples: it writes the example into the upload component, and
+                        # Gradio then keeps a fresh copy of that component per session, without
+                        # read_by_the_app, so the next upload was read by PIL (a traceback for a
+                        # non-image). An example is opened by the app's reader like any upload.
+                        example_list = gr.Dataset(components=["textbox"], samples=[[e] for e in examples],
+                                                  sample_labels=[Path(e).stem for e in examples],
+                                                  label="Examples (assets/)", elem_id="examples",
+                                                  type="index", samples_per_page=len(examples) or 1)
                         gr.Markdown(HELP)
                     with gr.Tab("Project", id="project"):
                         gr.Markdown("A **project** keeps many images and saves every edit as you go; "
@@ -278,7 +301,7 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
                                              max_height=380, wrap=False, datatype="str")
                         with gr.Row(elem_classes="tight"):
                             merge_btn = gr.Button("Merge (M)", elem_id="merge", size="sm", min_width=80)
-                            subtract_btn = gr.Button("Subtract", elem_id="subtract", size="sm", min_width=80)
+                            subtract_btn = gr.Button("Subtract from 1st selected", elem_id="subtract", size="sm", min_width=80)
                             delete_btn = gr.Button("Delete (Del)", elem_id="delete", size="sm",
                                                    variant="stop", min_width=80)
                             hide_btn = gr.Button("Hide/show (H)", elem_id="hide", size="sm", min_width=80)
@@ -337,7 +360,10 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
                         dup_table = gr.Dataframe(headers=["group", "best", "duplicates", "masks"],
                                                  value=[], interactive=False, label="Duplicate groups",
                                                  show_label=False, elem_id="duplicates-table",
-                                                 max_height=220, datatype="str")
+                                                 max_height=220, datatype="str", wrap=True,
+                                                 # a group's duplicates can be a long list: it wraps
+                                                 # in its column, the last column stays in view
+                                                 column_widths=["15%", "15%", "55%", "15%"])
                         with gr.Row():
                             keep_best_btn = gr.Button("Keep the best of each group", elem_id="keep-best",
                                                       size="sm")
@@ -387,7 +413,8 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
             api_progress = gr.Button("progress")
         resume = gr.BrowserState(None, storage_key=RESUME_KEY, secret=RESUME_SECRET)
 
-        # (the mode radio is not an output: a late response must never switch it back)
+        # (the mode radio is an output of accept only, which resets it; a late response to
+        # any other event must never switch it back)
         view_out = [canvas, status, message, candidates, table, progress_table]
 
         def show(v: View):
@@ -404,6 +431,9 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
         def on_upload(path, request: gr.Request):
             if not path:
                 return
+            yield from open_file(path, request)
+
+        def open_file(path, request: gr.Request):
             if wb.project_of(sid(request)) is not None:  # in a project: it joins the project
                 first = wb.add_uploads(sid(request), [path], encode=False, show=True)
             else:
@@ -416,6 +446,16 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
         upload.change(on_upload, [upload], [*view_out, tabs, resume], concurrency_limit=1,
                       concurrency_id=MODEL,
                       show_progress="full", show_progress_on=[status], api_name="upload")
+
+        @_user_errors
+        def on_example(index, request: gr.Request):
+            if index is None:
+                return
+            yield from open_file(examples[int(index)], request)
+
+        example_list.click(on_example, [example_list], [*view_out, tabs, resume], concurrency_limit=1,
+                           concurrency_id=MODEL, show_progress="full", show_progress_on=[status],
+                           api_visibility="private")
 
         # -- clicks --------------------------------------------------------------------
         @_user_errors
@@ -479,11 +519,12 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
 
         @_user_errors
         def on_accept(text, request: gr.Request):
-            return show(wb.accept(sid(request), text))
+            v = wb.accept(sid(request), text)
+            return (*show(v), v.mode)  # the mode the next object starts in (positive, or box)
 
         quick = {"show_progress": "minimal"}  # no overlay over the canvas for fast actions
-        accept_btn.click(on_accept, [label], view_out, api_name="accept", **quick)
-        label.submit(on_accept, [label], view_out, api_visibility="private", **quick)
+        accept_btn.click(on_accept, [label], [*view_out, mode], api_name="accept", **quick)
+        label.submit(on_accept, [label], [*view_out, mode], api_visibility="private", **quick)
         # undo may re-run the model (the last prompt point), so it queues with the clicks
         undo_btn.click(action(wb.undo), None, view_out, concurrency_limit=1, concurrency_id=MODEL,
                        api_name="undo", **quick)
@@ -650,12 +691,11 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
 
         def show_project(v: View, request: gr.Request, full: bool = False):
             key = sid(request)
-            s = wb.session(key)
             p = wb.project_of(key)
             out = list(show(v))
             if p is None and full:
                 out[5] = []
-            opts = s.view
+            opts = v.options
             return (*out, wb.resume_state(key), gr.Row(visible=p is not None),
                     gr.Dropdown(choices=wb.project_names(), value=p.name if p else None),
                     opts.alpha, opts.outlines, opts.only_selected, opts.coverage)
@@ -663,7 +703,7 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
         def then_encode(first: View, request: gr.Request):
             """Show the image at once, then its embedding (as the upload does)."""
             yield show_project(first, request)
-            if wb.session(sid(request)).image is not None and wb.session(sid(request)).embedding is None:
+            if wb.needs_embedding(sid(request)):
                 done = wb.encode(sid(request))
                 done.message = first.message.removesuffix(COMPUTING) + done.message
                 # an API client sees only the last yield: repeat the (small) lists, not the canvas

@@ -1,0 +1,164 @@
+"""What a browser tab's session holds, and the plain data the app's actions return.
+
+``Session`` is one tab's state (its image, embedding, document, prompt, view options);
+``View`` is what the UI shows after an action. Both are plain dataclasses: the concern
+modules (``prompting``, ``editing``, ``review``, ...) change a Session, ``view`` renders it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from annotator.amg.params import APP_DEFAULTS
+from annotator.annotations.document import AnnotationDocument
+from annotator.models.prompt import Prompt
+
+MODES = ("positive", "negative", "box", "select")
+COMPUTING = "Computing the image embedding…"
+MAX_DOCUMENTS = 16  # per session: empty documents kept for reopening (ones with masks are all kept)
+KEEP_EXPORTS = 3  # per session: export folders kept for download
+EMBEDDING_BYTES = 256 * 64 * 64 * 4  # one SAM image embedding (float32), every model size
+SORT_KEYS = ("id", "predicted_iou", "stability_score", "area")
+REVIEW_FILTERS = ("all", "pending", "accepted", "rejected")
+PREVIEW_COLOR_BASE = 1 << 20  # palette keys for masks still being found, apart from real ids
+# "Segment everything" parameters the app exposes: SAM's names and defaults
+AMG_DEFAULTS = APP_DEFAULTS
+# first column: ▶ the mask under review, ● selected, "hidden" hidden
+TABLE_HEADERS = ["", "id", "label", "source", "IoU", "stab.", "area", "review"]
+
+
+class WorkbenchError(ValueError):
+    """A user action cannot be done as asked; the message says what to do instead."""
+
+
+@dataclass
+class ViewOptions:
+    alpha: float = 0.5
+    outlines: bool = True
+    only_selected: bool = False
+    coverage: bool = False
+
+
+@dataclass
+class MaskFilter:
+    """Which masks the canvas and table show, and in what order. Changing it never
+    re-runs anything: it is applied to the document's records."""
+
+    min_iou: float = 0.0
+    min_stability: float = 0.0
+    min_area: int = 0
+    review: str = "all"
+    sort_by: str = "id"
+    descending: bool = False
+
+    def keeps(self, ann) -> bool:
+        if self.review != "all" and ann.review != self.review:
+            return False
+        if ann.area < self.min_area:
+            return False
+        # a mask without a score (prompted with GrabCut, imported) is never hidden by one
+        if self.min_iou > 0 and ann.predicted_iou is not None and ann.predicted_iou < self.min_iou:
+            return False
+        if (self.min_stability > 0 and ann.stability_score is not None
+                and ann.stability_score < self.min_stability):
+            return False
+        return True
+
+    def sort(self, anns: list) -> list:
+        key = self.sort_by
+        if key == "id":
+            return sorted(anns, key=lambda a: a.id, reverse=self.descending)
+        present = [a for a in anns if getattr(a, key) is not None]
+        missing = [a for a in anns if getattr(a, key) is None]
+        return sorted(present, key=lambda a: (getattr(a, key), a.id), reverse=self.descending) + missing
+
+
+@dataclass
+class OpenProject:
+    """A session's open project: which image it shows and what of it is saved."""
+
+    name: str
+    store: object  # annotator.projects.store.Project
+    image_id: int | None = None
+    doc: AnnotationDocument | None = None  # the document of image_id (None: another image is shown)
+    saved_version: int = 0  # doc.version when last saved
+    rev: int = 0  # the store's revision of image_id that doc holds (for save(base_rev=...))
+    saved_view: tuple | None = None
+    rows_key: object = None  # what the progress list was last sent for
+    summary: str = ""  # the status line's project part, updated with the progress list
+
+
+@dataclass
+class Session:
+    image: np.ndarray | None = None
+    name: str = ""
+    scale: float = 1.0  # display pixels per image pixel
+    embedding: object | None = None
+    doc: AnnotationDocument | None = None
+    prompt: Prompt = field(default_factory=Prompt)
+    mode: str = "positive"
+    view: ViewOptions = field(default_factory=ViewOptions)
+    filter: MaskFilter = field(default_factory=MaskFilter)
+    cursor: int | None = None  # triage: the mask under review
+    last_pick: tuple[float, float, int] | None = None  # select mode: for cycling nested masks
+    cancel: threading.Event = field(default_factory=threading.Event)
+    amg_params: dict = field(default_factory=dict)
+    preview: list = field(default_factory=list)  # RLEs a running "segment everything" has found
+    duplicates: list = field(default_factory=list)  # groups of ids (best first) from find_duplicates
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    exports: list = field(default_factory=list)  # folders written by export, removed on free
+    documents: OrderedDict = field(default_factory=OrderedDict)  # image content key -> its document
+    # what the canvas layer under the prompt was last rendered from, and the result
+    layer_key: tuple | None = None
+    layer: np.ndarray | None = None
+    sent_canvas_key: tuple | None = None
+    sent_table_key: tuple | None = None
+    note: str = ""  # what opening the image had to say (animated, masks dropped), kept for encode
+    project: OpenProject | None = None
+    notice: str = ""  # said once, before the next action's message (e.g. why a session was freed)
+    canvas: object = None  # annotator.app.canvas_link.BrowserCanvas: what the browser canvas holds
+
+
+@dataclass
+class View:
+    """What the UI shows after an action. ``canvas``/``table`` are None when unchanged
+    since this session's previous View (the UI then leaves the component alone)."""
+
+    canvas: np.ndarray | None
+    status: str
+    message: str
+    candidates: list[tuple[str, int]]
+    candidate: int | None
+    table: list[list] | None
+    mode: str = "positive"
+    progress: list[list] | None = None  # the project's image list; None: unchanged or no project
+    has_image: bool = False  # False: no image is shown (the canvas is cleared)
+    # for the browser canvas (Context.browser_canvas): makes the frame of what changed; called
+    # only for a View that goes to the browser, so no frame is numbered and then lost
+    frame: object = None
+    options: ViewOptions | None = None  # the view options in force (a project restores its own)
+
+
+@dataclass
+class AmgStep:
+    """One step of "segment everything": the View, and progress in point batches."""
+
+    view: View
+    done: int
+    total: int
+    eta_s: float | None
+    final: bool
+
+
+@dataclass
+class Export:
+    files: list[Path]
+    coco: Path
+    view: View
+
+
