@@ -104,17 +104,17 @@ SHORTCUTS_JS = """
 """
 
 HELP = """
-**Prompting** — *Positive/Negative point*: click the object / where the mask must not reach;
-more clicks refine. The first click offers SAM's 3 candidates (whole, part, sub-part):
-pick one, or click the same pixel again to cycle. *Box*: click two opposite corners; points
-and a box combine. **Enter**/**A** accepts the mask with the label, **Esc** clears the prompt.
+**Canvas** — *click* the object for a positive point, *right click* (or Alt+click) where the
+mask must not reach, *drag* for a box; points and a box combine; click a point to remove it.
+The first click offers SAM's 3 candidates (Tab cycles). **Enter** accepts the mask with the
+current class (keys 1-9, or the label below), **Esc** clears the prompt. Wheel / + / - zoom,
+0 fits, Space+drag or the middle button pans. **S** select tool, **B** brush and **E** eraser
+on the selected mask (**[ ]** size), **P** back to prompting. Opacity, Hide (H), Only
+selected (O) and Outlines (L) are drawn in the browser. **?** over the canvas lists the keys.
 
-**Select** mode: a click toggles the mask under the cursor; clicking the same spot again
-moves to the mask beneath (nested masks). Clicking a table row toggles that mask too.
-
-**Keys** — P / N / B / S: modes · Enter, A: accept · Esc: clear · M: merge · H: hide/show ·
-Del: delete · Ctrl+Z / Ctrl+Y: undo / redo · Review: Y accept, X reject, J / → next, K / ← previous.
-In a project: **.** / PageDown next image, **,** / PageUp previous image, **D** done / pending.
+**Keys** elsewhere — M: merge · H: hide/show · Del: delete · Ctrl+Z / Ctrl+Y: undo / redo ·
+Review: Y accept, X reject, J / → next, K / ← previous. In a project: **.** / PageDown next
+image, **,** / PageUp previous image, **D** done / pending.
 """
 
 
