@@ -147,10 +147,8 @@ class Today:
         listener = lambda r: requests.append(r.url)  # noqa: E731 (playwright tags the handler)
         self.page.on("request", listener)
         t0 = time.perf_counter()
-        self.page.eval_on_selector("#alpha input[type=range]", "(e, v) => { e.value = v; "
-                                   "e.dispatchEvent(new Event('input', {bubbles: true})); "
-                                   "e.dispatchEvent(new Event('change', {bubbles: true})); "
-                                   "e.dispatchEvent(new PointerEvent('pointerup', {bubbles: true})); }", value)
+        box = self.page.locator("#alpha input[type=range]").bounding_box()  # a real click: release
+        self.page.mouse.click(box["x"] + value * box["width"], box["y"] + box["height"] / 2)
         self.page.wait_for_function(IMG_NEW, arg=old)
         dt = time.perf_counter() - t0
         self.page.remove_listener("request", listener)
@@ -303,7 +301,7 @@ def main(argv=None) -> int:
                         app.clear()
                         x0, y0 = 0.3 * w, 0.3 * h
                         res["box -> mask visible"].append(app.box(x0, y0, x0 + 0.3 * w, y0 + 0.3 * h))
-                        dt, n = app.opacity(0.3 if r % 2 else 0.7)
+                        dt, n = app.opacity(0.3 if (r * len(images) + k) % 2 else 0.7)  # a change every time
                         res["opacity -> repaint"].append(dt)
                         requests[kind].append(n)
                         app.clear()
