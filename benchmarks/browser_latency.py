@@ -255,6 +255,7 @@ def main(argv=None) -> int:
     p.add_argument("--images", nargs="*", default=None, help="default: the shared photos")
     args = p.parse_args(argv)
 
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     from annotator.app.ui import build_app
@@ -275,6 +276,7 @@ def main(argv=None) -> int:
     results = {kind: {m: [] for m in MEASURES} for kind in ("today", "new")}
     requests = {"today": [], "new": []}
     lost = {"today": 0, "new": 0}
+    failed = {"today": {}, "new": {}}  # measurements that timed out (the page never showed it)
     rng = np.random.default_rng(0)
     try:
         with sync_playwright() as pw:
@@ -282,7 +284,7 @@ def main(argv=None) -> int:
             pages = {}
             for kind, cls, wb in (("today", Today, wb_today), ("new", Canvas, wb_new)):
                 page = browser.new_page(viewport={"width": 1366, "height": 768})
-                page.set_default_timeout(60_000)
+                page.set_default_timeout(20_000)
                 page.goto(urls[kind], wait_until="load")
                 page.wait_for_selector("#canvas")
                 pages[kind] = cls(page, wb)
@@ -296,18 +298,29 @@ def main(argv=None) -> int:
                     for kind in order:
                         app = pages[kind]
                         res = results[kind]
-                        res["next image -> shown"].append(app.open(path, (w, h)))
-                        res["click -> mask visible"].append(app.click(*pts[0]))
+
+                        def timed(measure, fn, *a, app=app, res=res, kind=kind):
+                            try:
+                                out = fn(*a)
+                            except PlaywrightTimeout:
+                                failed[kind][measure] = failed[kind].get(measure, 0) + 1
+                                return None
+                            res[measure].append(out[0] if isinstance(out, tuple) else out)
+                            return out
+
+                        timed("next image -> shown", app.open, path, (w, h))
+                        timed("click -> mask visible", app.click, *pts[0])
                         app.clear()
                         x0, y0 = 0.3 * w, 0.3 * h
-                        res["box -> mask visible"].append(app.box(x0, y0, x0 + 0.3 * w, y0 + 0.3 * h))
-                        dt, n = app.opacity(0.3 if (r * len(images) + k) % 2 else 0.7)  # a change every time
-                        res["opacity -> repaint"].append(dt)
-                        requests[kind].append(n)
+                        timed("box -> mask visible", app.box, x0, y0, x0 + 0.3 * w, y0 + 0.3 * h)
+                        out = timed("opacity -> repaint", app.opacity,
+                                    0.3 if (r * len(images) + k) % 2 else 0.7)  # a change every time
+                        if out:
+                            requests[kind].append(out[1])
                         app.clear()
-                        dt, got = app.rapid(pts[2:8])
-                        res["6 rapid clicks -> final mask"].append(dt)
-                        lost[kind] += 6 - got
+                        out = timed("6 rapid clicks -> final mask", app.rapid, pts[2:8])
+                        if out:
+                            lost[kind] += 6 - out[1]
                         app.clear()
                     print(f"  repeat {r + 1}, {path.name}: done", flush=True)
             browser.close()
@@ -318,11 +331,15 @@ def main(argv=None) -> int:
     print(f"\n{'measure (ms)':<30}{'gr.Image p50':>14}{'p95':>9}{'canvas p50':>14}{'p95':>9}{'p50 ratio':>11}")
     for m in MEASURES:
         a, b = results["today"][m], results["new"][m]
+        if not a or not b:
+            print(f"{m:<30} (no samples: gr.Image {len(a)}, canvas {len(b)})")
+            continue
         print(f"{m:<30}{pct(a, 50):14.0f}{pct(a, 95):9.0f}{pct(b, 50):14.1f}{pct(b, 95):9.1f}"
               f"{pct(a, 50) / max(pct(b, 50), 1e-9):10.1f}x")
     print(f"requests per opacity change: gr.Image {np.mean(requests['today']):.1f}, "
           f"canvas {np.mean(requests['new']):.1f}")
     print(f"rapid clicks lost: gr.Image {lost['today']}, canvas {lost['new']}")
+    print(f"timed out (not counted above): gr.Image {failed['today'] or 'none'}, canvas {failed['new'] or 'none'}")
     click95 = pct(results["new"]["click -> mask visible"], 95)
     view = pct(results["new"]["opacity -> repaint"], 95)
     print(f"goals (issue 14): click -> visible p95 < 250 ms: {'met' if click95 < 250 else 'NOT met'} "

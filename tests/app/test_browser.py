@@ -37,6 +37,10 @@ PLAIN = """([x, y]) => { const root = document.querySelector('#canvas .acv'); co
   const [sx, sy] = root._acv.toScreen(x + 0.5, y + 0.5); const d = window.devicePixelRatio || 1;
   const i = (Math.floor(sy * d) * p.width + Math.floor(sx * d)) * 4; return Array.from(p.data.slice(i, i + 3)); }"""
 FRAME = "() => { const r = document.querySelector('#canvas .acv'); return r ? r.dataset.frame || '' : ''; }"
+# for tests written for the gr.Image canvas: ([selector, old]) -> the canvas shows an image and
+# a frame other than ``old`` (the selector is not used)
+LOADED = """([sel, old]) => { const r = document.querySelector('#canvas .acv');
+  return !!(r && r._acv.state.img) && (r.dataset.frame || '') !== old; }"""
 SHOWN = """size => { const r = document.querySelector('#canvas .acv'); const img = r && r._acv.state.img;
   return !!img && (!size || (img.W === size[0] && img.H === size[1])); }"""
 

@@ -102,7 +102,11 @@
       ctx.globalAlpha = st.opacity;
       ctx.drawImage(st.fill, 0, 0, W, H);
       ctx.globalAlpha = 1;
-      ctx.drawImage(st.edge, 0, 0, W, H);  // outlines, or just the selected and hovered masks'
+      // outlines, or just the selected and hovered masks'; below 100% a 1-pixel edge would fall
+      // between the screen pixels sampled, so it is drawn again half a screen pixel over
+      const d = st.k < 1 ? 0.5 / st.k : 0;
+      ctx.drawImage(st.edge, 0, 0, W, H);
+      if (d) { ctx.drawImage(st.edge, d, 0, W, H); ctx.drawImage(st.edge, 0, d, W, H); ctx.drawImage(st.edge, -d, 0, W, H); ctx.drawImage(st.edge, 0, -d, W, H); }
     }
     if (st.promptMask) {
       const m = st.prompt.mask, sx = W / st.img.vw, sy = H / st.img.vh;
