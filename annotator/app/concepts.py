@@ -57,3 +57,19 @@ def find_all(ctx: Context, s: Session, text: str | None = None, boxes=None, box_
     scores = ", ".join(f"{r['meta']['score']:.2f}" for r in kept[:5])
     return (f"Found {plural(len(ids), 'instance')} of {what} (scores {scores}{', …' if len(kept) > 5 else ''})."
             f"{capped}{dropped} Reviewing mask {s.cursor}: Y accept, X reject, J/K next/previous.")
+
+
+def with_prompt_box(s: Session, boxes, box_labels, exemplar: str) -> tuple[list | None, list | None]:
+    """``boxes`` plus the box drawn on the canvas (the prompt's) as a positive or negative
+    exemplar (``exemplar`` "positive" / "negative"; "none" leaves the boxes as given)."""
+    if exemplar in (None, "", "none"):
+        return boxes, box_labels
+    if exemplar not in ("positive", "negative"):
+        raise WorkbenchError(f"an exemplar box is positive or negative, got {exemplar!r}")
+    need_image(s)
+    if s.prompt.box is None:
+        raise WorkbenchError("Draw a box first (Box mode, two clicks) to use it as an exemplar.")
+    boxes = [list(b) for b in (boxes or [])]
+    labels = list(box_labels) if box_labels is not None else [1] * len(boxes)
+    return boxes + [[float(v) for v in s.prompt.box]], labels + [1 if exemplar == "positive" else 0]
+

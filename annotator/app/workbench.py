@@ -237,11 +237,16 @@ class Workbench:
 
     # -- find all (SAM 3 concepts) --------------------------------------------------------
     def find_all(self, sid: str, text: str | None = None, boxes=None, box_labels=None,
-                 threshold: float = 0.5) -> View:
+                 threshold: float = 0.5, exemplar: str = "none") -> View:
         """Every instance of ``text`` and/or of exemplar ``boxes`` (x0, y0, x1, y1 in image
         pixels; ``box_labels`` 1 = like this, 0 = not like this) as pending masks labelled with
-        the text, best first, one undoable step (``annotator.app.concepts``). Needs SAM 3."""
-        return self._act(sid, lambda s: concepts.find_all(self.ctx, s, text, boxes, box_labels, threshold))
+        the text, best first, one undoable step (``annotator.app.concepts``). ``exemplar``
+        "positive"/"negative" adds the box drawn on the canvas as one. Needs SAM 3."""
+        def act(s):
+            b, labels = concepts.with_prompt_box(s, boxes, box_labels, exemplar)
+            return concepts.find_all(self.ctx, s, text, b, labels, threshold)
+
+        return self._act(sid, act)
 
     # -- review --------------------------------------------------------------------------
     def review(self, sid: str, state: str) -> View:

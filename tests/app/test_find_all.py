@@ -103,3 +103,22 @@ def test_cli_auto_text_writes_categories_and_encodes_each_text_once(tmp_path, sa
     assert main(["auto", str(folder), "--text", "car", "--text", "person", "--model", "sam3",
                  "--checkpoint", str(sam3_dir), "--threshold", "0", "-o", str(out), "--device", "cpu"]) == 0
     assert len(json.loads(out.read_text())["annotations"]) == n
+
+
+def test_the_box_drawn_on_the_canvas_is_an_exemplar(sam3):
+    from annotator.app.workbench import Workbench, WorkbenchError
+
+    wb = Workbench(*sam3, prefetch=False)
+    wb.open_image("s", _image(), "street.png")
+    with pytest.raises(WorkbenchError, match="Draw a box first"):
+        wb.find_all("s", None, threshold=0.0, exemplar="positive")
+    wb.click("s", 30, 20, "box")
+    wb.click("s", 90, 70, "box")  # the prompt's box: the exemplar
+    wb.find_all("s", None, threshold=0.0, exemplar="positive")
+    by_box = wb.session("s").doc.records()
+    # the same search with the box given explicitly finds the same masks
+    wb2 = Workbench(*sam3, prefetch=False)
+    wb2.open_image("s", _image(), "street.png")
+    wb2.find_all("s", None, boxes=[[30, 20, 90, 70]], box_labels=[1], threshold=0.0)
+    explicit = wb2.session("s").doc.records()
+    assert by_box and [r["counts"] for r in by_box] == [r["counts"] for r in explicit]

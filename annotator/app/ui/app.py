@@ -23,7 +23,16 @@ from pathlib import Path
 
 import gradio as gr
 
-from annotator.app.ui import api, canvas, everything_tab, export_tab, image_tab, masks_tab, project_tab
+from annotator.app.ui import (
+    api,
+    canvas,
+    everything_tab,
+    export_tab,
+    find_all_tab,
+    image_tab,
+    masks_tab,
+    project_tab,
+)
 from annotator.app.ui.common import Outputs, sid, static_text
 from annotator.app.workbench import Workbench
 from annotator.limits import Limits
@@ -83,6 +92,7 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
                 project = project_tab.layout(wb)
                 masks = masks_tab.layout()
                 everything = everything_tab.layout()
+                find_all = find_all_tab.layout(wb)
                 export = export_tab.layout()
         hidden = api.layout()
         resume = gr.BrowserState(None, storage_key=RESUME_KEY, secret=RESUME_SECRET)
@@ -98,6 +108,7 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
         canvas.wire(col, out, hidden, wb)
         masks_tab.wire(masks, col, out, hidden, wb)
         everything_tab.wire(everything, out, wb)
+        find_all_tab.wire(find_all, out, wb)
         export_tab.wire(export, out, wb)
         project_tab.wire(project, col, out, hidden, wb)
         _wire_session(demo, heartbeat, out, wb)
