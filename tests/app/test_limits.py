@@ -263,6 +263,10 @@ def test_the_app_queue_and_upload_limits_are_wired(model):
     kw = launch_kwargs(limits, model[1])
     assert kw["max_file_size"] == 2 * MB
     assert str(Path(model[1].checkpoint).resolve()) in kw["blocked_paths"]
+    # the upload boxes say the limit and its flag before Gradio refuses a larger file
+    labels = {b.elem_id: getattr(b, "label", None) for b in demo.blocks.values() if getattr(b, "elem_id", None)}
+    for box in ("upload", "add-images"):
+        assert "up to 2 MB a file (--max-upload-mb, ANNOTATOR_MAX_UPLOAD_MB)" in labels[box], labels[box]
 
 
 class BlockingWorkbench(Workbench):

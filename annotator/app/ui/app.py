@@ -88,7 +88,7 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
         with gr.Row():
             col = canvas.layout()
             with gr.Column(scale=5, min_width=420), gr.Tabs(selected="image") as tabs:
-                image = image_tab.layout(examples)
+                image = image_tab.layout(examples, wb.limits)
                 project = project_tab.layout(wb)
                 masks = masks_tab.layout()
                 everything = everything_tab.layout()

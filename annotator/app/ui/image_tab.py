@@ -9,6 +9,7 @@ import gradio as gr
 
 from annotator.app.ui.common import MODEL, Outputs, read_by_the_app, sid, static_text, user_errors
 from annotator.app.workbench import Workbench
+from annotator.limits import Limits
 
 
 @dataclass(frozen=True, eq=False)
@@ -17,11 +18,17 @@ class ImageTab:
     examples: gr.Dataset
 
 
-def layout(examples: list[str]) -> ImageTab:
+def upload_limit_text(limits: Limits) -> str:
+    """What a user is told of the upload limit before Gradio refuses a larger file (HTTP 413
+    with its own wording): the size and the flag that sets it."""
+    return f"up to {limits.max_upload_mb:g} MB a file (--max-upload-mb, ANNOTATOR_MAX_UPLOAD_MB)"
+
+
+def layout(examples: list[str], limits: Limits) -> ImageTab:
     with gr.Tab("Image", id="image"):
         upload = read_by_the_app(gr.Image(
             None, type="filepath", sources=["upload", "clipboard"],
-            label="Upload or paste an image", elem_id="upload", height=220))
+            label=f"Upload or paste an image ({upload_limit_text(limits)})", elem_id="upload", height=220))
         # not gr.Examples: it writes the example into the upload component, and Gradio then
         # keeps a fresh copy of that component per session, without read_by_the_app, so the
         # next upload was read by PIL (a traceback for a non-image). An example is opened by

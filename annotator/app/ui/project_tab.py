@@ -16,6 +16,7 @@ import gradio as gr
 from annotator.app.ui.api import ApiInputs
 from annotator.app.ui.canvas import LeftColumn
 from annotator.app.ui.common import MODEL, MODEL_QUICK, QUICK, Outputs, sid, user_errors
+from annotator.app.ui.image_tab import upload_limit_text
 from annotator.app.workbench import COMPUTING, View, Workbench
 
 PROGRESS_HEADERS = ["", "#", "image", "status", "masks", "accepted"]
@@ -52,7 +53,8 @@ def layout(wb: Workbench) -> ProjectTab:
                 open_btn = gr.Button("Open / create", variant="primary", elem_id="open-project", size="sm")
                 close_btn = gr.Button("Close project", elem_id="close-project", size="sm")
         add_images = gr.File(None, file_count="multiple", file_types=["image"], type="filepath",
-                             label="Add images (several at once)", elem_id="add-images", height=120)
+                             label=f"Add images (several at once; {upload_limit_text(wb.limits)})",
+                             elem_id="add-images", height=120)
         with gr.Row(equal_height=True, visible=bool(wb.folders)):
             folder = gr.Textbox("", label="Add a server folder (allowed: "
                                 + ", ".join(str(a) for a in wb.folders.allowed) + ")",
