@@ -31,8 +31,9 @@ class Limits:
     max_pixels: int = _limit(50_000_000, "largest image, pixels (width x height), checked before decoding")
     max_masks: int = _limit(2000, "masks per image (accept, segment everything and import stop there)")
     max_queue: int = _limit(64, "events waiting in the queue; more are refused with 'queue is full'")
-    max_session_mb: float = _limit(512.0, "memory per session, MB: image, embedding, masks (older images' "
-                                          "masks are dropped first)")
+    max_session_mb: float = _limit(
+        512.0, "memory per session, MB: image, embedding, masks (older images' masks are dropped first)"
+    )
     max_sessions: int = _limit(64, "sessions held at once; the least recently used is freed first")
     idle_minutes: float = _limit(60.0, "a session idle this long is freed")
     max_json_mb: float = _limit(64.0, "largest imported JSON file, MB, checked before parsing")
@@ -91,8 +92,7 @@ def _parse(f, raw: str, source: str):
     try:
         value = kind(float(raw)) if kind is int and float(raw).is_integer() else kind(raw)
     except ValueError:
-        raise LimitsError(f"{source} must be a positive {'whole ' if kind is int else ''}number; "
-                          f"got {raw!r}") from None
+        raise LimitsError(f"{source} must be a positive {'whole ' if kind is int else ''}number; got {raw!r}") from None
     if not value > 0:
         raise LimitsError(f"{source} must be a positive number; got {raw!r}")
     return value
@@ -110,9 +110,14 @@ def add_limit_args(parser: argparse.ArgumentParser) -> None:
             except LimitsError as e:
                 raise argparse.ArgumentTypeError(str(e)) from None
 
-        group.add_argument(flag_name(f.name), dest=f.name, type=positive, default=None,
-                           metavar=kind.__name__.upper(),
-                           help=f"{f.metadata['help']} (default: {_show(f.default)}; ${env_name(f.name)})")
+        group.add_argument(
+            flag_name(f.name),
+            dest=f.name,
+            type=positive,
+            default=None,
+            metavar=kind.__name__.upper(),
+            help=f"{f.metadata['help']} (default: {_show(f.default)}; ${env_name(f.name)})",
+        )
 
 
 def describe() -> list[tuple[str, str, str, str]]:

@@ -19,7 +19,7 @@ def shaded_ellipse(img, center, axes, angle, color, light=(-0.4, -0.5), gloss=0.
     """Fill an ellipse with a soft diffuse + specular shading so it reads as a solid."""
     mask = np.zeros(img.shape[:2], np.uint8)
     cv2.ellipse(mask, center, axes, angle, 0, 360, 255, -1, cv2.LINE_AA)
-    yy, xx = np.mgrid[0:img.shape[0], 0:img.shape[1]].astype(np.float32)
+    yy, xx = np.mgrid[0 : img.shape[0], 0 : img.shape[1]].astype(np.float32)
     u = (xx - center[0]) / max(axes[0], 1)
     v = (yy - center[1]) / max(axes[1], 1)
     r2 = np.clip(u * u + v * v, 0, 1)
@@ -85,8 +85,11 @@ def main(out: Path) -> None:
     shaded_ellipse(img, (900, 210), (92, 92), 0, (70, 40, 25), gloss=0.15)  # coffee
 
     # fruit
-    for (cx, cy), rad, col in [((130, 700), 70, (220, 180, 40)), ((250, 730), 58, (120, 170, 40)),
-                               ((640, 700), 64, (210, 70, 30))]:
+    for (cx, cy), rad, col in [
+        ((130, 700), 70, (220, 180, 40)),
+        ((250, 730), 58, (120, 170, 40)),
+        ((640, 700), 64, (210, 70, 30)),
+    ]:
         drop_shadow(img, lambda m, cx=cx, cy=cy, rad=rad: cv2.circle(m, (cx, cy), rad, 255, -1), (10, 12), 25)
         shaded_ellipse(img, (cx, cy), (rad, rad), 0, col, gloss=0.4)
         cv2.line(img, (cx, cy - rad + 6), (cx + 8, cy - rad - 12), (80, 55, 30), 5, cv2.LINE_AA)

@@ -167,9 +167,7 @@ def worker(spec: dict) -> dict:
         "load": [load_before, os.getloadavg()[0]],
         "stages": dict(timer.times),
         "n_masks": len(records),
-        "records": [
-            {k: r[k] for k in ("segmentation", "predicted_iou", "stability_score")} for r in records
-        ],
+        "records": [{k: r[k] for k in ("segmentation", "predicted_iou", "stability_score")} for r in records],
         "peak_kb": _vm_kb("VmHWM"),
         "baseline_kb": baseline_kb,
     }
@@ -178,7 +176,9 @@ def worker(spec: dict) -> dict:
 def run_in_subprocess(spec: dict) -> dict:
     out = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
-        capture_output=True, text=True, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
     if out.returncode != 0:
         raise RuntimeError(f"{spec['impl']} run failed:\n{out.stderr[-4000:]}")
@@ -217,8 +217,10 @@ def found_again(official: list[dict], ours: list[dict]) -> int:
         return {"size": r["segmentation"]["size"], "counts": r["segmentation"]["counts"].encode()}
 
     def close(a, b):
-        return (abs(a["predicted_iou"] - b["predicted_iou"]) <= 1e-3
-                and abs(a["stability_score"] - b["stability_score"]) <= 1e-3)
+        return (
+            abs(a["predicted_iou"] - b["predicted_iou"]) <= 1e-3
+            and abs(a["stability_score"] - b["stability_score"]) <= 1e-3
+        )
 
     by_counts = defaultdict(list)
     for r in ours:
@@ -233,8 +235,18 @@ def found_again(official: list[dict], ours: list[dict]) -> int:
 
 
 def print_config(title: str, official: dict, ours: dict) -> dict:
-    stages = ["encoder", "decoder", "upscale", "stability", "boxes", "crop edge / pad", "rle",
-              "MaskData cat/filter", "nms", "records"]
+    stages = [
+        "encoder",
+        "decoder",
+        "upscale",
+        "stability",
+        "boxes",
+        "crop edge / pad",
+        "rle",
+        "MaskData cat/filter",
+        "nms",
+        "records",
+    ]
     print(f"\n== {title}")
     print(f"  {'stage':<22}{'official s':>12}{'ours s':>10}{'ratio':>8}")
     for stage in stages:
@@ -254,12 +266,18 @@ def print_config(title: str, official: dict, ours: dict) -> dict:
         print(f"  {name:<22}{a:12.2f}{b:10.2f}{a / b:7.1f}x")
     pa, pb = official["peak_kb"] / 1024, ours["peak_kb"] / 1024
     ia, ib = (official["peak_kb"] - official["baseline_kb"]) / 1024, (ours["peak_kb"] - ours["baseline_kb"]) / 1024
-    print(f"  {'peak memory MiB':<22}{pa:12.0f}{pb:10.0f}{pa / pb:7.2f}x   (above the loaded model: {ia:.0f} vs {ib:.0f} MiB)")
-    print(f"  load average (1 min) before/after: official {official['load'][0]:.1f}/{official['load'][1]:.1f}, "
-          f"ours {ours['load'][0]:.1f}/{ours['load'][1]:.1f}; best of {official.get('runs', 1)} runs each")
+    print(
+        f"  {'peak memory MiB':<22}{pa:12.0f}{pb:10.0f}{pa / pb:7.2f}x   (above the loaded model: {ia:.0f} vs {ib:.0f} MiB)"
+    )
+    print(
+        f"  load average (1 min) before/after: official {official['load'][0]:.1f}/{official['load'][1]:.1f}, "
+        f"ours {ours['load'][0]:.1f}/{ours['load'][1]:.1f}; best of {official.get('runs', 1)} runs each"
+    )
     found = found_again(official["records"], ours["records"])
-    print(f"  masks: official {official['n_masks']}, ours {ours['n_masks']}; "
-          f"official masks found again: {found}/{official['n_masks']}")
+    print(
+        f"  masks: official {official['n_masks']}, ours {ours['n_masks']}; "
+        f"official masks found again: {found}/{official['n_masks']}"
+    )
     return {
         "config": title,
         "end_to_end_ratio": official["total"] / ours["total"],
@@ -299,7 +317,9 @@ def redundancy_benchmark(n: int = 1000, size=(1200, 1800), seed: int = 0) -> Non
     shapes = list(base)
     for _ in range(int(0.3 * n)):
         cx, cy, rx, ry = base[rng.integers(len(base))]
-        shapes.append((cx + rng.normal(0, 3), cy + rng.normal(0, 3), rx * rng.uniform(0.95, 1.05), ry * rng.uniform(0.95, 1.05)))
+        shapes.append(
+            (cx + rng.normal(0, 3), cy + rng.normal(0, 3), rx * rng.uniform(0.95, 1.05), ry * rng.uniform(0.95, 1.05))
+        )
     while len(shapes) < n:
         cx, cy, rx, ry = base[rng.integers(len(base))]
         f = rng.uniform(0.2, 0.6)
@@ -331,12 +351,23 @@ def main(argv=None) -> int:
     p.add_argument("--points", type=int, nargs="+", default=[16, 32])
     p.add_argument("--thresholds", nargs="+", choices=sorted(THRESHOLDS), default=["default", "zero"])
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--repeat", type=int, default=1,
-                   help="runs per implementation, alternating order; the fastest of each is reported")
-    p.add_argument("--runtimes", nargs="+", default=["torch", "onnx"],
-                   help="runtimes for ours (a column each; the official model runs on PyTorch)")
-    p.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "annotator-bench-runtime"),
-                   help="export cache for the exported runtimes (built before the clock starts)")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs per implementation, alternating order; the fastest of each is reported",
+    )
+    p.add_argument(
+        "--runtimes",
+        nargs="+",
+        default=["torch", "onnx"],
+        help="runtimes for ours (a column each; the official model runs on PyTorch)",
+    )
+    p.add_argument(
+        "--cache",
+        default=str(Path(tempfile.gettempdir()) / "annotator-bench-runtime"),
+        help="export cache for the exported runtimes (built before the clock starts)",
+    )
     p.add_argument("--quick", action="store_true", help="tiny model, 8x8 points, both threshold sets")
     p.add_argument("--redundancy-only", action="store_true")
     p.add_argument("--json", help="also write the summary here")
@@ -354,19 +385,29 @@ def main(argv=None) -> int:
     for points in args.points:
         for name in args.thresholds:
             kwargs = {"points_per_side": points, "output_mode": "coco_rle", **THRESHOLDS[name]}
-            spec = {"model": args.model, "seed": args.seed, "image": args.image, "kwargs": kwargs,
-                    "threads": args.threads}
+            spec = {
+                "model": args.model,
+                "seed": args.seed,
+                "image": args.image,
+                "kwargs": kwargs,
+                "threads": args.threads,
+            }
             impls = ["official"] + [f"ours:{r}" for r in args.runtimes]
             best = run_all({**spec, "cache": args.cache}, impls, args.repeat)
             for r in args.runtimes:
-                summary.append(print_config(f"points_per_side {points}, thresholds {name}, ours on {r}",
-                                            best["official"], best[f"ours:{r}"]))
+                summary.append(
+                    print_config(
+                        f"points_per_side {points}, thresholds {name}, ours on {r}", best["official"], best[f"ours:{r}"]
+                    )
+                )
             sys.stdout.flush()
     print("\n== summary")
     for s in summary:
-        print(f"  {s['config']:<40} end to end {s['end_to_end_ratio']:.1f}x (CPU time {s['cpu_ratio']:.1f}x), post-decoder "
-              f"{s['post_decoder_ratio']:.1f}x, peak memory {s['official_peak_mib']:.0f} vs "
-              f"{s['ours_peak_mib']:.0f} MiB ({s['peak_memory_ratio']:.2f}x)")
+        print(
+            f"  {s['config']:<40} end to end {s['end_to_end_ratio']:.1f}x (CPU time {s['cpu_ratio']:.1f}x), post-decoder "
+            f"{s['post_decoder_ratio']:.1f}x, peak memory {s['official_peak_mib']:.0f} vs "
+            f"{s['ours_peak_mib']:.0f} MiB ({s['peak_memory_ratio']:.2f}x)"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
     if not args.quick and args.model != "tiny":

@@ -43,8 +43,9 @@ def place(crop: np.ndarray, x0: int, y0: int, h: int, w: int) -> dict:
     return rle_utils.from_counts(runs, (h, w))
 
 
-def blob_rles(h: int, w: int, n: int, seed: int = 0, min_radius: float = 8,
-              max_radius: float | None = None) -> list[dict]:
+def blob_rles(
+    h: int, w: int, n: int, seed: int = 0, min_radius: float = 8, max_radius: float | None = None
+) -> list[dict]:
     rng = np.random.default_rng(seed)
     max_radius = max_radius or min(h, w) / 4
     out = []

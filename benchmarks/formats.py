@@ -46,16 +46,35 @@ def make_dataset(n: int, h: int, w: int, seed: int = 0, max_side: int = 800) -> 
         x0, y0 = int(rng.integers(0, w - bw + 1)), int(rng.integers(0, h - bh + 1))
         crop = np.zeros((bh, bw), np.uint8)
         for _ in range(int(rng.integers(1, 4))):
-            cv2.ellipse(crop, (int(rng.integers(0, bw)), int(rng.integers(0, bh))),
-                        (max(1, int(bw * rng.uniform(0.15, 0.5))), max(1, int(bh * rng.uniform(0.15, 0.5)))),
-                        float(rng.uniform(0, 180)), 0, 360, 1, -1)
+            cv2.ellipse(
+                crop,
+                (int(rng.integers(0, bw)), int(rng.integers(0, bh))),
+                (max(1, int(bw * rng.uniform(0.15, 0.5))), max(1, int(bh * rng.uniform(0.15, 0.5)))),
+                float(rng.uniform(0, 180)),
+                0,
+                360,
+                1,
+                -1,
+            )
         for _ in range(int(rng.integers(0, 4))):
-            cv2.circle(crop, (int(rng.integers(0, bw)), int(rng.integers(0, bh))),
-                       max(1, int(min(bw, bh) * rng.uniform(0.02, 0.12))), 0, -1)
+            cv2.circle(
+                crop,
+                (int(rng.integers(0, bw)), int(rng.integers(0, bh))),
+                max(1, int(min(bw, bh) * rng.uniform(0.02, 0.12))),
+                0,
+                -1,
+            )
         if not crop.any():
             crop[bh // 2, bw // 2] = 1
-        anns.append({"id": k + 1, "image_id": 1, "category_id": int(rng.integers(1, 21)),
-                     "segmentation": rle_utils.encode_bbox(crop.astype(bool), x0, y0, (h, w)), "iscrowd": 0})
+        anns.append(
+            {
+                "id": k + 1,
+                "image_id": 1,
+                "category_id": int(rng.integers(1, 21)),
+                "segmentation": rle_utils.encode_bbox(crop.astype(bool), x0, y0, (h, w)),
+                "iscrowd": 0,
+            }
+        )
     cats = [{"id": i, "name": f"class {i}", "supercategory": ""} for i in range(1, 21)]
     return coco.CocoDataset([{"id": 1, "file_name": "big.jpg", "height": h, "width": w}], anns, cats)
 
@@ -92,8 +111,15 @@ def run_one(dataset_path: str, fmt: str, out_dir: str, tolerance: float) -> dict
     t.join()
     peak[0] = max(peak[0], rss_mb())
     size = out.stat().st_size if out.is_file() else sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    return {"format": fmt, "seconds": seconds, "cpu": cpu, "peak_mb": peak[0] - base, "min_iou": report.min_iou,
-            "summary": report.summary(), "mb_written": size / 2**20}
+    return {
+        "format": fmt,
+        "seconds": seconds,
+        "cpu": cpu,
+        "peak_mb": peak[0] - base,
+        "min_iou": report.min_iou,
+        "summary": report.summary(),
+        "mb_written": size / 2**20,
+    }
 
 
 def main() -> int:
@@ -102,9 +128,13 @@ def main() -> int:
     p.add_argument("--width", type=int, default=4000)
     p.add_argument("--height", type=int, default=3000)
     p.add_argument("--tolerance", type=float, default=0.0)
-    p.add_argument("--max-side", type=int, default=800,
-                   help="largest mask box side, px (default 800: the masks cover the image 5 times "
-                        "over, as SAM's nested whole/part/subpart masks do)")
+    p.add_argument(
+        "--max-side",
+        type=int,
+        default=800,
+        help="largest mask box side, px (default 800: the masks cover the image 5 times "
+        "over, as SAM's nested whole/part/subpart masks do)",
+    )
     p.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
     p.add_argument("--child", nargs=3, metavar=("DATASET", "FORMAT", "OUT"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -117,28 +147,38 @@ def main() -> int:
         path = Path(tmp) / "dataset.json"
         coco.save(ds, path)
         area = rle_utils.areas([a["segmentation"] for a in ds.annotations])
-        print(f"{args.masks} masks on a {args.width}x{args.height} image ({args.width * args.height / 1e6:.0f} MP), "
-              f"mask areas {int(np.median(area))} px median, {int(area.max())} px max, summed "
-              f"{area.sum() / (args.width * args.height):.1f}x the image; made in {time.perf_counter() - t0:.1f} s; "
-              f"polygon tolerance {args.tolerance:g} px; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
+        print(
+            f"{args.masks} masks on a {args.width}x{args.height} image ({args.width * args.height / 1e6:.0f} MP), "
+            f"mask areas {int(np.median(area))} px median, {int(area.max())} px max, summed "
+            f"{area.sum() / (args.width * args.height):.1f}x the image; made in {time.perf_counter() - t0:.1f} s; "
+            f"polygon tolerance {args.tolerance:g} px; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
+        )
         rows = []
         for fmt in args.formats:
             out = Path(tmp) / fmt
             out.mkdir()
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
-            res = subprocess.run([sys.executable, __file__, "--tolerance", str(args.tolerance), "--child",
-                                  str(path), fmt, str(out)], capture_output=True, text=True, env=env)
+            res = subprocess.run(
+                [sys.executable, __file__, "--tolerance", str(args.tolerance), "--child", str(path), fmt, str(out)],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
             if res.returncode != 0:
                 print(f"{fmt}: failed\n{res.stderr}")
                 return 1
             rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
     # wall time counts waiting for a CPU on a shared machine; CPU time is the work itself
-    print(f"\n{'format':<14}{'wall s':>8}{'CPU s':>8}{'peak MB':>9}{'MB out':>8}  goal ({GOAL_S:g} s, {GOAL_MB} MB)"
-          f"  read-back check")
+    print(
+        f"\n{'format':<14}{'wall s':>8}{'CPU s':>8}{'peak MB':>9}{'MB out':>8}  goal ({GOAL_S:g} s, {GOAL_MB} MB)"
+        f"  read-back check"
+    )
     for r in rows:
         ok = "met" if r["cpu"] < GOAL_S and r["peak_mb"] < GOAL_MB else "MISSED"
-        print(f"{r['format']:<14}{r['seconds']:>8.2f}{r['cpu']:>8.2f}{r['peak_mb']:>9.0f}{r['mb_written']:>8.1f}  "
-              f"{ok:<20}  {r['summary']}")
+        print(
+            f"{r['format']:<14}{r['seconds']:>8.2f}{r['cpu']:>8.2f}{r['peak_mb']:>9.0f}{r['mb_written']:>8.1f}  "
+            f"{ok:<20}  {r['summary']}"
+        )
     return 0
 
 

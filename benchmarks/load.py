@@ -49,8 +49,23 @@ ACTIONS = ["upload", "click", "accept", "everything", "select", "merge", "delete
 
 def start_server(model: str, checkpoint: str, port: int, log_path: Path) -> subprocess.Popen:
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False")
-    cmd = [sys.executable, "-m", "annotator", "serve", "--model", model, "--checkpoint", checkpoint,
-           "--device", "cpu", "--host", "127.0.0.1", "--port", str(port), "--no-download"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "annotator",
+        "serve",
+        "--model",
+        model,
+        "--checkpoint",
+        checkpoint,
+        "--device",
+        "cpu",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-download",
+    ]
     log = open(log_path, "w")  # noqa: SIM115  (the server's log: open for the process's life)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
@@ -79,8 +94,7 @@ def peak_rss_mib(pid: int) -> float | None:
 class Session:
     """One person's sequence; records (action, seconds) and the problems it saw."""
 
-    def __init__(self, index: int, url: str, rng: random.Random, grid: int, call_timeout: float,
-                 think: float = 0.0):
+    def __init__(self, index: int, url: str, rng: random.Random, grid: int, call_timeout: float, think: float = 0.0):
         from gradio_client import Client
 
         self.index, self.url, self.rng, self.grid = index, url, rng, grid
@@ -150,7 +164,6 @@ class Session:
             self.errors.append(f"{type(e).__name__}: {e}")
 
 
-
 def export_problems(dataset: dict, table: dict, image: str, prefix: str) -> list[str]:
     """What is wrong with one session's exported COCO, given the mask table its own session
     shows: masks of others, lost edits, undone merges or deletes ([] when none)."""
@@ -193,11 +206,19 @@ def main() -> int:
     p.add_argument("--model", default="tiny", help="random-weight SAM to serve: tiny (default) or vit_b")
     p.add_argument("--grid", type=int, default=4, help="points_per_side of segment everything (default 4)")
     p.add_argument("--timeout", type=float, default=900, help="seconds for the whole run (default 900)")
-    p.add_argument("--call-timeout", type=float, default=300,
-                   help="seconds one request may take before it counts as an error (default 300)")
-    p.add_argument("--think", type=float, default=0.0,
-                   help="mean seconds a person waits between actions (uniform 0..2x; default 0: "
-                        "every session acts as fast as the server answers, a stress test)")
+    p.add_argument(
+        "--call-timeout",
+        type=float,
+        default=300,
+        help="seconds one request may take before it counts as an error (default 300)",
+    )
+    p.add_argument(
+        "--think",
+        type=float,
+        default=0.0,
+        help="mean seconds a person waits between actions (uniform 0..2x; default 0: "
+        "every session acts as fast as the server answers, a stress test)",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     if not 1 <= args.sessions <= 64:
@@ -211,12 +232,13 @@ def main() -> int:
         port = free_port()
         t0 = time.perf_counter()
         server = start_server(args.model, str(checkpoint), port, tmp / "server.log")
-        print(f"server up in {time.perf_counter() - t0:.1f} s (model {args.model}, random weights, "
-              f"127.0.0.1:{port})")
+        print(f"server up in {time.perf_counter() - t0:.1f} s (model {args.model}, random weights, 127.0.0.1:{port})")
         try:
             url = f"http://127.0.0.1:{port}/"
-            sessions = [Session(i, url, random.Random(args.seed * 1000 + i), args.grid, args.call_timeout,
-                                args.think) for i in range(args.sessions)]
+            sessions = [
+                Session(i, url, random.Random(args.seed * 1000 + i), args.grid, args.call_timeout, args.think)
+                for i in range(args.sessions)
+            ]
             t0 = time.perf_counter()
             pool = ThreadPoolExecutor(args.sessions)
             futures = [pool.submit(s.run) for s in sessions]
@@ -237,9 +259,11 @@ def main() -> int:
     for s in sessions:
         for action, seconds in s.times:
             times[action].append(seconds * 1000)
-    print(f"\n{args.sessions} sessions, think time {args.think:g} s, "
-          f"{sum(len(s.times) for s in sessions)} requests in {wall:.1f} s"
-          + (f"; server peak RSS {rss:.0f} MiB" if rss else ""))
+    print(
+        f"\n{args.sessions} sessions, think time {args.think:g} s, "
+        f"{sum(len(s.times) for s in sessions)} requests in {wall:.1f} s"
+        + (f"; server peak RSS {rss:.0f} MiB" if rss else "")
+    )
     print(f"{'action':<12}{'n':>6}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}")
     for action in ACTIONS:
         v = times.get(action, [])

@@ -28,8 +28,10 @@ from annotator.annotations.document import AnnotationDocument  # noqa: E402
 
 def ms(samples):
     s = sorted(samples)
-    return (f"median {statistics.median(s) * 1e3:7.3f} ms  p99 {s[int(0.99 * (len(s) - 1))] * 1e3:7.3f} ms"
-            f"  max {s[-1] * 1e3:7.3f} ms")
+    return (
+        f"median {statistics.median(s) * 1e3:7.3f} ms  p99 {s[int(0.99 * (len(s) - 1))] * 1e3:7.3f} ms"
+        f"  max {s[-1] * 1e3:7.3f} ms"
+    )
 
 
 def main() -> None:
@@ -61,12 +63,16 @@ def main() -> None:
     areas = np.array([a.area for a in doc])
     rle_bytes = sum(len(a.counts) for a in doc)
     dense_gb = n * h * w / 1e9
-    print(f"{n} masks on {w}x{h}: mask area median {int(np.median(areas))} px, "
-          f"max {areas.max()} px, coverage {areas.sum() / (h * w):.1f}x the image")
+    print(
+        f"{n} masks on {w}x{h}: mask area median {int(np.median(areas))} px, "
+        f"max {areas.max()} px, coverage {areas.sum() / (h * w):.1f}x the image"
+    )
     print(f"  generate {t_gen:.2f} s, add_many {t_add * 1e3:.0f} ms, build hit index {t_index * 1e3:.0f} ms")
     print(f"memory held (tracemalloc): {held / 2**20:7.1f} MB   [target < 100 MB; dense bool: {dense_gb:.0f} GB]")
-    print(f"  RLE strings {rle_bytes / 2**20:.1f} MB, hit index {doc.index.nbytes / 2**20:.1f} MB, "
-          f"doc.nbytes() {doc.nbytes() / 2**20:.1f} MB")
+    print(
+        f"  RLE strings {rle_bytes / 2**20:.1f} MB, hit index {doc.index.nbytes / 2**20:.1f} MB, "
+        f"doc.nbytes() {doc.nbytes() / 2**20:.1f} MB"
+    )
 
     rng = np.random.default_rng(1)
     # hit test: uniform clicks, then clicks that land on masks
@@ -77,8 +83,10 @@ def main() -> None:
         hits = doc.hit_test(x, y)
         times.append(time.perf_counter() - t0)
         depths.append(len(hits))
-    print(f"hit test, 2000 clicks:        {ms(times)}   [target < 5 ms]  "
-          f"(masks under a click: mean {np.mean(depths):.1f}, max {max(depths)})")
+    print(
+        f"hit test, 2000 clicks:        {ms(times)}   [target < 5 ms]  "
+        f"(masks under a click: mean {np.mean(depths):.1f}, max {max(depths)})"
+    )
     hit_median = statistics.median(times)
 
     # correctness spot check against decoded masks
@@ -104,8 +112,12 @@ def main() -> None:
     for _trial in range(30):
         i = int(rng.integers(0, n))
         x, y, bw, bh = boxes[i]
-        overlap = np.flatnonzero((boxes[:, 0] < x + bw) & (boxes[:, 0] + boxes[:, 2] > x) &
-                                 (boxes[:, 1] < y + bh) & (boxes[:, 1] + boxes[:, 3] > y))
+        overlap = np.flatnonzero(
+            (boxes[:, 0] < x + bw)
+            & (boxes[:, 0] + boxes[:, 2] > x)
+            & (boxes[:, 1] < y + bh)
+            & (boxes[:, 1] + boxes[:, 3] > y)
+        )
         group = [anns[j].id for j in overlap[:5]]
         if len(group) < 2:
             group = [anns[i].id, anns[(i + 1) % n].id]
@@ -124,8 +136,10 @@ def main() -> None:
             doc.undo()
         except ValueError:
             pass
-    print(f"merge 2-5 overlapping masks:  {ms(merge_times)}   [target < 50 ms]  "
-          f"(merged area median {int(np.median(merged_sizes))} px)")
+    print(
+        f"merge 2-5 overlapping masks:  {ms(merge_times)}   [target < 50 ms]  "
+        f"(merged area median {int(np.median(merged_sizes))} px)"
+    )
     print(f"subtract:                     {ms(sub_times)}")
     print(f"undo:                         {ms(undo_times)}")
     t0 = time.perf_counter()

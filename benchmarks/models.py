@@ -26,19 +26,38 @@ DATA = ROOT.parent / "shared" / "data" / "images"
 
 # SAM 2.1 image encoders (Hiera) as the official configurations define them
 HIERA = {
-    "sam2.1-tiny": dict(hidden_size=96, num_attention_heads=1, blocks_per_stage=[1, 2, 7, 2],
-                        global_attention_blocks=[5, 7, 9], window_positional_embedding_background_size=[7, 7],
-                        window_size_per_stage=[8, 4, 14, 7]),
-    "sam2.1-small": dict(hidden_size=96, num_attention_heads=1, blocks_per_stage=[1, 2, 11, 2],
-                         global_attention_blocks=[7, 10, 13], window_positional_embedding_background_size=[7, 7],
-                         window_size_per_stage=[8, 4, 14, 7]),
-    "sam2.1-base-plus": dict(hidden_size=112, num_attention_heads=2, blocks_per_stage=[2, 3, 16, 3],
-                             global_attention_blocks=[12, 16, 20],
-                             window_positional_embedding_background_size=[14, 14],
-                             window_size_per_stage=[8, 4, 14, 7]),
-    "sam2.1-large": dict(hidden_size=144, num_attention_heads=2, blocks_per_stage=[2, 6, 36, 4],
-                         global_attention_blocks=[23, 33, 43], window_positional_embedding_background_size=[7, 7],
-                         window_size_per_stage=[8, 4, 16, 8]),
+    "sam2.1-tiny": dict(
+        hidden_size=96,
+        num_attention_heads=1,
+        blocks_per_stage=[1, 2, 7, 2],
+        global_attention_blocks=[5, 7, 9],
+        window_positional_embedding_background_size=[7, 7],
+        window_size_per_stage=[8, 4, 14, 7],
+    ),
+    "sam2.1-small": dict(
+        hidden_size=96,
+        num_attention_heads=1,
+        blocks_per_stage=[1, 2, 11, 2],
+        global_attention_blocks=[7, 10, 13],
+        window_positional_embedding_background_size=[7, 7],
+        window_size_per_stage=[8, 4, 14, 7],
+    ),
+    "sam2.1-base-plus": dict(
+        hidden_size=112,
+        num_attention_heads=2,
+        blocks_per_stage=[2, 3, 16, 3],
+        global_attention_blocks=[12, 16, 20],
+        window_positional_embedding_background_size=[14, 14],
+        window_size_per_stage=[8, 4, 14, 7],
+    ),
+    "sam2.1-large": dict(
+        hidden_size=144,
+        num_attention_heads=2,
+        blocks_per_stage=[2, 6, 36, 4],
+        global_attention_blocks=[23, 33, 43],
+        window_positional_embedding_background_size=[7, 7],
+        window_size_per_stage=[8, 4, 16, 8],
+    ),
 }
 DEFAULT_MODELS = ["vit_t", "vit_b", *HIERA, "sam3"]
 
@@ -68,12 +87,15 @@ def build(name: str):
 
         h = dict(HIERA[name])
         dim, heads = h["hidden_size"], h["num_attention_heads"]
-        h.update(model_type="sam2_hiera_det_model", embed_dim_per_stage=[dim, 2 * dim, 4 * dim, 8 * dim],
-                 num_attention_heads_per_stage=[heads, 2 * heads, 4 * heads, 8 * heads])
-        config = Sam2Config(vision_config=dict(backbone_config=h,
-                                               backbone_channel_list=[8 * dim, 4 * dim, 2 * dim, dim]))
-        return HFSamPredictor(Sam2Model(config).eval(), Sam2Processor(Sam2ImageProcessor()), device="cpu",
-                              name=name)
+        h.update(
+            model_type="sam2_hiera_det_model",
+            embed_dim_per_stage=[dim, 2 * dim, 4 * dim, 8 * dim],
+            num_attention_heads_per_stage=[heads, 2 * heads, 4 * heads, 8 * heads],
+        )
+        config = Sam2Config(
+            vision_config=dict(backbone_config=h, backbone_channel_list=[8 * dim, 4 * dim, 2 * dim, dim])
+        )
+        return HFSamPredictor(Sam2Model(config).eval(), Sam2Processor(Sam2ImageProcessor()), device="cpu", name=name)
     if name == "sam3":
         from transformers import Sam3Config, Sam3ImageProcessor, Sam3Model, Sam3Processor
 
@@ -102,20 +124,30 @@ def main() -> int:
     from annotator.formats.images import load_image
 
     torch.set_grad_enabled(False)
-    images = [load_image(DATA / n) for n in ("truck.jpg", "dog.jpg", "groceries.jpg")] if DATA.is_dir() else \
-        [np.random.default_rng(k).integers(0, 255, (768, 1024, 3), dtype=np.uint8) for k in range(3)]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, images "
-          f"{', '.join(f'{i.shape[1]}x{i.shape[0]}' for i in images)}", flush=True)
+    images = (
+        [load_image(DATA / n) for n in ("truck.jpg", "dog.jpg", "groceries.jpg")]
+        if DATA.is_dir()
+        else [np.random.default_rng(k).integers(0, 255, (768, 1024, 3), dtype=np.uint8) for k in range(3)]
+    )
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, images "
+        f"{', '.join(f'{i.shape[1]}x{i.shape[0]}' for i in images)}",
+        flush=True,
+    )
     models, memory = {}, {}
     for name in args.models:
         gc.collect()
         before = rss_mb()
         t0 = time.perf_counter()
         models[name] = build(name)
-        memory[name] = {"weights": params_mb(models[name].model), "build_s": time.perf_counter() - t0,
-                        "rss_before": before}
-        print(f"built {name}: {memory[name]['weights']:.0f} MB of weights in {memory[name]['build_s']:.1f} s",
-              flush=True)
+        memory[name] = {
+            "weights": params_mb(models[name].model),
+            "build_s": time.perf_counter() - t0,
+            "rss_before": before,
+        }
+        print(
+            f"built {name}: {memory[name]['weights']:.0f} MB of weights in {memory[name]['build_s']:.1f} s", flush=True
+        )
     enc = {n: [] for n in models}
     click = {n: [] for n in models}
     for r in range(args.repeats):
@@ -133,17 +165,21 @@ def main() -> int:
             else:
                 m.predict(np.array([[w / 2, h / 2]]), np.array([1]), embedding=emb)
             click[name].append(time.perf_counter() - t0)
-            print(f"  repeat {r + 1} {name}: encoder {enc[name][-1]:.2f} s, "
-                  f"{'find all' if name == 'sam3' else 'click'} {click[name][-1] * 1000:.0f} ms", flush=True)
+            print(
+                f"  repeat {r + 1} {name}: encoder {enc[name][-1]:.2f} s, "
+                f"{'find all' if name == 'sam3' else 'click'} {click[name][-1] * 1000:.0f} ms",
+                flush=True,
+            )
     base = statistics.median(enc["vit_b"]) if "vit_b" in enc else None
-    print(f"\n{'model':18} {'weights MB':>10} {'embedding MB':>12} {'encoder s':>10} {'x vit_b':>8} "
-          f"{'click ms':>9}")
+    print(f"\n{'model':18} {'weights MB':>10} {'embedding MB':>12} {'encoder s':>10} {'x vit_b':>8} {'click ms':>9}")
     for name in models:
         e = statistics.median(enc[name])
         ratio = f"{e / base:.2f}" if base else "-"
         what = " (find all 'car')" if name == "sam3" else ""
-        print(f"{name:18} {memory[name]['weights']:10.0f} {memory[name]['embedding']:12.1f} {e:10.2f} "
-              f"{ratio:>8} {statistics.median(click[name]) * 1000:9.0f}{what}")
+        print(
+            f"{name:18} {memory[name]['weights']:10.0f} {memory[name]['embedding']:12.1f} {e:10.2f} "
+            f"{ratio:>8} {statistics.median(click[name]) * 1000:9.0f}{what}"
+        )
     print(f"\nprocess RSS at the end: {rss_mb():.0f} MB (all models loaded)")
     return 0
 

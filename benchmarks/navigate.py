@@ -32,8 +32,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="vit_t", help="architecture with random weights (default vit_t)")
     p.add_argument("--rounds", type=int, default=3, help="walks through the project per setting")
-    p.add_argument("--think", type=float, default=None,
-                   help="seconds spent on each image before 'next' (default: until the prefetch is done)")
+    p.add_argument(
+        "--think",
+        type=float,
+        default=None,
+        help="seconds spent on each image before 'next' (default: until the prefetch is done)",
+    )
     args = p.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as annotator serve sets it
 
@@ -48,11 +52,12 @@ def main() -> int:
         times: dict[bool, list[float]] = {True: [], False: []}
         encoder: list[float] = []
         for round_ in range(args.rounds):
-            for prefetch in ((True, False) if round_ % 2 == 0 else (False, True)):
+            for prefetch in (True, False) if round_ % 2 == 0 else (False, True):
                 # a fresh model (and so an empty embedding cache) for every walk
                 segmenter, info = load_segmenter(args.model, str(ckpt), device="cpu")
-                wb = Workbench(segmenter, info, projects=ProjectLibrary(tmp / f"p{round_}{prefetch}"),
-                               prefetch=prefetch)
+                wb = Workbench(
+                    segmenter, info, projects=ProjectLibrary(tmp / f"p{round_}{prefetch}"), prefetch=prefetch
+                )
                 sid = uuid.uuid4().hex
                 wb.open_project(sid, "walk")
                 t0 = time.perf_counter()
@@ -73,10 +78,14 @@ def main() -> int:
         on, off = statistics.median(times[True]), statistics.median(times[False])
         print(f"model {args.model} (random weights), CPU, {len(IMAGES)} images, {args.rounds} rounds")
         print(f"first image shown with its embedding: median {statistics.median(encoder):.2f} s")
-        print(f"'next image' without prefetch: median {off * 1e3:.0f} ms (n={len(times[False])}, "
-              f"max {max(times[False]) * 1e3:.0f} ms)")
-        print(f"'next image' with prefetch:    median {on * 1e3:.0f} ms (n={len(times[True])}, "
-              f"max {max(times[True]) * 1e3:.0f} ms)")
+        print(
+            f"'next image' without prefetch: median {off * 1e3:.0f} ms (n={len(times[False])}, "
+            f"max {max(times[False]) * 1e3:.0f} ms)"
+        )
+        print(
+            f"'next image' with prefetch:    median {on * 1e3:.0f} ms (n={len(times[True])}, "
+            f"max {max(times[True]) * 1e3:.0f} ms)"
+        )
         print(f"ratio: {off / on:.1f}x faster with prefetch")
     return 0
 

@@ -69,8 +69,14 @@ class Official:
 class Ours:
     def __init__(self, model, runtime, precision, cache):
         t0 = time.perf_counter()
-        self.seg = SamSegmenter(random_sam(model, seed=0), device="cpu", runtime=runtime, precision=precision,
-                                runtime_cache=cache, progress=False)
+        self.seg = SamSegmenter(
+            random_sam(model, seed=0),
+            device="cpu",
+            runtime=runtime,
+            precision=precision,
+            runtime_cache=cache,
+            progress=False,
+        )
         self.setup_s = time.perf_counter() - t0
         self.name = runtime + ("" if precision == "fp32" else f" {precision}")
 
@@ -134,7 +140,7 @@ def measure(model, image, args, cache) -> dict:
         ref_masks, ref_scores = fp32_masks["official"]
         for n in names:
             masks, scores = fp32_masks[n]
-            base, base_s = (fp32_masks["onnx"] if n.endswith("int8") else (ref_masks, ref_scores))
+            base, base_s = fp32_masks["onnx"] if n.endswith("int8") else (ref_masks, ref_scores)
             ious[n] += [iou(a, b) for a, b in zip(masks, base)]
             score_err[n].append(float(np.abs(scores - base_s).max()))
 
@@ -142,21 +148,34 @@ def measure(model, image, args, cache) -> dict:
     first = {n: min(enc[n]) + float(np.median(click[n])) for n in names}
     col = 14
     print(f"\n{'':<36}" + "".join(f"{n:>{col}}" for n in names))
-    print(f"{'image encoder s (best of ' + str(args.repeats) + ')':<36}" + "".join(f"{min(enc[n]):>{col}.2f}" for n in names))
+    print(
+        f"{'image encoder s (best of ' + str(args.repeats) + ')':<36}"
+        + "".join(f"{min(enc[n]):>{col}.2f}" for n in names)
+    )
     print(f"{'  vs official':<36}" + "".join(f"{min(enc['official']) / min(enc[n]):>{col - 1}.2f}x" for n in names))
-    print(f"{'click p50 / p95 ms (shown cand.)':<36}" + "".join(
-        f"{pct(click[n], 50):>{col - 7}.0f} /{pct(click[n], 95):>5.0f}" for n in names))
+    print(
+        f"{'click p50 / p95 ms (shown cand.)':<36}"
+        + "".join(f"{pct(click[n], 50):>{col - 7}.0f} /{pct(click[n], 95):>5.0f}" for n in names)
+    )
     print(f"{'click, all 3 full-res p50 ms':<36}" + "".join(f"{pct(full[n], 50):>{col}.0f}" for n in names))
     print(f"{'upload -> first mask s':<36}" + "".join(f"{first[n]:>{col}.2f}" for n in names))
-    print(f"{'candidates IoU>=0.98 vs reference':<36}" + "".join(
-        f"{100 * np.mean(np.array(ious[n]) >= 0.98):>{col - 1}.1f}%" for n in names))
+    print(
+        f"{'candidates IoU>=0.98 vs reference':<36}"
+        + "".join(f"{100 * np.mean(np.array(ious[n]) >= 0.98):>{col - 1}.1f}%" for n in names)
+    )
     print(f"{'min IoU':<36}" + "".join(f"{min(ious[n]):>{col}.4f}" for n in names))
     print(f"{'max |score diff|':<36}" + "".join(f"{max(score_err[n]):>{col}.1e}" for n in names))
-    print(f"  reference: the official model; for int8 the same runtime in fp32 (the drift). "
-          f"{len(points)} clicks, {len(ious['official'])} candidates each; load average "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}")
-    return dict(model=model, enc={n: min(v) for n, v in enc.items()},
-                click_p95={n: pct(v, 95) for n, v in click.items()}, first=first)
+    print(
+        f"  reference: the official model; for int8 the same runtime in fp32 (the drift). "
+        f"{len(points)} clicks, {len(ious['official'])} candidates each; load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}"
+    )
+    return dict(
+        model=model,
+        enc={n: min(v) for n, v in enc.items()},
+        click_p95={n: pct(v, 95) for n, v in click.items()},
+        first=first,
+    )
 
 
 def main(argv=None) -> int:
@@ -180,8 +199,10 @@ def main(argv=None) -> int:
     if len(results) > 1:
         print("\nside by side: image encoder s (speed-up over the official model)")
         for r in results:
-            print(f"  {r['model']:<8}" + "   ".join(
-                f"{n} {s:6.2f} ({r['enc']['official'] / s:4.2f}x)" for n, s in r["enc"].items()))
+            print(
+                f"  {r['model']:<8}"
+                + "   ".join(f"{n} {s:6.2f} ({r['enc']['official'] / s:4.2f}x)" for n, s in r["enc"].items())
+            )
     return 0
 
 

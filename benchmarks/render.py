@@ -60,8 +60,10 @@ def main() -> None:
     dense = np.stack([rle_utils.decode(r) for r in rles])
     colors = palette(len(rles))
     areas = rle_utils.areas(rles)
-    print(f"{len(rles)} masks on {w}x{h} ({Path(args.image).name}): area median {int(np.median(areas))} px, "
-          f"max {areas.max()} px, coverage {areas.sum() / (h * w):.1f}x the image")
+    print(
+        f"{len(rles)} masks on {w}x{h} ({Path(args.image).name}): area median {int(np.median(areas))} px, "
+        f"max {areas.max()} px, coverage {areas.sum() / (h * w):.1f}x the image"
+    )
 
     t0 = time.perf_counter()
     seed = seed_overlay(image, dense, colors.astype(np.float64))
@@ -69,25 +71,40 @@ def main() -> None:
     print(f"seed float loop (dense masks):            {t_seed * 1e3:9.1f} ms")
 
     med_cold, min_cold, ours = timed(lambda: overlay(image, rles, colors=colors), args.repeat)
-    print(f"overlay from RLE, no cache:               {med_cold * 1e3:9.1f} ms median ({min_cold * 1e3:.1f} min)"
-          f"   [target < 50 ms]")
+    print(
+        f"overlay from RLE, no cache:               {med_cold * 1e3:9.1f} ms median ({min_cold * 1e3:.1f} min)"
+        f"   [target < 50 ms]"
+    )
     med_dense, _, ours_dense = timed(lambda: overlay(image, dense, colors=colors), max(2, args.repeat // 3))
     print(f"overlay from the (N, H, W) bool array:    {med_dense * 1e3:9.1f} ms median")
     cache = LabelMapCache()
     overlay(image, rles, colors=colors, cache=cache)
     alphas = iter(np.linspace(0.2, 0.8, 10 * args.repeat))
-    med_warm, _, _ = timed(lambda: overlay(image, rles, colors=colors, alpha=float(next(alphas)), cache=cache),
-                           args.repeat)
+    med_warm, _, _ = timed(
+        lambda: overlay(image, rles, colors=colors, alpha=float(next(alphas)), cache=cache), args.repeat
+    )
     print(f"overlay, cached label map (alpha change): {med_warm * 1e3:9.1f} ms median")
-    med_full, _, _ = timed(lambda: overlay(image, rles, colors=colors, outlines=True, selected=[5, 17],
-                                           hidden=list(range(0, len(rles), 7)), rejected=[3, 4], cache=cache),
-                           args.repeat)
+    med_full, _, _ = timed(
+        lambda: overlay(
+            image,
+            rles,
+            colors=colors,
+            outlines=True,
+            selected=[5, 17],
+            hidden=list(range(0, len(rles), 7)),
+            rejected=[3, 4],
+            cache=cache,
+        ),
+        args.repeat,
+    )
     print(f"  + outlines, selection, hidden, rejected: {med_full * 1e3:8.1f} ms median")
     med_label, _, labels = timed(lambda: label_map_from_rles(rles, (h, w)), args.repeat)
     print(f"  of which label map from RLE:            {med_label * 1e3:9.1f} ms median")
 
-    print(f"speed-up over the seed loop: {t_seed / med_cold:7.0f}x from RLE without cache, "
-          f"{t_seed / med_dense:.0f}x from dense, {t_seed / med_warm:.0f}x cached   [target >= 100x]")
+    print(
+        f"speed-up over the seed loop: {t_seed / med_cold:7.0f}x from RLE without cache, "
+        f"{t_seed / med_dense:.0f}x from dense, {t_seed / med_warm:.0f}x cached   [target >= 100x]"
+    )
 
     # same picture: untouched pixels identical; under exactly one mask the same blend
     untouched = labels == 0
@@ -95,8 +112,10 @@ def main() -> None:
     diff = np.abs(ours.astype(np.int16) - seed.astype(np.int16))
     assert np.array_equal(ours[untouched], image[untouched])
     assert np.array_equal(ours, ours_dense)
-    print(f"check: untouched pixels identical; under one mask max difference to the seed "
-          f"{diff[single].max()} (seed truncates, we round)")
+    print(
+        f"check: untouched pixels identical; under one mask max difference to the seed "
+        f"{diff[single].max()} (seed truncates, we round)"
+    )
     ok = t_seed / med_cold >= 100 and med_cold < 0.05
     print("targets met" if ok else "TARGETS MISSED")
 

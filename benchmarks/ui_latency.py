@@ -74,8 +74,12 @@ def parse(argv):
     p.add_argument("--masks", type=int, default=30, help="masks in the document under the prompt")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-http", action="store_true", help="skip the end-to-end run through the app")
-    p.add_argument("--omp-wait", choices=("PASSIVE", "ACTIVE"), default=None,
-                   help="measure one policy in this process (default: both, in child processes)")
+    p.add_argument(
+        "--omp-wait",
+        choices=("PASSIVE", "ACTIVE"),
+        default=None,
+        help="measure one policy in this process (default: both, in child processes)",
+    )
     p.add_argument("--json", default=None, help=argparse.SUPPRESS)  # a child's results
     return p.parse_args(argv)
 
@@ -93,16 +97,21 @@ def main(argv=None) -> int:
         print(f"\n=== OMP_WAIT_POLICY={policy}{note}", flush=True)
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             extra = [] if policy == "PASSIVE" else ["--no-http"]
-            subprocess.run([sys.executable, __file__, *passthrough, *extra, "--omp-wait", policy,
-                            "--json", out.name], check=True, env={**os.environ, "OMP_WAIT_POLICY": policy})
+            subprocess.run(
+                [sys.executable, __file__, *passthrough, *extra, "--omp-wait", policy, "--json", out.name],
+                check=True,
+                env={**os.environ, "OMP_WAIT_POLICY": policy},
+            )
             results[policy] = json.loads(Path(out.name).read_text())
     print("\nside by side (ms):            PASSIVE p50/p95      ACTIVE p50/p95     ACTIVE/PASSIVE (p50)")
     for key in ("predict", "all clicks"):
         a, b = results["PASSIVE"][key], results["ACTIVE"][key]
         print(f"  {key:<26} {a[0]:8.1f} {a[1]:8.1f}    {b[0]:8.1f} {b[1]:8.1f}    {b[0] / a[0]:6.1f}x")
     p95 = results["PASSIVE"]["all clicks"][1]
-    print(f"goal: p95 < {GOAL_MS:.0f} ms with serve's setting -> {'met' if p95 < GOAL_MS else 'NOT met'} "
-          f"(p95 {p95:.1f} ms)")
+    print(
+        f"goal: p95 < {GOAL_MS:.0f} ms with serve's setting -> {'met' if p95 < GOAL_MS else 'NOT met'} "
+        f"(p95 {p95:.1f} ms)"
+    )
     return 0
 
 
@@ -126,9 +135,11 @@ def run(args) -> int:
     encode_s = time.perf_counter() - t0
     s = wb.session(sid)
     h, w = s.image.shape[:2]
-    print(f"{args.model} on CPU ({torch.get_num_threads()} threads, OMP_WAIT_POLICY="
-          f"{os.environ.get('OMP_WAIT_POLICY')}), {Path(args.image).name} {w}x{h}; "
-          f"image encoder {encode_s:.1f} s (once; cached after)")
+    print(
+        f"{args.model} on CPU ({torch.get_num_threads()} threads, OMP_WAIT_POLICY="
+        f"{os.environ.get('OMP_WAIT_POLICY')}), {Path(args.image).name} {w}x{h}; "
+        f"image encoder {encode_s:.1f} s (once; cached after)"
+    )
 
     rng = np.random.default_rng(0)
     # a document with masks, as after some annotating
@@ -149,9 +160,11 @@ def run(args) -> int:
         x, y = float(rng.uniform(50, w - 50)), float(rng.uniform(50, h - 50))
         dx, dy = rng.uniform(-40, 40, 2)
         wb.clear_prompt(sid)
-        for kind, cx, cy, mode in (("first click (3 candidates)", x, y, "positive"),
-                                   ("same pixel (cycle)", x + 1, y, "positive"),
-                                   ("refinement click", x + dx, y + dy, "negative")):
+        for kind, cx, cy, mode in (
+            ("first click (3 candidates)", x, y, "positive"),
+            ("same pixel (cycle)", x + 1, y, "positive"),
+            ("refinement click", x + dx, y + dy, "negative"),
+        ):
             seg.last = 0.0
             t0 = time.perf_counter()
             view = wb.click(sid, cx, cy, mode)

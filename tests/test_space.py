@@ -56,14 +56,25 @@ def test_a_fresh_venv_from_requirements_serves_the_app(tmp_path, tiny_checkpoint
     try:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env)
         python = venv / "bin" / "python"
-        install = subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", "requirements.txt"],
-                                 cwd=space, env=env, capture_output=True, text=True)
+        install = subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "-r", "requirements.txt"],
+            cwd=space,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
         port = free_port()
-        env.update(GRADIO_SERVER_NAME="0.0.0.0", GRADIO_SERVER_PORT=str(port),
-                   ANNOTATOR_MODEL="tiny", ANNOTATOR_CHECKPOINT=str(tiny_checkpoint),
-                   ANNOTATOR_DEVICE="cpu", ANNOTATOR_CACHE=str(tmp_path / "cache"),
-                   ANNOTATOR_PROJECTS_DIR=str(tmp_path / "projects"), HOME=str(tmp_path / "home"))
+        env.update(
+            GRADIO_SERVER_NAME="0.0.0.0",
+            GRADIO_SERVER_PORT=str(port),
+            ANNOTATOR_MODEL="tiny",
+            ANNOTATOR_CHECKPOINT=str(tiny_checkpoint),
+            ANNOTATOR_DEVICE="cpu",
+            ANNOTATOR_CACHE=str(tmp_path / "cache"),
+            ANNOTATOR_PROJECTS_DIR=str(tmp_path / "projects"),
+            HOME=str(tmp_path / "home"),
+        )
         log = (tmp_path / "app.log").open("w")
         app = subprocess.Popen([str(python), "app.py"], cwd=space, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:

@@ -30,8 +30,9 @@ ACTION = "segment everything"
 def sidecar_path(output: str | Path) -> Path:
     """Where ``annotator auto -o OUT.json`` keeps its progress: a project file beside it."""
     output = Path(output)
-    return output.with_name(output.name + ".annotator") if output.suffix != ".json" \
-        else output.with_suffix(".annotator")
+    return (
+        output.with_name(output.name + ".annotator") if output.suffix != ".json" else output.with_suffix(".annotator")
+    )
 
 
 def find_images(inputs: Iterable[str | Path], *, recursive: bool = False) -> list[Path]:
@@ -42,8 +43,7 @@ def find_images(inputs: Iterable[str | Path], *, recursive: bool = False) -> lis
         path = Path(item).expanduser()
         if path.is_dir():
             pattern = "**/*" if recursive else "*"
-            files = sorted(p for p in path.glob(pattern)
-                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not files:
                 raise ImageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {path}")
             found.extend(files)
@@ -61,8 +61,7 @@ def find_images(inputs: Iterable[str | Path], *, recursive: bool = False) -> lis
     return unique
 
 
-def store_prelabels(project: Project, image_id: int, sam_records: Sequence[Mapping],
-                    settings: Mapping) -> int:
+def store_prelabels(project: Project, image_id: int, sam_records: Sequence[Mapping], settings: Mapping) -> int:
     """Add SAM's records to the image's annotations (as pending ``auto`` masks on top of what
     is there) and mark the image pre-labelled, in one transaction. Returns the masks added."""
     doc = project.load_document(image_id)
@@ -81,8 +80,7 @@ class BatchResult:
 
 def recorded_settings(infos: Iterable) -> dict | None:
     """The settings all these images were pre-labelled with, when they share one set."""
-    seen = {json.dumps({k: v for k, v in i.prelabel.items() if k != "at"}, sort_keys=True)
-            for i in infos if i.prelabel}
+    seen = {json.dumps({k: v for k, v in i.prelabel.items() if k != "at"}, sort_keys=True) for i in infos if i.prelabel}
     return json.loads(seen.pop()) if len(seen) == 1 else None
 
 
@@ -97,8 +95,9 @@ def _progress_kwargs(generator, bar, name: str) -> dict:
     return {"progress": lambda p: bar.set_postfix_str(f"{name} {p.done}/{p.total}")}
 
 
-def prelabel(project: Project, generator, image_ids: Sequence[int], settings: Mapping, *,
-             progress: bool = True) -> BatchResult:
+def prelabel(
+    project: Project, generator, image_ids: Sequence[int], settings: Mapping, *, progress: bool = True
+) -> BatchResult:
     """Segment everything on each image not yet pre-labelled (nor marked done), committing
     each image's masks as soon as they are made. An image that cannot be read is reported
     in ``failed`` and the run goes on."""
@@ -128,8 +127,16 @@ def prelabel(project: Project, generator, image_ids: Sequence[int], settings: Ma
 CONCEPT_ACTION = "find all"
 
 
-def find_all_into(project: Project, finder, image_ids: Sequence[int], texts: Sequence[str],
-                  settings: Mapping, *, threshold: float = 0.5, progress: bool = True) -> BatchResult:
+def find_all_into(
+    project: Project,
+    finder,
+    image_ids: Sequence[int],
+    texts: Sequence[str],
+    settings: Mapping,
+    *,
+    threshold: float = 0.5,
+    progress: bool = True,
+) -> BatchResult:
     """SAM 3 "find all" for each text on each image not yet pre-labelled (nor marked done),
     committing each image's instances (pending, labelled with the text, best score first) and
     the pre-labelled mark together, like ``prelabel``. ``finder``: a ``ConceptFinder``; it
@@ -156,8 +163,10 @@ def find_all_into(project: Project, finder, image_ids: Sequence[int], texts: Seq
         added = 0
         for text in texts:
             found = [i for i in finder.find_all(embedding, text, threshold=threshold) if i.mask.any()]
-            records = [{"segmentation": i.mask, "meta": {"model": model, "score": round(i.score, 4),
-                                                          "concept": text}} for i in found]
+            records = [
+                {"segmentation": i.mask, "meta": {"model": model, "score": round(i.score, 4), "concept": text}}
+                for i in found
+            ]
             if records:
                 doc.add_many(records, source="concept", label=text, action=f"{CONCEPT_ACTION} '{text}'")
                 added += len(records)

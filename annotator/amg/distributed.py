@@ -34,8 +34,9 @@ def require_ray():
         import ray
         import ray.data  # noqa: F401  (Ray Data is the part we need)
     except ImportError:
-        raise ImportError("distributed runs need Ray Data: pip install 'annotator[ray]' "
-                          "(or pip install 'ray[data]')") from None
+        raise ImportError(
+            "distributed runs need Ray Data: pip install 'annotator[ray]' (or pip install 'ray[data]')"
+        ) from None
     return ray
 
 
@@ -62,16 +63,23 @@ def gpus_per_actor(cluster: Mapping[str, float], concurrency: int, requested: fl
     elif requested < 0:
         raise ValueError(f"--gpus-per-actor {requested:g}: give 0 or more")
     elif requested * concurrency > gpus + 1e-9:
-        hint = ("--gpus-per-actor 0 to run on CPUs" if gpus == 0 else
-                f"--gpus-per-actor {gpus / concurrency:g} to share them, or fewer actors with --ray")
-        raise ValueError(f"--gpus-per-actor {requested:g} with --ray {concurrency} needs "
-                         f"{requested * concurrency:g} GPUs and the Ray cluster has {gpus:g}: "
-                         f"use {hint}")
+        hint = (
+            "--gpus-per-actor 0 to run on CPUs"
+            if gpus == 0
+            else f"--gpus-per-actor {gpus / concurrency:g} to share them, or fewer actors with --ray"
+        )
+        raise ValueError(
+            f"--gpus-per-actor {requested:g} with --ray {concurrency} needs "
+            f"{requested * concurrency:g} GPUs and the Ray cluster has {gpus:g}: "
+            f"use {hint}"
+        )
     else:
         num_gpus = float(requested)
     if concurrency * CPUS_PER_ACTOR > cpus + 1e-9:
-        raise ValueError(f"--ray {concurrency} actors need {concurrency * CPUS_PER_ACTOR:g} CPUs and the "
-                         f"Ray cluster has {cpus:g}: use --ray {int(cpus // CPUS_PER_ACTOR) or 1} or fewer")
+        raise ValueError(
+            f"--ray {concurrency} actors need {concurrency * CPUS_PER_ACTOR:g} CPUs and the "
+            f"Ray cluster has {cpus:g}: use --ray {int(cpus // CPUS_PER_ACTOR) or 1} or fewer"
+        )
     return num_gpus
 
 
@@ -94,10 +102,12 @@ def segment_batch(generator, batch: Mapping[str, Sequence]) -> dict[str, np.ndar
             continue
         records.append(json.dumps(generator.generate(image), default=json_value))
         errors.append("")
-    return {"image_id": np.asarray(batch["image_id"], dtype=np.int64),
-            "path": np.asarray([str(p) for p in batch["path"]], dtype=object),
-            "records": np.asarray(records, dtype=object),
-            "error": np.asarray(errors, dtype=object)}
+    return {
+        "image_id": np.asarray(batch["image_id"], dtype=np.int64),
+        "path": np.asarray([str(p) for p in batch["path"]], dtype=object),
+        "records": np.asarray(records, dtype=object),
+        "error": np.asarray(errors, dtype=object),
+    }
 
 
 def _read_checked(path: str, sha256: str | None) -> np.ndarray:
@@ -117,14 +127,22 @@ class SegmentEverything:
     Constructor arguments are those of ``load_segmenter`` plus SAM's generator parameters.
     """
 
-    def __init__(self, model: str | None = None, checkpoint: str | None = None, *,
-                 device: str | None = None, precision: str | None = None, download: bool = False,
-                 generator_params: Mapping | None = None):
+    def __init__(
+        self,
+        model: str | None = None,
+        checkpoint: str | None = None,
+        *,
+        device: str | None = None,
+        precision: str | None = None,
+        download: bool = False,
+        generator_params: Mapping | None = None,
+    ):
         from annotator.amg.generator import MaskGenerator
         from annotator.models.loading import load_segmenter
 
-        segmenter, info = load_segmenter(model, checkpoint, device=device, precision=precision,
-                                         download=download, fallback=False)
+        segmenter, info = load_segmenter(
+            model, checkpoint, device=device, precision=precision, download=download, fallback=False
+        )
         log.info("actor ready: %s", info.status)
         self.generator = MaskGenerator(segmenter, output_mode="coco_rle", **dict(generator_params or {}))
 
@@ -132,9 +150,15 @@ class SegmentEverything:
         return segment_batch(self.generator, batch)
 
 
-def merge_rows(project: Project, rows: Iterable[Mapping], settings: Mapping,
-               result: BatchResult | None = None, *, progress: bool = True,
-               total: int | None = None) -> BatchResult:
+def merge_rows(
+    project: Project,
+    rows: Iterable[Mapping],
+    settings: Mapping,
+    result: BatchResult | None = None,
+    *,
+    progress: bool = True,
+    total: int | None = None,
+) -> BatchResult:
     """Commit the actors' output rows into the project, one image per transaction."""
     from tqdm.auto import tqdm
 
@@ -150,10 +174,21 @@ def merge_rows(project: Project, rows: Iterable[Mapping], settings: Mapping,
     return result
 
 
-def run(project: Project, image_ids: Sequence[int], settings: Mapping, *, concurrency: int,
-        num_gpus: float | None = None, batch_size: int = 4, model: str | None = None,
-        checkpoint: str | None = None, device: str | None = None, precision: str | None = None,
-        generator_params: Mapping | None = None, progress: bool = True) -> BatchResult:
+def run(
+    project: Project,
+    image_ids: Sequence[int],
+    settings: Mapping,
+    *,
+    concurrency: int,
+    num_gpus: float | None = None,
+    batch_size: int = 4,
+    model: str | None = None,
+    checkpoint: str | None = None,
+    device: str | None = None,
+    precision: str | None = None,
+    generator_params: Mapping | None = None,
+    progress: bool = True,
+) -> BatchResult:
     """Pre-label ``image_ids`` of ``project`` on ``concurrency`` Ray actors with ``num_gpus``
     each (default: what ``gpus_per_actor`` picks for the cluster; connects to the cluster
     ``ray.init()`` finds, or starts a local one). Image paths must be readable on every node
@@ -178,8 +213,16 @@ def run(project: Project, image_ids: Sequence[int], settings: Mapping, *, concur
         checkpoint = str(Path(checkpoint).resolve())
     ds = ray.data.from_items(todo).map_batches(
         SegmentEverything,
-        fn_constructor_kwargs={"model": model, "checkpoint": checkpoint, "device": device,
-                               "precision": precision, "generator_params": dict(generator_params or {})},
-        batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=concurrency),
-        num_cpus=CPUS_PER_ACTOR, num_gpus=num_gpus)
+        fn_constructor_kwargs={
+            "model": model,
+            "checkpoint": checkpoint,
+            "device": device,
+            "precision": precision,
+            "generator_params": dict(generator_params or {}),
+        },
+        batch_size=batch_size,
+        compute=ray.data.ActorPoolStrategy(size=concurrency),
+        num_cpus=CPUS_PER_ACTOR,
+        num_gpus=num_gpus,
+    )
     return merge_rows(project, ds.iter_rows(), settings, result, progress=progress, total=len(todo))

@@ -65,8 +65,7 @@ class Cancelled(Exception):
     """Generation was cancelled. ``records`` are the masks of the batches that finished,
     deduplicated across them, in the generator's output mode."""
 
-    def __init__(self, records: list[dict], done: int, total: int,
-                 counts: FilterCounts | None = None):
+    def __init__(self, records: list[dict], done: int, total: int, counts: FilterCounts | None = None):
         self.records = records
         self.done = done
         self.total = total
@@ -191,8 +190,10 @@ class MaskGenerator:
         elif hasattr(model, "decode_points"):  # annotator.models.protocol.PointBatchPredictor (SAM 2.1, SAM 3)
             self.segmenter = model
         else:
-            raise TypeError(f"model must be a segment_anything Sam or a SamSegmenter (or a SAM 2.1 / SAM 3 "
-                            f"predictor with decode_points), not {type(model).__name__}")
+            raise TypeError(
+                f"model must be a segment_anything Sam or a SamSegmenter (or a SAM 2.1 / SAM 3 "
+                f"predictor with decode_points), not {type(model).__name__}"
+            )
         # SAM 1's own decoder path (PointDecoder) vs. the predictor's batched decoding
         self._sam1 = isinstance(self.segmenter, SamSegmenter)
         self.model = self.segmenter.model
@@ -261,8 +262,13 @@ class MaskGenerator:
                 with self.model_lock, torch.inference_mode(), self._precision():
                     decoder = PointDecoder(self.model, emb.features)
             else:
-                frame = CropFrame(tuple(crop_box), orig_hw, tuple(self.segmenter.input_hw(emb)),
-                                  self.segmenter.encoder_size, direct=self.segmenter.upscale_directly)
+                frame = CropFrame(
+                    tuple(crop_box),
+                    orig_hw,
+                    tuple(self.segmenter.input_hw(emb)),
+                    self.segmenter.encoder_size,
+                    direct=self.segmenter.upscale_directly,
+                )
                 decoder = emb  # the predictor decodes from the embedding itself
             crop_hw = np.array(frame.crop_hw)
             points = self.point_grids[layer] * crop_hw[None, ::-1]

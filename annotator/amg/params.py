@@ -25,6 +25,13 @@ GENERATOR_PARAMS: dict[str, tuple[object, str]] = {
 DEFAULTS: dict[str, object] = {name: default for name, (default, _) in GENERATOR_PARAMS.items()}
 
 # The ones the app's panel offers (the rest keep SAM's defaults there).
-APP_PARAMS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
-              "box_nms_thresh", "crop_n_layers", "min_mask_region_area")
+APP_PARAMS = (
+    "points_per_side",
+    "points_per_batch",
+    "pred_iou_thresh",
+    "stability_score_thresh",
+    "box_nms_thresh",
+    "crop_n_layers",
+    "min_mask_region_area",
+)
 APP_DEFAULTS: dict[str, object] = {name: DEFAULTS[name] for name in APP_PARAMS}

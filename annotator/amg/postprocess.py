@@ -211,14 +211,21 @@ def masks_from_logits(
     ih, iw = frame.input_hw
     n_low = low_t.shape[-1]
     factor = frame.encoder_size // n_low
-    maps = None if frame.direct else \
-        (axis_map(n_low, factor, iw, w, low_t.device), axis_map(n_low, factor, ih, h, low_t.device))
+    maps = (
+        None
+        if frame.direct
+        else (axis_map(n_low, factor, iw, w, low_t.device), axis_map(n_low, factor, ih, h, low_t.device))
+    )
     for start in range(0, len(low_t), chunk):
         low = low_t[start : start + chunk].float()
         # exact at low res where the logits are clear of the thresholds; at full resolution
         # when too much of the masks is close to them
-        stability = None if frame.direct else stability_from_low_res(
-            low, maps, mask_threshold, stability_score_offset, max_work=len(low) * h * w // 4
+        stability = (
+            None
+            if frame.direct
+            else stability_from_low_res(
+                low, maps, mask_threshold, stability_score_offset, max_work=len(low) * h * w // 4
+            )
         )
         logits = None
         if stability is None:

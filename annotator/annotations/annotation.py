@@ -21,8 +21,18 @@ REVIEW_STATES = ("pending", "accepted", "rejected")
 
 # Fields a caller may set through ``add``/``update``; the rest (id, geometry, provenance)
 # the document owns.
-EDITABLE_FIELDS = ("label", "source", "prompts", "predicted_iou", "stability_score",
-                   "point_coords", "crop_box", "visible", "review", "meta")
+EDITABLE_FIELDS = (
+    "label",
+    "source",
+    "prompts",
+    "predicted_iou",
+    "stability_score",
+    "point_coords",
+    "crop_box",
+    "visible",
+    "review",
+    "meta",
+)
 
 
 def _plain(value):

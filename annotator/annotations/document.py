@@ -51,8 +51,7 @@ class _State:
 class AnnotationDocument:
     """The annotations of one image, with undoable edits and a hit test."""
 
-    def __init__(self, height: int, width: int, *, max_history: int = DEFAULT_MAX_HISTORY,
-                 image_id: Any = None):
+    def __init__(self, height: int, width: int, *, max_history: int = DEFAULT_MAX_HISTORY, image_id: Any = None):
         if height < 1 or width < 1:
             raise ValueError(f"image size must be positive, got {height}x{width}")
         if max_history < 1:
@@ -136,13 +135,13 @@ class AnnotationDocument:
         anns = [Annotation.from_record(r) for r in recs]
         for a in anns:
             if a.size != doc.size:
-                raise ValueError(f"annotation {a.id} is {a.size[0]}x{a.size[1]} but the image is "
-                                 f"{doc.size[0]}x{doc.size[1]}")
+                raise ValueError(
+                    f"annotation {a.id} is {a.size[0]}x{a.size[1]} but the image is {doc.size[0]}x{doc.size[1]}"
+                )
         items = {a.id: a for a in anns}
         if len(items) != len(anns):
             raise ValueError("annotation records repeat an id")
-        doc._states = [_State(items, tuple(a.id for a in anns), frozenset(),
-                              max(items, default=0) + 1, "open")]
+        doc._states = [_State(items, tuple(a.id for a in anns), frozenset(), max(items, default=0) + 1, "open")]
         return doc
 
     def nbytes(self) -> int:
@@ -192,7 +191,7 @@ class AnnotationDocument:
             return self._state.action
 
     def _commit(self, state: _State) -> None:
-        del self._states[self._cursor + 1:]
+        del self._states[self._cursor + 1 :]
         self._states.append(state)
         if len(self._states) > self.max_history + 1:
             del self._states[: len(self._states) - self.max_history - 1]
@@ -208,8 +207,7 @@ class AnnotationDocument:
         else:  # masks still selected keep their place; new ones follow in the order given
             selection = list(dict.fromkeys(selection))
             keep = set(selection)
-            picked = tuple([i for i in s.picked if i in keep]
-                           + [i for i in selection if i not in set(s.picked)])
+            picked = tuple([i for i in s.picked if i in keep] + [i for i in selection if i not in set(s.picked)])
         new = _State(
             s.items if items is None else items,
             s.order if order is None else tuple(order),
@@ -242,8 +240,16 @@ class AnnotationDocument:
         """Add a mask (dense (H, W) array or RLE dict) on top; returns its id."""
         return self.add_many([mask], select=select, source=source, action="add mask", **fields)[0]
 
-    def add_many(self, masks: Iterable, *, select: bool = False, source: str = "auto",
-                 action: str | None = None, replace: Iterable[int] = (), **fields) -> list[int]:
+    def add_many(
+        self,
+        masks: Iterable,
+        *,
+        select: bool = False,
+        source: str = "auto",
+        action: str | None = None,
+        replace: Iterable[int] = (),
+        **fields,
+    ) -> list[int]:
         """Add many masks as one undoable step; returns their ids (bottom first).
 
         Each item is a mask (dense array or RLE dict) or a record like those of SAM's
@@ -291,9 +297,13 @@ class AnnotationDocument:
                 selection = [i for i in s.picked if i not in gone]
             else:
                 selection = None
-            self._edit(action or f"add {n} mask{'s' * (n != 1)}", items=items,
-                       order=tuple(i for i in s.order if i not in gone) + tuple(new_ids),
-                       selection=selection, next_id=next_id)
+            self._edit(
+                action or f"add {n} mask{'s' * (n != 1)}",
+                items=items,
+                order=tuple(i for i in s.order if i not in gone) + tuple(new_ids),
+                selection=selection,
+                next_id=next_id,
+            )
             return new_ids
 
     def update(self, ann_id: int, *, mask=None, action: str | None = None, **fields) -> None:
@@ -303,9 +313,15 @@ class AnnotationDocument:
             old = self[ann_id]
             if mask is not None:
                 rle = rle_utils.normalize(mask, self.size)
-                new = make_annotation(ann_id, rle, **{f.name: getattr(old, f.name) for f in
-                                                      dataclasses.fields(old) if f.name in
-                                                      (*EDITABLE_FIELDS, "parents", "subtracted")})
+                new = make_annotation(
+                    ann_id,
+                    rle,
+                    **{
+                        f.name: getattr(old, f.name)
+                        for f in dataclasses.fields(old)
+                        if f.name in (*EDITABLE_FIELDS, "parents", "subtracted")
+                    },
+                )
             else:
                 new = old
             new = updated(new, fields)
@@ -322,8 +338,10 @@ class AnnotationDocument:
             new = {"replace": ids, "add": cur | ids, "remove": cur - ids, "toggle": cur ^ ids}.get(mode)
             if new is None:
                 raise ValueError(f"mode must be replace, add, remove or toggle, got {mode!r}")
-            self._edit(f"select {len(new)}", selection=[i for i in self._state.picked if i in new]
-                       + [i for i in given if i in new])
+            self._edit(
+                f"select {len(new)}",
+                selection=[i for i in self._state.picked if i in new] + [i for i in given if i in new],
+            )
 
     def _given_order(self, ids) -> list[int]:
         """Validated ids in the order given (a set or frozenset: in z-order)."""
@@ -370,8 +388,7 @@ class AnnotationDocument:
 
     def set_review(self, ids=None, state: str = "accepted") -> None:
         with self._lock:
-            self._set_field(ids, state.removesuffix("ed") if state != "pending" else "reset review",
-                            review=state)
+            self._set_field(ids, state.removesuffix("ed") if state != "pending" else "reset review", review=state)
 
     def accept(self, ids=None) -> None:
         self.set_review(ids, "accepted")
@@ -388,9 +405,12 @@ class AnnotationDocument:
                 return []
             gone = set(ids)
             items = {k: v for k, v in s.items.items() if k not in gone}
-            self._edit(f"delete {len(ids)}", items=items,
-                       order=[i for i in s.order if i not in gone],
-                       selection=[i for i in s.picked if i not in gone])
+            self._edit(
+                f"delete {len(ids)}",
+                items=items,
+                order=[i for i in s.order if i not in gone],
+                selection=[i for i in s.picked if i not in gone],
+            )
             return ids
 
     def merge(self, ids=None, *, label: str | None = None) -> int:
@@ -412,19 +432,21 @@ class AnnotationDocument:
             prompts = [{"id": p.id, "prompts": p.prompts} for p in parts if p.prompts is not None]
             reviews = {p.review for p in parts}
             new = make_annotation(
-                s.next_id, union, label=label if label is not None else (labels[-1] if labels else None),
-                source="merge", prompts=prompts or None, parents=ids,
+                s.next_id,
+                union,
+                label=label if label is not None else (labels[-1] if labels else None),
+                source="merge",
+                prompts=prompts or None,
+                parents=ids,
                 visible=any(p.visible for p in parts),
                 review=reviews.pop() if len(reviews) == 1 else "pending",
             )
             gone = set(ids)
             top = max(s.order.index(i) for i in ids)
-            order = [new.id if k == top else i for k, i in enumerate(s.order)
-                     if i not in gone or k == top]
+            order = [new.id if k == top else i for k, i in enumerate(s.order) if i not in gone or k == top]
             items = {k: v for k, v in s.items.items() if k not in gone}
             items[new.id] = new
-            self._edit(f"merge {len(ids)}", items=items, order=order, selection={new.id},
-                       next_id=s.next_id + 1)
+            self._edit(f"merge {len(ids)}", items=items, order=order, selection={new.id}, next_id=s.next_id + 1)
             return new.id
 
     def subtract(self, target: int, tools=None) -> None:
@@ -440,9 +462,15 @@ class AnnotationDocument:
             rest = rle_utils.difference(old.rle, cut)
             if int(rle_utils.areas([rest])[0]) == 0:
                 raise ValueError(f"subtracting would leave mask {target} empty; delete it instead")
-            new = make_annotation(target, rest, **{
-                f.name: getattr(old, f.name) for f in dataclasses.fields(old)
-                if f.name in (*EDITABLE_FIELDS, "parents")})
+            new = make_annotation(
+                target,
+                rest,
+                **{
+                    f.name: getattr(old, f.name)
+                    for f in dataclasses.fields(old)
+                    if f.name in (*EDITABLE_FIELDS, "parents")
+                },
+            )
             new = dataclasses.replace(new, subtracted=old.subtracted + tuple(tools))
             self._edit(f"subtract {len(tools)} from {target}", items={**s.items, target: new})
 
@@ -492,8 +520,9 @@ class AnnotationDocument:
             anns = self.annotations[::-1]
             if anns:
                 b = np.array([a.bbox for a in anns], dtype=np.float64)
-                self._boxes = np.stack([b[:, 0], b[:, 1], b[:, 0] + b[:, 2] - 1,
-                                        b[:, 1] + b[:, 3] - 1], axis=1).astype(np.int64)
+                self._boxes = np.stack([b[:, 0], b[:, 1], b[:, 0] + b[:, 2] - 1, b[:, 1] + b[:, 3] - 1], axis=1).astype(
+                    np.int64
+                )
             else:
                 self._boxes = np.zeros((0, 4), np.int64)
             self._boxes_ids = np.array([a.id for a in anns], dtype=np.int64)
@@ -513,8 +542,7 @@ class AnnotationDocument:
             return []
         with self._lock:
             ids, boxes = self._box_table()
-            cand = np.flatnonzero((boxes[:, 0] <= xi) & (xi <= boxes[:, 2]) &
-                                  (boxes[:, 1] <= yi) & (yi <= boxes[:, 3]))
+            cand = np.flatnonzero((boxes[:, 0] <= xi) & (xi <= boxes[:, 2]) & (boxes[:, 1] <= yi) & (yi <= boxes[:, 3]))
             items = self._state.items
             out = []
             for k in cand:

@@ -42,7 +42,7 @@ class HitIndex:
         values, offsets = rle_utils.run_lengths_many([a.counts for a in anns])
         for i, a in enumerate(anns):
             dtype = np.int32 if a.size[0] * a.size[1] < 2**31 else np.int64
-            self._ends[a.id] = (a.counts, np.cumsum(values[offsets[i]:offsets[i + 1]]).astype(dtype))
+            self._ends[a.id] = (a.counts, np.cumsum(values[offsets[i] : offsets[i + 1]]).astype(dtype))
 
     def contains(self, ann: Annotation, x: int, y: int) -> bool:
         ends = self.ends(ann)

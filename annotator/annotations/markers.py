@@ -67,7 +67,7 @@ def tint(canvas: np.ndarray, mask: np.ndarray, color, alpha: float, edge=None, e
     x, y, w, h = cv2.boundingRect(np.ascontiguousarray(m8))
     if w == 0 or h == 0:
         return
-    roi, m = canvas[y:y + h, x:x + w], m8[y:y + h, x:x + w]
+    roi, m = canvas[y : y + h, x : x + w], m8[y : y + h, x : x + w]
     tinted = cv2.addWeighted(roi, 1.0 - alpha, roi, 0.0, 0.0)
     cv2.add(tinted, tuple(alpha * float(c) for c in color) + (0.0,), dst=tinted)
     cv2.copyTo(tinted, m, roi)

@@ -65,15 +65,14 @@ def _paint_runs(flat: np.ndarray, runs: np.ndarray, value: int) -> None:
         return
     if total > _SLICE_RUN_LENGTH * lengths.size:
         for s, n in zip(starts.tolist(), lengths.tolist()):
-            flat[s:s + n] = value
+            flat[s : s + n] = value
     else:
         before = np.cumsum(lengths) - lengths
         idx = np.arange(total, dtype=np.int64) + np.repeat(starts - before, lengths)
         flat[idx] = value
 
 
-def label_map_from_rles(rles: Sequence[dict], shape: tuple[int, int],
-                        order: Sequence[int] | None = None) -> np.ndarray:
+def label_map_from_rles(rles: Sequence[dict], shape: tuple[int, int], order: Sequence[int] | None = None) -> np.ndarray:
     """(H, W) map of ``1 + index`` of the topmost mask at each pixel, 0 where none.
 
     ``order`` lists mask indices bottom to top (default: list order); masks left out are
@@ -90,12 +89,11 @@ def label_map_from_rles(rles: Sequence[dict], shape: tuple[int, int],
         values, offsets = rle_utils.run_lengths_many([rles[k]["counts"] for k in order])
         owner = np.repeat(np.arange(len(order)), np.diff(offsets))
         totals = np.bincount(owner, weights=values, minlength=len(order))
-        bad = np.flatnonzero((totals != h * w) | (np.bincount(owner, weights=values < 0,
-                                                              minlength=len(order)) > 0))
+        bad = np.flatnonzero((totals != h * w) | (np.bincount(owner, weights=values < 0, minlength=len(order)) > 0))
         if bad.size:
             raise ValueError(f"mask {order[int(bad[0])]}: RLE counts do not cover the {h}x{w} image")
         for j, k in enumerate(order):
-            _paint_runs(flat, values[offsets[j]:offsets[j + 1]], k + 1)
+            _paint_runs(flat, values[offsets[j] : offsets[j + 1]], k + 1)
     return _transpose(flat.reshape(w, h))
 
 
@@ -110,15 +108,18 @@ def label_map_from_dense(masks: np.ndarray, order: Sequence[int] | None = None) 
     masks = np.asarray(masks)
     n, h, w = masks.shape
     out = np.zeros((h, w), _label_dtype(n))
-    for k in (range(n) if order is None else [int(k) for k in order]):
+    for k in range(n) if order is None else [int(k) for k in order]:
         m = masks[k]
         rows = np.flatnonzero(m.any(axis=1))
         if rows.size == 0:
             continue
-        sub = m[rows[0]:rows[-1] + 1]
+        sub = m[rows[0] : rows[-1] + 1]
         cols = np.flatnonzero(sub.any(axis=0))
-        np.copyto(out[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1], k + 1,
-                  where=sub[:, cols[0]:cols[-1] + 1].astype(bool, copy=False))
+        np.copyto(
+            out[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1],
+            k + 1,
+            where=sub[:, cols[0] : cols[-1] + 1].astype(bool, copy=False),
+        )
     return out
 
 
@@ -244,8 +245,9 @@ def overlay(  # noqa: PLR0913  (drawing options, all keyword-able with defaults)
     dimmed = gray & ~sel
     base = [k for k in (range(n) if order is None else [int(k) for k in order]) if not hid[k]]
     # rejected beneath, then the rest, selected on top
-    paint = ([k for k in base if dimmed[k]] + [k for k in base if not dimmed[k] and not sel[k]]
-             + [k for k in base if sel[k]])
+    paint = (
+        [k for k in base if dimmed[k]] + [k for k in base if not dimmed[k] and not sel[k]] + [k for k in base if sel[k]]
+    )
     if dense:
         labels = label_map_from_dense(masks, paint)
     elif cache is not None:
@@ -265,8 +267,7 @@ def overlay(  # noqa: PLR0913  (drawing options, all keyword-able with defaults)
         return _dashed_outlines(image.copy(), masks, ghosts, outline_width, highlight)
     out4, color32 = _blend(image, labels, rgb, label_alpha)
     _draw_edges(out4.view(np.uint32)[..., 0], labels, color32, sel, outlines, outline_width, highlight)
-    return _dashed_outlines(cv2.cvtColor(out4, cv2.COLOR_RGBA2RGB), masks, ghosts, outline_width,
-                            highlight)
+    return _dashed_outlines(cv2.cvtColor(out4, cv2.COLOR_RGBA2RGB), masks, ghosts, outline_width, highlight)
 
 
 def _checked_masks(masks, size: tuple[int, int]):
@@ -278,8 +279,10 @@ def _checked_masks(masks, size: tuple[int, int]):
         if masks.ndim != 3 or masks.shape[1:] != (h, w):
             raise ValueError(f"masks must be (N, {h}, {w}), got shape {masks.shape}")
         return masks, True
-    return [m if isinstance(m, dict) and isinstance(m.get("counts"), (bytes, str))
-            else rle_utils.normalize(m, (h, w)) for m in masks], False
+    return [
+        m if isinstance(m, dict) and isinstance(m.get("counts"), (bytes, str)) else rle_utils.normalize(m, (h, w))
+        for m in masks
+    ], False
 
 
 def _blend(image: np.ndarray, labels: np.ndarray, rgb: np.ndarray, label_alpha: np.ndarray):
@@ -313,8 +316,9 @@ def _blend(image: np.ndarray, labels: np.ndarray, rgb: np.ndarray, label_alpha: 
     return out4, color32
 
 
-def _draw_edges(out32: np.ndarray, labels: np.ndarray, color32: np.ndarray, sel: np.ndarray,
-                outlines: bool, width: int, highlight) -> None:
+def _draw_edges(
+    out32: np.ndarray, labels: np.ndarray, color32: np.ndarray, sel: np.ndarray, outlines: bool, width: int, highlight
+) -> None:
     """Every mask's visible edge in its own color (``outlines``), and the selected masks'
     edges in the highlight color, into ``out32`` (RGBA packed in uint32)."""
     if not (outlines or sel.any()):
@@ -341,8 +345,16 @@ def _dashed_outlines(out: np.ndarray, masks, ks: list[int], width: int, color) -
     return out
 
 
-def render_document(image: np.ndarray, doc, *, alpha: float = 0.5, outlines: bool = False,
-                    cache: LabelMapCache | None = None, show_hidden: bool = True, **kwargs) -> np.ndarray:
+def render_document(
+    image: np.ndarray,
+    doc,
+    *,
+    alpha: float = 0.5,
+    outlines: bool = False,
+    cache: LabelMapCache | None = None,
+    show_hidden: bool = True,
+    **kwargs,
+) -> np.ndarray:
     """Overlay of an ``AnnotationDocument``: colors by annotation id, its selection
     highlighted, rejected masks dimmed, hidden ones not drawn (a selected hidden mask gets a
     dashed outline; ``show_hidden=False`` leaves out even that)."""
@@ -354,9 +366,16 @@ def render_document(image: np.ndarray, doc, *, alpha: float = 0.5, outlines: boo
         anns = [anns[k] for k in keep]
         hidden = []
     return overlay(
-        image, [a.rle for a in anns], alpha=alpha, colors=palette(a.id for a in anns),
-        outlines=outlines, selected=[k for k, a in enumerate(anns) if a.id in sel], hidden=hidden,
-        rejected=[k for k, a in enumerate(anns) if a.review == "rejected"], cache=cache, **kwargs,
+        image,
+        [a.rle for a in anns],
+        alpha=alpha,
+        colors=palette(a.id for a in anns),
+        outlines=outlines,
+        selected=[k for k, a in enumerate(anns) if a.id in sel],
+        hidden=hidden,
+        rejected=[k for k, a in enumerate(anns) if a.review == "rejected"],
+        cache=cache,
+        **kwargs,
     )
 
 

@@ -111,8 +111,9 @@ def normalize(obj, size: Sequence[int] | None = None, *, check: bool = True) -> 
             raise RleError(f"a mask is a 2-D array or an RLE dict, got shape {arr.shape}")
         rle = encode(arr != 0 if arr.dtype != bool else arr)
     if size is not None and tuple(rle["size"]) != (int(size[0]), int(size[1])):
-        raise RleError(f"mask is {rle['size'][0]}x{rle['size'][1]} (h x w) but the image is "
-                       f"{int(size[0])}x{int(size[1])}")
+        raise RleError(
+            f"mask is {rle['size'][0]}x{rle['size'][1]} (h x w) but the image is {int(size[0])}x{int(size[1])}"
+        )
     return rle
 
 
@@ -137,7 +138,7 @@ def check_many(rles: Sequence[dict]) -> None:
     if bad.size:
         k = int(bad[0])
         try:
-            check_runs(values[offsets[k]:offsets[k + 1]], *size_of(rles[k]))
+            check_runs(values[offsets[k] : offsets[k + 1]], *size_of(rles[k]))
         except RleError as e:
             raise RleError(f"mask {k}: {e}") from None
 
@@ -145,15 +146,17 @@ def check_many(rles: Sequence[dict]) -> None:
 def to_json(rle: dict) -> dict:
     """The RLE with ``str`` counts, as COCO JSON files carry it."""
     counts = rle["counts"]
-    return {"size": [int(v) for v in rle["size"]],
-            "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+    return {
+        "size": [int(v) for v in rle["size"]],
+        "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts,
+    }
 
 
 # -- run lengths from the compressed string ------------------------------------------------
 def run_lengths(counts: bytes | str) -> np.ndarray:
     """Run lengths (int64, background first) of one compressed counts string."""
     values, offsets = run_lengths_many([counts])
-    return values[offsets[0]:offsets[1]]
+    return values[offsets[0] : offsets[1]]
 
 
 def run_lengths_many(all_counts: Iterable[bytes | str]) -> tuple[np.ndarray, np.ndarray]:
@@ -171,9 +174,11 @@ def run_lengths_many(all_counts: Iterable[bytes | str]) -> tuple[np.ndarray, np.
     if chars.size and (chars.min() < 0 or chars.max() > 63):
         bad = int(np.flatnonzero((chars < 0) | (chars > 63))[0])
         owner = int(np.searchsorted(np.cumsum(lengths), bad, side="right"))
-        raise RleError(f"compressed RLE counts contain a character outside '0'..'o' "
-                       f"(string {owner})" if len(parts) > 1 else
-                       "compressed RLE counts contain a character outside '0'..'o'")
+        raise RleError(
+            f"compressed RLE counts contain a character outside '0'..'o' (string {owner})"
+            if len(parts) > 1
+            else "compressed RLE counts contain a character outside '0'..'o'"
+        )
     more = (chars & 0x20) != 0
     ends = np.flatnonzero(~more)  # last character of each number
     string_ends = np.cumsum(lengths)
@@ -214,8 +219,7 @@ def run_lengths_many(all_counts: Iterable[bytes | str]) -> tuple[np.ndarray, np.
 
 # -- whole-mask helpers over pycocotools ---------------------------------------------------
 def areas(rles: Sequence[dict]) -> np.ndarray:
-    out = [mask_utils.area([_c(r) for r in rles[i:i + _AREA_CHUNK]])
-           for i in range(0, len(rles), _AREA_CHUNK)]
+    out = [mask_utils.area([_c(r) for r in rles[i : i + _AREA_CHUNK]]) for i in range(0, len(rles), _AREA_CHUNK)]
     return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
 
 

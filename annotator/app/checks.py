@@ -21,8 +21,7 @@ def need_selection(s: Session, n: int, what: str) -> list[int]:
     ids = s.doc.selected()
     if len(ids) < n:
         need = "at least two masks" if n == 2 else "a mask"
-        raise WorkbenchError(f"Select {need} to {what} (Select mode: click masks, or click "
-                             f"their rows in the table).")
+        raise WorkbenchError(f"Select {need} to {what} (Select mode: click masks, or click their rows in the table).")
     return ids
 
 

@@ -52,8 +52,7 @@ class Context:
         if self.prompt_segmenter is None:
             self.prompt_segmenter = self.segmenter
             if hasattr(self.segmenter, "predict_many"):
-                self.prompt_segmenter = BatchedSegmenter(self.segmenter,
-                                                         DecodeBatcher(self.segmenter, self.model_lock))
+                self.prompt_segmenter = BatchedSegmenter(self.segmenter, DecodeBatcher(self.segmenter, self.model_lock))
 
     def prompt_lock(self):
         """The model lock around a click, unless the batcher takes it for the decoder call."""
@@ -62,19 +61,33 @@ class Context:
         return self.model_lock
 
     @classmethod
-    def create(cls, segmenter, info: BackendInfo, *, limits: Limits | None = None,
-               max_display_side: int = markers.DISPLAY_MAX_SIDE, projects: ProjectLibrary | None = None,
-               folders: FolderPolicy | None = None, prefetch: bool = True) -> Context:
+    def create(
+        cls,
+        segmenter,
+        info: BackendInfo,
+        *,
+        limits: Limits | None = None,
+        max_display_side: int = markers.DISPLAY_MAX_SIDE,
+        projects: ProjectLibrary | None = None,
+        folders: FolderPolicy | None = None,
+        prefetch: bool = True,
+    ) -> Context:
         export_root = Path(tempfile.mkdtemp(prefix="annotator-exports-"))
         model_lock = ModelLock()
         # (partial, not a lambda over the context: finalizers must not keep it alive)
         prefetcher = Prefetcher(functools.partial(embed, segmenter), model_lock) if prefetch else None
-        ctx = cls(segmenter=segmenter, info=info, limits=limits or Limits(),
-                  max_display_side=max_display_side, renderer=render.Renderer(), export_root=export_root,
-                  model_lock=model_lock,
-                  projects=projects if projects is not None else ProjectLibrary(),
-                  folders=folders if folders is not None else FolderPolicy(),
-                  prefetcher=prefetcher)
+        ctx = cls(
+            segmenter=segmenter,
+            info=info,
+            limits=limits or Limits(),
+            max_display_side=max_display_side,
+            renderer=render.Renderer(),
+            export_root=export_root,
+            model_lock=model_lock,
+            projects=projects if projects is not None else ProjectLibrary(),
+            folders=folders if folders is not None else FolderPolicy(),
+            prefetcher=prefetcher,
+        )
         return ctx
 
     def finalize_with(self, owner) -> None:

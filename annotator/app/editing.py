@@ -74,8 +74,7 @@ def merge(s: Session) -> str:
     msg = f"Merged {ids_text(sorted(picked))} into mask {new}"
     if len(labels) > 1:
         dropped = ", ".join(repr(x) for x in labels[1:])
-        msg += (f", labelled {label!r} (the first selected); dropped the label"
-                f"{'s' * (len(labels) > 2)} {dropped}")
+        msg += f", labelled {label!r} (the first selected); dropped the label{'s' * (len(labels) > 2)} {dropped}"
     return msg + "."
 
 

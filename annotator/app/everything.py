@@ -27,8 +27,10 @@ FLOAT_PARAMS = ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh")
 def check_params(ctx: Context, params: dict) -> dict:
     """SAM's parameters (``AMG_DEFAULTS`` for those not given), checked by the generator."""
     if ctx.info.backend != "sam":
-        raise WorkbenchError("Segment everything needs SAM; the classical backend (GrabCut) "
-                             "cannot do it. Start the app with SAM weights.")
+        raise WorkbenchError(
+            "Segment everything needs SAM; the classical backend (GrabCut) "
+            "cannot do it. Start the app with SAM weights."
+        )
     unknown = set(params) - set(AMG_DEFAULTS)
     if unknown:
         raise WorkbenchError(f"unknown segment-everything parameters: {', '.join(sorted(unknown))}")
@@ -72,8 +74,11 @@ def run(ctx: Context, s: Session, **params) -> Iterator[AmgStep]:
                 s.preview.extend(r["segmentation"] for r in update.records)
                 pr = update.progress
                 eta = f", about {pr.eta_s:.0f} s left" if pr.eta_s is not None else ""
-                view = make_view(ctx, s, f"Segment everything: batch {pr.done} of {pr.total}, "
-                                         f"{len(s.preview)} candidate masks so far{eta}.")
+                view = make_view(
+                    ctx,
+                    s,
+                    f"Segment everything: batch {pr.done} of {pr.total}, {len(s.preview)} candidate masks so far{eta}.",
+                )
             yield AmgStep(view, pr.done, pr.total, pr.eta_s, False)
     except Cancelled as e:
         records, counts = e.records, e.counts
@@ -94,8 +99,11 @@ def _add_records(ctx: Context, s: Session, records: list, note: str, t0: float, 
     doc = s.doc
     # a re-run supersedes the previous run's masks nobody has reviewed or labelled yet; a run
     # that finds nothing leaves them
-    replace = [a.id for a in doc.annotations if a.source == "auto" and a.review == "pending"
-               and a.label is None] if records else []
+    replace = (
+        [a.id for a in doc.annotations if a.source == "auto" and a.review == "pending" and a.label is None]
+        if records
+        else []
+    )
     records, capped = memory.fit_mask_cap(ctx.limits, s, records, replacing=len(replace))
     extra = sum(len(r["segmentation"]["counts"]) for r in records)
     try:
@@ -103,8 +111,11 @@ def _add_records(ctx: Context, s: Session, records: list, note: str, t0: float, 
     except WorkbenchError as e:
         return f"Segment everything found {plural(len(records), 'mask')} but kept none: {e}"
     action = f"segment everything: {plural(len(records), 'mask')}"
-    ids = doc.add_many(records, source="auto", action=action, replace=replace,
-                       meta={"model": ctx.info.model_tag}) if records else []
+    ids = (
+        doc.add_many(records, source="auto", action=action, replace=replace, meta={"model": ctx.info.model_tag})
+        if records
+        else []
+    )
     if s.cursor is not None and s.cursor not in doc:
         s.cursor = None
     secs = time.perf_counter() - t0
@@ -122,11 +133,16 @@ def replaced_text(doc, replaced: list) -> str:
     auto = [a for a in doc.annotations if a.source == "auto"]
     kept = {r: sum(a.review == r for a in auto) for r in ("accepted", "rejected")}
     labelled = sum(a.review == "pending" and a.label is not None for a in auto)
-    keep_text = ", ".join(f"{n} {what}" for what, n in (("accepted", kept["accepted"]),
-                                                       ("rejected", kept["rejected"]),
-                                                       ("labelled", labelled)) if n)
-    return (f" Replaced the previous run's {plural(len(replaced), 'pending mask')}"
-            + (f"; kept its reviewed ones ({keep_text})." if keep_text else ".") + " Undo brings them back.")
+    keep_text = ", ".join(
+        f"{n} {what}"
+        for what, n in (("accepted", kept["accepted"]), ("rejected", kept["rejected"]), ("labelled", labelled))
+        if n
+    )
+    return (
+        f" Replaced the previous run's {plural(len(replaced), 'pending mask')}"
+        + (f"; kept its reviewed ones ({keep_text})." if keep_text else ".")
+        + " Undo brings them back."
+    )
 
 
 def none_found_text(counts, p: dict) -> str:
@@ -141,9 +157,14 @@ def none_found_text(counts, p: dict) -> str:
     elif counts.below_stability == n:
         why = f"all {n} candidates were below stability_score_thresh {stab:g}{edge}"
     else:
-        parts = [f"{k} {what}" for k, what in (
-            (counts.below_iou, f"below pred_iou_thresh {iou:g}"),
-            (counts.below_stability, f"below stability_score_thresh {stab:g}{edge}"),
-            (counts.duplicates, "removed as duplicates or small regions")) if k]
+        parts = [
+            f"{k} {what}"
+            for k, what in (
+                (counts.below_iou, f"below pred_iou_thresh {iou:g}"),
+                (counts.below_stability, f"below stability_score_thresh {stab:g}{edge}"),
+                (counts.duplicates, "removed as duplicates or small regions"),
+            )
+            if k
+        ]
         why = f"of {n} candidates, " + ", ".join(parts)
     return f" No mask was kept: {why}. Lower the threshold to keep more; the masks you had are unchanged."

@@ -34,16 +34,20 @@ def read(ctx: Context, source, name: str | None) -> tuple[np.ndarray, str, list[
         if isinstance(source, np.ndarray):
             image = as_rgb_array(source)
             if image.shape[0] * image.shape[1] > limit:
-                raise ImageTooLarge(f"the image is {image.shape[1]}x{image.shape[0]} pixels; the limit "
-                                    f"is {limit / 1e6:g} megapixels")
+                raise ImageTooLarge(
+                    f"the image is {image.shape[1]}x{image.shape[0]} pixels; the limit is {limit / 1e6:g} megapixels"
+                )
         else:
             image = load_image(source, max_pixels=limit, notes=notes)
     except ImageTooLarge as e:
-        raise WorkbenchError(f"{e}. Downscale it, or start the server with a larger --max-pixels "
-                             "(ANNOTATOR_MAX_PIXELS). Nothing was changed.") from None
+        raise WorkbenchError(
+            f"{e}. Downscale it, or start the server with a larger --max-pixels "
+            "(ANNOTATOR_MAX_PIXELS). Nothing was changed."
+        ) from None
     except ImageError as e:
-        raise WorkbenchError(f"{e}. Open a PNG, JPEG, WebP, TIFF, BMP or GIF image instead. "
-                             "Nothing was changed.") from None
+        raise WorkbenchError(
+            f"{e}. Open a PNG, JPEG, WebP, TIFF, BMP or GIF image instead. Nothing was changed."
+        ) from None
     if name is None:
         name = Path(source).name if isinstance(source, (str, Path)) else "image"
     return image, safe_name(name), notes
@@ -60,7 +64,8 @@ def open_image(ctx: Context, s: Session, image: np.ndarray, name: str, notes: li
         raise WorkbenchError(
             f"{name} ({image.shape[1]}x{image.shape[0]}) needs about {human_bytes(need)} of memory "
             f"to annotate; a session may use {human_bytes(ctx.limits.session_bytes)} "
-            "(--max-session-mb, ANNOTATOR_MAX_SESSION_MB). Open a smaller image; nothing was changed.")
+            "(--max-session-mb, ANNOTATOR_MAX_SESSION_MB). Open a smaller image; nothing was changed."
+        )
     s.cancel.set()  # a "segment everything" still running on the previous image stops
     doc = s.documents.pop(key, None)
     again = doc is not None and len(doc) > 0

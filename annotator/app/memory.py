@@ -32,7 +32,8 @@ def need_room_for_masks(limits: Limits, s: Session, n: int, what: str) -> None:
     if have + n > cap:
         raise WorkbenchError(
             f"Cannot {what}: this image has {plural(have, 'mask')} and the limit is {cap} per image "
-            "(--max-masks, ANNOTATOR_MAX_MASKS). Delete or merge masks first; nothing was changed.")
+            "(--max-masks, ANNOTATOR_MAX_MASKS). Delete or merge masks first; nothing was changed."
+        )
 
 
 def fit_mask_cap(limits: Limits, s: Session, records: list, replacing: int = 0) -> tuple[list, str]:
@@ -46,7 +47,8 @@ def fit_mask_cap(limits: Limits, s: Session, records: list, replacing: int = 0) 
     kept = sorted(order[:room])
     return [records[k] for k in kept], (
         f" Kept the {room} best of {len(records)}: the image may hold {limits.max_masks} masks "
-        "(--max-masks, ANNOTATOR_MAX_MASKS).")
+        "(--max-masks, ANNOTATOR_MAX_MASKS)."
+    )
 
 
 def make_room(limits: Limits, s: Session, extra: int, what: str) -> str:
@@ -62,7 +64,8 @@ def make_room(limits: Limits, s: Session, extra: int, what: str) -> str:
         raise WorkbenchError(
             f"Cannot {what}: this session would hold {human_bytes(total)}, over its limit of "
             f"{human_bytes(limit)} (--max-session-mb, ANNOTATOR_MAX_SESSION_MB). Export, then delete "
-            "masks you no longer need; nothing was changed.")
+            "masks you no longer need; nothing was changed."
+        )
     dropped = []
     for k in others:
         if total <= limit:
@@ -73,6 +76,8 @@ def make_room(limits: Limits, s: Session, extra: int, what: str) -> str:
             dropped.append(f"{doc.image_id} ({plural(len(doc), 'mask')})")
     if not dropped:
         return ""
-    return (f" To stay under the session's memory limit ({human_bytes(limit)}), the masks kept for "
-            f"{', '.join(dropped)} were dropped. Export before opening many images, or open a "
-            "project (Project tab): it keeps every image's masks on disk.")
+    return (
+        f" To stay under the session's memory limit ({human_bytes(limit)}), the masks kept for "
+        f"{', '.join(dropped)} were dropped. Export before opening many images, or open a "
+        "project (Project tab): it keeps every image's masks on disk."
+    )

@@ -61,12 +61,16 @@ def enter(ctx: Context, s: Session, name: str, store, image_id: int | None) -> i
     saved = store.get_state("view")
     if isinstance(saved, dict):
         with contextlib.suppress(TypeError, ValueError):
-            s.view = ViewOptions(**{k: type(getattr(ViewOptions(), k))(v) for k, v in saved.items()
-                                    if k in ViewOptions.__dataclass_fields__})
+            s.view = ViewOptions(
+                **{
+                    k: type(getattr(ViewOptions(), k))(v)
+                    for k, v in saved.items()
+                    if k in ViewOptions.__dataclass_fields__
+                }
+            )
     s.project.saved_view = astuple(s.view)
     ids = [i.id for i in store.images()]
-    target = next((i for i in (image_id, store.get_state("current_image")) if i in ids),
-                  ids[0] if ids else None)
+    target = next((i for i in (image_id, store.get_state("current_image")) if i in ids), ids[0] if ids else None)
     if target is None:
         images.clear_image(s)
     return target
@@ -188,8 +192,9 @@ def add(s: Session, sources: list, names: list | None, unread: dict) -> tuple[st
     p.rows_key = None
     if not infos:
         raise WorkbenchError("No image was added." + skipped)
-    return (f"Added {plural(len(infos), 'image')} to project {p.name} "
-            f"({len(p.store.images())} in all).{skipped}"), infos
+    return (
+        f"Added {plural(len(infos), 'image')} to project {p.name} ({len(p.store.images())} in all).{skipped}"
+    ), infos
 
 
 # -- status, export, progress -----------------------------------------------------------------
@@ -212,8 +217,14 @@ def is_done(s: Session | None) -> bool:
     return p is not None and p.image_id is not None and p.store.image(p.image_id).status == "done"
 
 
-def export(ctx: Context, s: Session, folder: Path, include_rejected: bool = False,
-           fmt: str = "coco-rle", tolerance: float = 0.0) -> Path:
+def export(
+    ctx: Context,
+    s: Session,
+    folder: Path,
+    include_rejected: bool = False,
+    fmt: str = "coco-rle",
+    tolerance: float = 0.0,
+) -> Path:
     """The whole project in ``folder``: one COCO file, or (YOLO, labelme, VOC) one zip with
     the images; read back and checked (``Project.export``). Class ids are the project's."""
     from annotator.formats.convert import FORMATS, ExportCheckError
@@ -221,11 +232,15 @@ def export(ctx: Context, s: Session, folder: Path, include_rejected: bool = Fals
     p = need_project(s)
     if fmt not in FORMATS:
         raise WorkbenchError(f"export format must be one of {', '.join(FORMATS)}; got {fmt!r}")
-    path = folder / (f"{p.name}_coco.json" if fmt == "coco-rle" else
-                     f"{p.name}_{fmt}.json" if fmt.startswith("coco") else f"{p.name}_{fmt}.zip")
+    path = folder / (
+        f"{p.name}_coco.json"
+        if fmt == "coco-rle"
+        else f"{p.name}_{fmt}.json"
+        if fmt.startswith("coco")
+        else f"{p.name}_{fmt}.zip"
+    )
     try:
-        p.store.export(path, fmt, tolerance=tolerance, include_rejected=include_rejected,
-                       model=ctx.info.model_tag)
+        p.store.export(path, fmt, tolerance=tolerance, include_rejected=include_rejected, model=ctx.info.model_tag)
     except (ProjectError, ExportCheckError, sqlite3.Error, OSError, ValueError, KeyError) as e:
         raise WorkbenchError(f"Could not export {p.name}: {e}") from None
     return path
@@ -238,11 +253,15 @@ def progress_rows(s: Session) -> list[list]:
         return []
     infos = p.store.images()
     done = sum(i.status == "done" for i in infos)
-    where = next((f"image {k + 1}/{len(infos)} ({i.status})" for k, i in enumerate(infos)
-                  if i.id == p.image_id), plural(len(infos), "image"))
+    where = next(
+        (f"image {k + 1}/{len(infos)} ({i.status})" for k, i in enumerate(infos) if i.id == p.image_id),
+        plural(len(infos), "image"),
+    )
     p.summary = f"project {p.name}: {where}, {done} done"
-    return [["▶" if i.id == p.image_id else "", k + 1, i.name, i.status, i.n_annotations, i.n_accepted]
-            for k, i in enumerate(infos)]
+    return [
+        ["▶" if i.id == p.image_id else "", k + 1, i.name, i.status, i.n_annotations, i.n_accepted]
+        for k, i in enumerate(infos)
+    ]
 
 
 def progress_if_changed(s: Session) -> list[list] | None:
@@ -276,8 +295,9 @@ def save(s: Session) -> None:
     except ConflictError as e:
         raise conflict(s, e, "please redo your last change.") from None
     except (ProjectError, sqlite3.Error, OSError, ValueError) as e:
-        raise WorkbenchError(f"Could not save to project {p.name}: {e}. The last change is NOT "
-                             "saved; undo it or try again.") from None
+        raise WorkbenchError(
+            f"Could not save to project {p.name}: {e}. The last change is NOT saved; undo it or try again."
+        ) from None
     p.saved_version = s.doc.version
 
 

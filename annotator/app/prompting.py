@@ -18,11 +18,12 @@ from annotator.app.text import score_text
 from annotator.models.prompt import Prompt
 from annotator.models.prompt import click as prompt_click
 
-MODE_HINTS = {"positive": "Click the object to add a positive point.",
-              "negative": "Click where the mask should not reach.",
-              "box": "Click two opposite corners of a box.",
-              "select": "Click a mask to (de)select it; click again at the same spot "
-                        "for the mask beneath."}
+MODE_HINTS = {
+    "positive": "Click the object to add a positive point.",
+    "negative": "Click where the mask should not reach.",
+    "box": "Click two opposite corners of a box.",
+    "select": "Click a mask to (de)select it; click again at the same spot for the mask beneath.",
+}
 
 
 def set_mode(s: Session, mode: str) -> str:
@@ -57,8 +58,7 @@ def click(ctx: Context, s: Session, x: float, y: float, mode: str | None = None)
         return editing.pick(s, x, y)
     h, w = s.image.shape[:2]
     if not (0 <= x <= w and 0 <= y <= h):
-        raise WorkbenchError(f"The point ({x:g}, {y:g}) is outside the image ({w}x{h} pixels); "
-                             "click on the image.")
+        raise WorkbenchError(f"The point ({x:g}, {y:g}) is outside the image ({w}x{h} pixels); click on the image.")
     need_embedding(s)
     before = _copy_prompt(s.prompt)
     try:
@@ -95,8 +95,15 @@ def accept(ctx: Context, s: Session, label: str | None = None) -> str:
     rle = to_rle(mask, s.doc.size)
     dropped = memory.make_room(ctx.limits, s, len(rle["counts"]), "accept this mask")
     label = (label or "").strip() or None
-    ann_id = s.doc.add(rle, source="prompt", label=label, prompts=s.prompt.record(),
-                       predicted_iou=s.prompt.score, review="accepted", meta={"model": ctx.info.model_tag})
+    ann_id = s.doc.add(
+        rle,
+        source="prompt",
+        label=label,
+        prompts=s.prompt.record(),
+        predicted_iou=s.prompt.score,
+        review="accepted",
+        meta={"model": ctx.info.model_tag},
+    )
     s.prompt = Prompt()
     # the next object starts with a positive click: a sticky negative mode would make its
     # first click silently negative (a box user keeps drawing boxes)
@@ -106,5 +113,12 @@ def accept(ctx: Context, s: Session, label: str | None = None) -> str:
 
 
 def _copy_prompt(p: Prompt) -> Prompt:
-    return Prompt(points=list(p.points), labels=list(p.labels), box=p.box, corner=p.corner,
-                  prediction=p.prediction, order=list(p.order), choice=p.choice)
+    return Prompt(
+        points=list(p.points),
+        labels=list(p.labels),
+        box=p.box,
+        corner=p.corner,
+        prediction=p.prediction,
+        order=list(p.order),
+        choice=p.choice,
+    )

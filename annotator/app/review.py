@@ -52,20 +52,28 @@ def step(s: Session, delta: int = 1) -> str:
 def next_pending(s: Session, after: int) -> int | None:
     order = [a.id for a in table_order(s)]
     k = order.index(after) if after in order else -1
-    for i in order[k + 1:] + order[:k + 1]:
+    for i in order[k + 1 :] + order[: k + 1]:
         if s.doc[i].review == "pending":
             return i
     return None
 
 
-def set_filter(s: Session, min_iou: float = 0.0, min_stability: float = 0.0, min_area: int = 0,
-               review: str = "all", sort_by: str = "id", descending: bool = False) -> str:
+def set_filter(
+    s: Session,
+    min_iou: float = 0.0,
+    min_stability: float = 0.0,
+    min_area: int = 0,
+    review: str = "all",
+    sort_by: str = "id",
+    descending: bool = False,
+) -> str:
     if review not in REVIEW_FILTERS:
         raise WorkbenchError(f"review filter must be one of {', '.join(REVIEW_FILTERS)}")
     if sort_by not in SORT_KEYS:
         raise WorkbenchError(f"sort key must be one of {', '.join(SORT_KEYS)}")
-    s.filter = MaskFilter(float(min_iou or 0), float(min_stability or 0), int(min_area or 0),
-                          review, sort_by, bool(descending))
+    s.filter = MaskFilter(
+        float(min_iou or 0), float(min_stability or 0), int(min_area or 0), review, sort_by, bool(descending)
+    )
     if s.doc is None:
         return ""
     return f"Showing {len(shown(s))} of {len(s.doc)} masks."
@@ -92,9 +100,11 @@ def find_duplicates(s: Session, iou_thresh: float = 0.8) -> str:
     if not found:
         return f"No duplicates: no two shown masks overlap with IoU > {iou_thresh:.2f}."
     extra = sum(len(g) - 1 for g in found)
-    return (f"{plural(len(found), 'group')} of near-duplicates (IoU > {iou_thresh:.2f}), "
-            f"{extra} masks more than needed. Click a group to see it; keep the best "
-            "of each or merge each into one.")
+    return (
+        f"{plural(len(found), 'group')} of near-duplicates (IoU > {iou_thresh:.2f}), "
+        f"{extra} masks more than needed. Click a group to see it; keep the best "
+        "of each or merge each into one."
+    )
 
 
 def duplicate_rows(s: Session) -> list[list]:
@@ -154,9 +164,11 @@ def _merge_groups(s: Session, todo: list, number: dict, accepted: dict) -> tuple
     new = [s.doc.merge(g) for g in todo if not accepted[id(g)]]
     msg = f"Merged {plural(len(new), 'group')} into {ids_text(new)}." if new else "No group merged."
     if skipped:
-        msg += (" Skipped " + "; ".join(f"group {number[id(g)]} (holds accepted {ids_text(accepted[id(g)])})"
-                                       for g in skipped)
-                + ": merging would replace an accepted mask; merge it by hand if you mean to.")
+        msg += (
+            " Skipped "
+            + "; ".join(f"group {number[id(g)]} (holds accepted {ids_text(accepted[id(g)])})" for g in skipped)
+            + ": merging would replace an accepted mask; merge it by hand if you mean to."
+        )
     return msg, skipped
 
 

@@ -19,9 +19,15 @@ T = TypeVar("T")
 
 
 class SessionStore(Generic[T]):
-    def __init__(self, factory: Callable[[], T], max_sessions: int = 64, idle_seconds: float | None = 3600,
-                 *, on_evict: Callable[[str, T], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        factory: Callable[[], T],
+        max_sessions: int = 64,
+        idle_seconds: float | None = 3600,
+        *,
+        on_evict: Callable[[str, T], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.factory = factory
         self.max_sessions = max_sessions
         self.idle_seconds = idle_seconds

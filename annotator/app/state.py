@@ -64,7 +64,9 @@ class MaskFilter:
         # a mask without a score (prompted with GrabCut, imported) is never hidden by one
         if self.min_iou > 0 and ann.predicted_iou is not None and ann.predicted_iou < self.min_iou:
             return False
-        return not (self.min_stability > 0 and ann.stability_score is not None and ann.stability_score < self.min_stability)
+        return not (
+            self.min_stability > 0 and ann.stability_score is not None and ann.stability_score < self.min_stability
+        )
 
     def sort(self, anns: list) -> list:
         key = self.sort_by
@@ -153,5 +155,3 @@ class Export:
     files: list[Path]
     coco: Path
     view: View
-
-

@@ -32,10 +32,12 @@ def table(s: Session) -> list[list]:
     sel = s.doc.selection if s.doc is not None else frozenset()
     rows = []
     for a in table_order(s):
-        mark = (("▶" if a.id == s.cursor else "") + ("●" if a.id in sel else "")
-                + ("" if a.visible else " hidden")).strip()
-        rows.append([mark, a.id, a.label or "", a.source, fmt(a.predicted_iou),
-                     fmt(a.stability_score), a.area, a.review])
+        mark = (
+            ("▶" if a.id == s.cursor else "") + ("●" if a.id in sel else "") + ("" if a.visible else " hidden")
+        ).strip()
+        rows.append(
+            [mark, a.id, a.label or "", a.source, fmt(a.predicted_iou), fmt(a.stability_score), a.area, a.review]
+        )
     return rows
 
 
@@ -51,14 +53,19 @@ def status(ctx: Context, s: Session) -> str:
     if s.embedding is None:
         parts.append("embedding: not computed")
     else:
-        parts.append("embedding cached" if embedding_cached(ctx, s) else
-                     "embedding held by this session (evicted from the cache)")
+        parts.append(
+            "embedding cached"
+            if embedding_cached(ctx, s)
+            else "embedding held by this session (evicted from the cache)"
+        )
     if s.doc is not None:
         anns = s.doc.annotations
         counts = {r: sum(a.review == r for a in anns) for r in ("accepted", "pending", "rejected")}
-        parts.append(f"{plural(len(anns), 'mask')} ({counts['accepted']} accepted, "
-                     f"{counts['pending']} pending, {counts['rejected']} rejected), "
-                     f"{len(s.doc.selection)} selected")
+        parts.append(
+            f"{plural(len(anns), 'mask')} ({counts['accepted']} accepted, "
+            f"{counts['pending']} pending, {counts['rejected']} rejected), "
+            f"{len(s.doc.selection)} selected"
+        )
     return " · ".join(parts)
 
 
@@ -96,8 +103,11 @@ def layer(ctx: Context, s: Session) -> np.ndarray:
         return s.layer
     if s.view.coverage:
         accepted = [a.rle for a in s.doc.annotations if a.review == "accepted"]
-        covered = (render.label_map_from_rles(accepted, s.image.shape[:2]) != 0 if accepted
-                   else np.zeros(s.image.shape[:2], bool))
+        covered = (
+            render.label_map_from_rles(accepted, s.image.shape[:2]) != 0
+            if accepted
+            else np.zeros(s.image.shape[:2], bool)
+        )
         full = markers.coverage_map(s.image, covered)
     else:
         full = _overlay(ctx, s)
@@ -114,11 +124,16 @@ def _overlay(ctx: Context, s: Session) -> np.ndarray:
     rles = [a.rle for a in anns] + list(s.preview)
     ids = [a.id for a in anns] + [PREVIEW_COLOR_BASE + k for k in range(len(s.preview))]
     return render.overlay(
-        s.image, rles, alpha=s.view.alpha, colors=render.palette(ids), outlines=s.view.outlines,
+        s.image,
+        rles,
+        alpha=s.view.alpha,
+        colors=render.palette(ids),
+        outlines=s.view.outlines,
         selected=[k for k, a in enumerate(anns) if a.id in sel],
         hidden=[k for k, a in enumerate(anns) if not a.visible],
         rejected=[k for k, a in enumerate(anns) if a.review == "rejected"],
-        outline_width=max(1, round(1 / s.scale)), cache=ctx.renderer.cache,
+        outline_width=max(1, round(1 / s.scale)),
+        cache=ctx.renderer.cache,
     )
 
 
@@ -148,13 +163,23 @@ def make_view(ctx: Context, s: Session, message: str) -> View:
         if key != s.sent_table_key:
             rows = table(s)
             s.sent_table_key = key
-    cands = [(f"{pos + 1}: " + (f"IoU {score:.2f}" if score is not None else "no score")
-              + f" · {area:,} px", pos) for pos, score, area in s.prompt.candidates()]
+    cands = [
+        (f"{pos + 1}: " + (f"IoU {score:.2f}" if score is not None else "no score") + f" · {area:,} px", pos)
+        for pos, score, area in s.prompt.candidates()
+    ]
     progress = projects.progress_if_changed(s)  # (first: it updates the status line's project part)
-    return View(canvas=canvas_now, status=status(ctx, s), message=message, candidates=cands,
-                candidate=s.prompt.choice if cands else None, table=rows, mode=s.mode,
-                progress=progress, has_image=s.image is not None,
-                options=ViewOptions(**vars(s.view)))
+    return View(
+        canvas=canvas_now,
+        status=status(ctx, s),
+        message=message,
+        candidates=cands,
+        candidate=s.prompt.choice if cands else None,
+        table=rows,
+        mode=s.mode,
+        progress=progress,
+        has_image=s.image is not None,
+        options=ViewOptions(**vars(s.view)),
+    )
 
 
 def forget_sent(s: Session) -> None:

@@ -77,23 +77,44 @@ class Workbench:
     """Owns the shared context (model, lock, limits, projects) and the sessions; its
     methods are the app."""
 
-    def __init__(self, segmenter, info: BackendInfo, *, limits: Limits | None = None,
-                 max_display_side: int = markers.DISPLAY_MAX_SIDE,
-                 projects: ProjectLibrary | None = None, folders: FolderPolicy | None = None,
-                 prefetch: bool = True):
-        self.ctx = Context.create(segmenter, info, limits=limits, max_display_side=max_display_side,
-                                  projects=projects, folders=folders, prefetch=prefetch)
+    def __init__(
+        self,
+        segmenter,
+        info: BackendInfo,
+        *,
+        limits: Limits | None = None,
+        max_display_side: int = markers.DISPLAY_MAX_SIDE,
+        projects: ProjectLibrary | None = None,
+        folders: FolderPolicy | None = None,
+        prefetch: bool = True,
+    ):
+        self.ctx = Context.create(
+            segmenter,
+            info,
+            limits=limits,
+            max_display_side=max_display_side,
+            projects=projects,
+            folders=folders,
+            prefetch=prefetch,
+        )
         self.ctx.finalize_with(self)
         self.sessions: SessionStore[Session] = SessionStore(
-            Session, max_sessions=self.ctx.limits.max_sessions, idle_seconds=self.ctx.limits.idle_seconds,
+            Session,
+            max_sessions=self.ctx.limits.max_sessions,
+            idle_seconds=self.ctx.limits.idle_seconds,
             # a freed or evicted session's prefetch goes with it
-            on_evict=functools.partial(_release_session, prefetcher=self.ctx.prefetcher))
+            on_evict=functools.partial(_release_session, prefetcher=self.ctx.prefetcher),
+        )
         # idle sessions are freed by a sweep; the thread holds the store weakly and stops
         # when the workbench goes
         stop = threading.Event()
         interval = min(60.0, max(0.1, self.ctx.limits.idle_seconds / 4))
-        threading.Thread(target=_sweep_sessions, args=(weakref.ref(self.sessions), stop, interval),
-                         name="annotator-session-sweep", daemon=True).start()
+        threading.Thread(
+            target=_sweep_sessions,
+            args=(weakref.ref(self.sessions), stop, interval),
+            name="annotator-session-sweep",
+            daemon=True,
+        ).start()
         weakref.finalize(self, stop.set)
 
     # what the shared context holds, by the names callers know
@@ -119,13 +140,19 @@ class Workbench:
 
     def _dropped_text(self, why: str) -> str:
         if why == "full":
-            limit = (f"the server holds at most {self.ctx.limits.max_sessions} sessions at once "
-                     "(--max-sessions, ANNOTATOR_MAX_SESSIONS) and this one was the least recently used")
+            limit = (
+                f"the server holds at most {self.ctx.limits.max_sessions} sessions at once "
+                "(--max-sessions, ANNOTATOR_MAX_SESSIONS) and this one was the least recently used"
+            )
         else:
-            limit = (f"it was idle longer than {self.ctx.limits.idle_seconds / 60:g} minutes "
-                     "(--idle-minutes, ANNOTATOR_IDLE_MINUTES)")
-        return (f"This tab's earlier session was freed: {limit}. Open your image again; "
-                "a project (Project tab) keeps every saved mask on disk.")
+            limit = (
+                f"it was idle longer than {self.ctx.limits.idle_seconds / 60:g} minutes "
+                "(--idle-minutes, ANNOTATOR_IDLE_MINUTES)"
+            )
+        return (
+            f"This tab's earlier session was freed: {limit}. Open your image again; "
+            "a project (Project tab) keeps every saved mask on disk."
+        )
 
     def _act(self, sid: str, action, *args, **kwargs) -> View:
         """Run one concern function on the locked session and render the View."""
@@ -236,12 +263,20 @@ class Workbench:
         return self._act(sid, editing.redo)
 
     # -- find all (SAM 3 concepts) --------------------------------------------------------
-    def find_all(self, sid: str, text: str | None = None, boxes=None, box_labels=None,
-                 threshold: float = 0.5, exemplar: str = "none") -> View:
+    def find_all(
+        self,
+        sid: str,
+        text: str | None = None,
+        boxes=None,
+        box_labels=None,
+        threshold: float = 0.5,
+        exemplar: str = "none",
+    ) -> View:
         """Every instance of ``text`` and/or of exemplar ``boxes`` (x0, y0, x1, y1 in image
         pixels; ``box_labels`` 1 = like this, 0 = not like this) as pending masks labelled with
         the text, best first, one undoable step (``annotator.app.concepts``). ``exemplar``
         "positive"/"negative" adds the box drawn on the canvas as one. Needs SAM 3."""
+
         def act(s):
             b, labels = concepts.with_prompt_box(s, boxes, box_labels, exemplar)
             return concepts.find_all(self.ctx, s, text, b, labels, threshold)
@@ -257,11 +292,17 @@ class Workbench:
         """Move the review cursor to the next (``delta`` > 0) or previous mask shown."""
         return self._act(sid, reviewing.step, delta)
 
-    def set_filter(self, sid: str, min_iou: float = 0.0, min_stability: float = 0.0,
-                   min_area: int = 0, review: str = "all", sort_by: str = "id",
-                   descending: bool = False) -> View:
-        return self._act(sid, reviewing.set_filter, min_iou, min_stability, min_area,
-                         review, sort_by, descending)
+    def set_filter(
+        self,
+        sid: str,
+        min_iou: float = 0.0,
+        min_stability: float = 0.0,
+        min_area: int = 0,
+        review: str = "all",
+        sort_by: str = "id",
+        descending: bool = False,
+    ) -> View:
+        return self._act(sid, reviewing.set_filter, min_iou, min_stability, min_area, review, sort_by, descending)
 
     def find_duplicates(self, sid: str, iou_thresh: float = 0.8) -> View:
         return self._act(sid, reviewing.find_duplicates, iou_thresh)
@@ -289,13 +330,19 @@ class Workbench:
             s.cancel.set()
 
     # -- export and import ---------------------------------------------------------------
-    def export(self, sid: str, segmentation: str = "rle", include_pending: bool = True,
-               figures: bool = True, out_dir: str | Path | None = None, tolerance: float = 0.0) -> Export:
+    def export(
+        self,
+        sid: str,
+        segmentation: str = "rle",
+        include_pending: bool = True,
+        figures: bool = True,
+        out_dir: str | Path | None = None,
+        tolerance: float = 0.0,
+    ) -> Export:
         """The masks as ``segmentation`` (COCO RLE or polygons, YOLO, labelme, VOC; checked by
         reading them back), label PNGs, the overlay and review figures, in a fresh folder."""
         with self._session(sid) as s:
-            files, message = exchange.export(self.ctx, s, segmentation, include_pending, figures, out_dir,
-                                             tolerance)
+            files, message = exchange.export(self.ctx, s, segmentation, include_pending, figures, out_dir, tolerance)
             return Export(files=files, coco=files[0], view=views.make_view(self.ctx, s, message))
 
     def import_annotations(self, sid: str, path: str | Path) -> View:
@@ -306,8 +353,9 @@ class Workbench:
     def project_names(self) -> list[str]:
         return self.projects.names()
 
-    def open_project(self, sid: str, name: str, *, image_id: int | None = None,
-                     create: bool = True, encode: bool = True) -> View:
+    def open_project(
+        self, sid: str, name: str, *, image_id: int | None = None, create: bool = True, encode: bool = True
+    ) -> View:
         """Open (or create) the project ``name`` and show ``image_id``, else the image it was
         left at, else its first image. ``encode=False`` leaves the embedding to ``encode``."""
         store = projects.open_store(self.ctx, name, create)
@@ -339,8 +387,13 @@ class Workbench:
         if s.project is None and isinstance(state, dict) and state.get("project"):
             image = state.get("image")
             try:
-                return self.open_project(sid, str(state["project"]), create=False, encode=encode,
-                                         image_id=int(image) if isinstance(image, int) else None)
+                return self.open_project(
+                    sid,
+                    str(state["project"]),
+                    create=False,
+                    encode=encode,
+                    image_id=int(image) if isinstance(image, int) else None,
+                )
             except WorkbenchError as e:
                 view = self.resend(sid)
                 view.message = f"Could not reopen project {state['project']!r}: {e}"
@@ -370,8 +423,7 @@ class Workbench:
             target = projects.position_target(s, position)
         return self.go_to_image(sid, target, encode=encode)
 
-    def add_uploads(self, sid: str, paths, names=None, *, encode: bool = True,
-                    show: bool = False) -> View:
+    def add_uploads(self, sid: str, paths, names=None, *, encode: bool = True, show: bool = False) -> View:
         """Add uploaded files to the project (their bytes are stored in it); shows the first
         one added when ``show`` or when no image is shown yet. Unreadable files are skipped
         and named."""
@@ -382,8 +434,7 @@ class Workbench:
         """Add the images of a server folder (referenced in place), if the operator allowed it."""
         return self._add(sid, projects.folder_images(self.ctx, folder, recursive), None, {}, encode, False)
 
-    def _add(self, sid: str, sources: list, names: list | None, unread: dict, encode: bool,
-             show: bool) -> View:
+    def _add(self, sid: str, sources: list, names: list | None, unread: dict, encode: bool, show: bool) -> View:
         with self._session(sid) as s:
             msg, infos = projects.add(s, sources, names, unread)
             if not show and s.project.image_id is not None:
@@ -399,14 +450,14 @@ class Workbench:
     def toggle_done(self, sid: str) -> View:
         return self.set_done(sid, not projects.is_done(self.sessions.peek(sid)))
 
-    def export_project(self, sid: str, include_rejected: bool = False, fmt: str = "coco-rle",
-                       tolerance: float = 0.0) -> Path:
+    def export_project(
+        self, sid: str, include_rejected: bool = False, fmt: str = "coco-rle", tolerance: float = 0.0
+    ) -> Path:
         """The whole project as one COCO file, or a zip (YOLO, labelme, VOC) with its images,
         in a fresh folder for download."""
         with self._session(sid) as s:
             projects.need_project(s)
-            return projects.export(self.ctx, s, exchange.export_folder(self.ctx, s), include_rejected,
-                                   fmt, tolerance)
+            return projects.export(self.ctx, s, exchange.export_folder(self.ctx, s), include_rejected, fmt, tolerance)
 
     def progress_rows(self, sid: str) -> list[list]:
         """The project's images: marker (▶ shown), number, name, status, masks, accepted."""
@@ -414,16 +465,21 @@ class Workbench:
             return projects.progress_rows(s)
 
     # -- view options and reading --------------------------------------------------------
-    def set_view(self, sid: str, alpha: float | None = None, outlines: bool | None = None,
-                 only_selected: bool | None = None, coverage: bool | None = None) -> View:
+    def set_view(
+        self,
+        sid: str,
+        alpha: float | None = None,
+        outlines: bool | None = None,
+        only_selected: bool | None = None,
+        coverage: bool | None = None,
+    ) -> View:
         with self._session(sid) as s:
             v = s.view
             if alpha is not None:
                 if not 0.0 <= float(alpha) <= 1.0:
                     raise WorkbenchError("alpha must be between 0 and 1")
                 v.alpha = float(alpha)
-            for name, value in (("outlines", outlines), ("only_selected", only_selected),
-                                ("coverage", coverage)):
+            for name, value in (("outlines", outlines), ("only_selected", only_selected), ("coverage", coverage)):
                 if value is not None:
                     setattr(v, name, bool(value))
             msg = views.coverage_text(s) if v.coverage and s.doc is not None else ""

@@ -88,8 +88,10 @@ def _read_json(path, max_bytes: int | None = None, label: str | None = None) -> 
     try:
         if max_bytes is not None and path.stat().st_size > max_bytes:
             # checked before reading: parsing JSON takes several times its size in memory
-            raise CocoError(f"{label}: the file is {human_bytes(path.stat().st_size)}; imported JSON "
-                            f"may be at most {human_bytes(max_bytes)}")
+            raise CocoError(
+                f"{label}: the file is {human_bytes(path.stat().st_size)}; imported JSON "
+                f"may be at most {human_bytes(max_bytes)}"
+            )
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise CocoError(f"{label}: no such file") from None
@@ -101,8 +103,9 @@ def _read_json(path, max_bytes: int | None = None, label: str | None = None) -> 
         raise CocoError(f"{label}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
 
 
-def load(source, *, images: Sequence[Mapping] | None = None, name: str | None = None,
-         max_bytes: int | None = None) -> CocoDataset:
+def load(
+    source, *, images: Sequence[Mapping] | None = None, name: str | None = None, max_bytes: int | None = None
+) -> CocoDataset:
     """Read annotations from a path (or already-parsed JSON): COCO instances, a COCO results
     list (needs ``images``: the ground truth's image records), SAM's amg.py JSON, or an amg.py
     ``binary_mask`` folder. A JSON file larger than ``max_bytes`` is refused unread.
@@ -123,8 +126,9 @@ def load(source, *, images: Sequence[Mapping] | None = None, name: str | None = 
         if isinstance(data, list):
             if data and all(isinstance(a, Mapping) and "image_id" in a for a in data):
                 if images is None:
-                    raise CocoError("this is a COCO results list (annotations only); "
-                                    "it needs the ground truth's images to be read")
+                    raise CocoError(
+                        "this is a COCO results list (annotations only); it needs the ground truth's images to be read"
+                    )
                 return _load_instances({"images": list(images), "annotations": data}, results=True)
             return load_amg(data, file_name=_amg_image_name(name))
         raise CocoError(f"expected a JSON object or list, got {type(data).__name__}")
@@ -153,8 +157,9 @@ def _check_images(raw) -> list[dict]:
         except (TypeError, ValueError):
             raise CocoError(f"{where}: height and width must be integers") from None
         if h < 1 or w < 1 or h != img["height"] or w != img["width"]:
-            raise CocoError(f"{where}: height and width must be positive integers, "
-                            f"got {img['height']!r} x {img['width']!r}")
+            raise CocoError(
+                f"{where}: height and width must be positive integers, got {img['height']!r} x {img['width']!r}"
+            )
         if img["id"] in seen:
             raise CocoError(f"{where}: image id {img['id']!r} appears twice")
         seen.add(img["id"])
@@ -202,8 +207,7 @@ def segmentation_to_rle(seg, height: int, width: int) -> dict:
                 raise CocoError(f"polygon {j} has a NaN or infinite coordinate")
             clean.append(values)
         return rle_utils.from_polygons(clean, height, width)
-    raise CocoError(f"segmentation must be an RLE object or a list of polygons, "
-                    f"got {type(seg).__name__}")
+    raise CocoError(f"segmentation must be an RLE object or a list of polygons, got {type(seg).__name__}")
 
 
 def _check_bbox(bbox) -> None:
@@ -253,8 +257,9 @@ def _load_instances(data: Mapping, results: bool = False) -> CocoDataset:
         try:
             if "bbox" in ann and ann["bbox"] is not None:
                 _check_bbox(ann["bbox"])
-            if "area" in ann and not (isinstance(ann["area"], (int, float)) and math.isfinite(ann["area"])
-                                      and ann["area"] >= 0):
+            if "area" in ann and not (
+                isinstance(ann["area"], (int, float)) and math.isfinite(ann["area"]) and ann["area"] >= 0
+            ):
                 raise CocoError(f"area must be a non-negative number, got {ann['area']!r}")
             rle = segmentation_to_rle(ann["segmentation"], h, w)
         except CocoError as e:
@@ -292,8 +297,7 @@ def load_amg(records, *, file_name: str = "image", image_id: int = 1) -> CocoDat
         if size is None:
             size = this
         elif this != size:
-            raise CocoError(f"{where}: mask is {this[0]}x{this[1]} but earlier masks are "
-                            f"{size[0]}x{size[1]}")
+            raise CocoError(f"{where}: mask is {this[0]}x{this[1]} but earlier masks are {size[0]}x{size[1]}")
         try:
             if "bbox" in rec:
                 _check_bbox(rec["bbox"])
@@ -301,9 +305,15 @@ def load_amg(records, *, file_name: str = "image", image_id: int = 1) -> CocoDat
         except CocoError as e:
             raise CocoError(f"{where}: {e}") from None
         ann = {k2: v for k2, v in rec.items() if k2 not in ("segmentation", "area", "bbox")}
-        ann.update(id=k + 1, image_id=image_id, category_id=None, segmentation=rle,
-                   area=int(rle_utils.areas([rle])[0]),
-                   bbox=[float(v) for v in rle_utils.bboxes([rle])[0]], iscrowd=0)
+        ann.update(
+            id=k + 1,
+            image_id=image_id,
+            category_id=None,
+            segmentation=rle,
+            area=int(rle_utils.areas([rle])[0]),
+            bbox=[float(v) for v in rle_utils.bboxes([rle])[0]],
+            iscrowd=0,
+        )
         ann.setdefault("source", "auto")
         annotations.append(ann)
     if size is None:
@@ -328,13 +338,15 @@ def load_amg_folder(folder) -> CocoDataset:
             png = cv2.imread(str(folder / f"{i}.png"), cv2.IMREAD_GRAYSCALE)
             if png is None:
                 raise CocoError(f"{where}: cannot read {i}.png")
-            records.append({
-                "segmentation": rle_utils.to_json(rle_utils.encode(png > 127)),
-                "predicted_iou": float(row["predicted_iou"]),
-                "stability_score": float(row["stability_score"]),
-                "point_coords": [[float(row["point_input_x"]), float(row["point_input_y"])]],
-                "crop_box": [float(row[c]) for c in ("crop_box_x0", "crop_box_y0", "crop_box_w", "crop_box_h")],
-            })
+            records.append(
+                {
+                    "segmentation": rle_utils.to_json(rle_utils.encode(png > 127)),
+                    "predicted_iou": float(row["predicted_iou"]),
+                    "stability_score": float(row["stability_score"]),
+                    "point_coords": [[float(row["point_input_x"]), float(row["point_input_y"])]],
+                    "crop_box": [float(row[c]) for c in ("crop_box_x0", "crop_box_y0", "crop_box_w", "crop_box_h")],
+                }
+            )
         except (KeyError, ValueError) as e:
             raise CocoError(f"{where}: bad metadata.csv row ({e})") from None
     try:
@@ -356,7 +368,7 @@ def mask_to_polygons(mask: np.ndarray, tolerance: float = 0.0) -> list[list[floa
     ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
     if ys.size == 0:
         return []
-    crop = mask[ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1]
+    crop = mask[ys[0] : ys[-1] + 1, xs[0] : xs[-1] + 1]
     parts = polygons.trace_crop(crop, int(xs[0]), int(ys[0]), tolerance)
     return [polygons.flat(r) for r in polygons.part_rings(parts) if len(r) >= 3]
 
@@ -375,8 +387,9 @@ def json_value(v):
     raise TypeError(f"cannot write a {type(v).__name__} to JSON")
 
 
-def to_json(dataset: CocoDataset, segmentation: str = "rle", *, tolerance: float = 0.0,
-            results: list | None = None) -> dict:
+def to_json(
+    dataset: CocoDataset, segmentation: str = "rle", *, tolerance: float = 0.0, results: list | None = None
+) -> dict:
     """The dataset as a COCO instances dict ready for ``json.dump``.
 
     ``segmentation``: ``rle`` (compressed, counts as str) or ``polygon`` (crowd annotations
@@ -392,8 +405,9 @@ def to_json(dataset: CocoDataset, segmentation: str = "rle", *, tolerance: float
     categories = [dict(c) for c in dataset.categories]
     annotations = []
     default_id = None
-    runs_of = (polygons.each_with_runs([a["segmentation"] for a in dataset.annotations])
-               if segmentation == "polygon" else None)
+    runs_of = (
+        polygons.each_with_runs([a["segmentation"] for a in dataset.annotations]) if segmentation == "polygon" else None
+    )
     for ann in dataset.annotations:
         runs = next(runs_of)[1] if runs_of is not None else None
         out = dict(ann)
@@ -420,12 +434,18 @@ def to_json(dataset: CocoDataset, segmentation: str = "rle", *, tolerance: float
         annotations.append(out)
     info = dict(dataset.info)
     info.setdefault("date_created", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-    return {"info": info, "licenses": list(dataset.licenses), "images": [dict(i) for i in dataset.images],
-            "annotations": annotations, "categories": categories}
+    return {
+        "info": info,
+        "licenses": list(dataset.licenses),
+        "images": [dict(i) for i in dataset.images],
+        "annotations": annotations,
+        "categories": categories,
+    }
 
 
-def save(dataset: CocoDataset, path, segmentation: str = "rle", *, tolerance: float = 0.0,
-         results: list | None = None) -> Path:
+def save(
+    dataset: CocoDataset, path, segmentation: str = "rle", *, tolerance: float = 0.0, results: list | None = None
+) -> Path:
     """Write the dataset as COCO instances JSON (atomically: a crash leaves the old file);
     ``results`` as for ``to_json``."""
     path = Path(path)
@@ -476,19 +496,35 @@ def from_documents(
         for z, a in enumerate(doc.annotations):
             if a.review == "rejected" and not include_rejected:
                 continue
-            ann = {"id": next_id, "image_id": img["id"], "category_id": category(a.label),
-                   "segmentation": a.rle, "area": a.area, "bbox": list(a.bbox), "iscrowd": 0}
+            ann = {
+                "id": next_id,
+                "image_id": img["id"],
+                "category_id": category(a.label),
+                "segmentation": a.rle,
+                "area": a.area,
+                "bbox": list(a.bbox),
+                "iscrowd": 0,
+            }
             for f in SAM_FIELDS:
                 if getattr(a, f) is not None:
                     ann[f] = getattr(a, f)
             if isinstance(a.meta, Mapping):  # which model made it; SAM 3's score and concept
                 ann.update({k: a.meta[k] for k in PROVENANCE_FIELDS if k in a.meta})
-            ann.update(source=a.source, review=a.review, visible=a.visible, z=z,
-                       parents=list(a.parents), subtracted=list(a.subtracted), annotator_id=a.id)
+            ann.update(
+                source=a.source,
+                review=a.review,
+                visible=a.visible,
+                z=z,
+                parents=list(a.parents),
+                subtracted=list(a.subtracted),
+                annotator_id=a.id,
+            )
             annotations.append(ann)
             next_id += 1
-    info = {"description": description,
-            "date_created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    info = {
+        "description": description,
+        "date_created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
     if model is not None:
         info["model"] = model
     if parameters is not None:
@@ -504,12 +540,17 @@ def to_document(dataset: CocoDataset, image_id, **kwargs) -> AnnotationDocument:
     names = dataset.category_names
     anns = dataset.annotations_for(image_id)
     anns = sorted(anns, key=lambda a: a.get("z", 0)) if all("z" in a for a in anns) else anns
-    known = set(SAM_FIELDS) | set(ANNOTATOR_FIELDS) | {"id", "image_id", "category_id", "segmentation",
-                                                       "area", "bbox", "annotator_id"}
+    known = (
+        set(SAM_FIELDS)
+        | set(ANNOTATOR_FIELDS)
+        | {"id", "image_id", "category_id", "segmentation", "area", "bbox", "annotator_id"}
+    )
     items = []
     for a in anns:
-        item = {"segmentation": a["segmentation"],
-                "label": names.get(a.get("category_id")) if a.get("category_id") is not None else None}
+        item = {
+            "segmentation": a["segmentation"],
+            "label": names.get(a.get("category_id")) if a.get("category_id") is not None else None,
+        }
         for f in SAM_FIELDS:
             if a.get(f) is not None:
                 item[f] = a[f]

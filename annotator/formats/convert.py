@@ -30,8 +30,7 @@ from annotator.formats import coco, labelme, voc, yolo
 from annotator.formats.coco import CocoDataset, CocoError
 from annotator.formats.dataset import ImageSource, WriteResult, Written, folder_images, image_stems, with_classes
 
-FORMATS = {"coco-rle": "COCO RLE", "coco-polygon": "COCO polygons", "yolo": "YOLO",
-           "labelme": "labelme", "voc": "VOC"}
+FORMATS = {"coco-rle": "COCO RLE", "coco-polygon": "COCO polygons", "yolo": "YOLO", "labelme": "labelme", "voc": "VOC"}
 POLYGON_FORMATS = ("coco-polygon", "yolo", "labelme")
 FOLDER_FORMATS = ("yolo", "labelme", "voc")
 INPUT_FORMATS = ("coco", "sam-amg", "labelme", "yolo", "voc")
@@ -66,8 +65,10 @@ def detect(path) -> str:
             return "yolo"
         if any(_peek_is_labelme(p) for p in labelme.files_of(path)[:20]):
             return "labelme"
-        raise CocoError(f"{path}: a folder, but not one we read: looked for data.yaml (YOLO), "
-                        f"SegmentationObject/ (VOC), labelme JSON files, metadata.csv (SAM amg.py)")
+        raise CocoError(
+            f"{path}: a folder, but not one we read: looked for data.yaml (YOLO), "
+            f"SegmentationObject/ (VOC), labelme JSON files, metadata.csv (SAM amg.py)"
+        )
     if not path.exists():
         raise CocoError(f"{path}: no such file or folder")
     if path.suffix.lower() in (".yaml", ".yml"):
@@ -84,8 +85,9 @@ def _peek_is_labelme(path: Path) -> bool:
             head = f.read(1 << 16)
     except OSError:
         return False
-    return head.lstrip().startswith(b"{") and b'"shapes"' in head and (
-        b'"imagePath"' in head or b'"imageHeight"' in head)
+    return (
+        head.lstrip().startswith(b"{") and b'"shapes"' in head and (b'"imagePath"' in head or b'"imageHeight"' in head)
+    )
 
 
 def load(path, *, max_bytes: int | None = None) -> Imported:
@@ -162,8 +164,7 @@ class ExportReport:
 
     def line(self) -> str:
         n = len(self.masks)
-        return (f"{n} mask{'s' * (n != 1)} on {self.n_images} image{'s' * (self.n_images != 1)}"
-                f" · {self.summary()}")
+        return f"{n} mask{'s' * (n != 1)} on {self.n_images} image{'s' * (self.n_images != 1)} · {self.summary()}"
 
 
 def report_line(reports: Sequence[ExportReport]) -> str:
@@ -175,8 +176,9 @@ def report_line(reports: Sequence[ExportReport]) -> str:
 
 
 # -- writing ------------------------------------------------------------------------------------
-def export(dataset: CocoDataset, out, fmt: str, *, tolerance: float = 0.0,
-           images: ImageSource | None = None) -> ExportReport:
+def export(
+    dataset: CocoDataset, out, fmt: str, *, tolerance: float = 0.0, images: ImageSource | None = None
+) -> ExportReport:
     """Write ``dataset`` as ``fmt`` to ``out`` (COCO: a JSON file; the others: a folder, or a
     zip when ``out`` ends in ``.zip``), check it by reading it back, then put it in place.
 
@@ -197,8 +199,7 @@ def export(dataset: CocoDataset, out, fmt: str, *, tolerance: float = 0.0,
     out = Path(out)
     zipped = out.suffix.lower() == ".zip"
     if fmt in FOLDER_FORMATS and not zipped and out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"{out} exists and is not an empty folder; choose a new folder (nothing "
-                         f"was written)")
+        raise ValueError(f"{out} exists and is not an empty folder; choose a new folder (nothing was written)")
     if fmt not in FOLDER_FORMATS and out.is_dir():
         raise ValueError(f"{out} is a folder; COCO is one JSON file: give a file name")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -220,12 +221,10 @@ def export(dataset: CocoDataset, out, fmt: str, *, tolerance: float = 0.0,
             os.replace(target, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return ExportReport(fmt, out, len(dataset.images), written.masks, tolerance, written.notes,
-                        written.exact_fallbacks)
+    return ExportReport(fmt, out, len(dataset.images), written.masks, tolerance, written.notes, written.exact_fallbacks)
 
 
-def _write(dataset: CocoDataset, target: Path, fmt: str, tolerance: float,
-           images: ImageSource | None) -> WriteResult:
+def _write(dataset: CocoDataset, target: Path, fmt: str, tolerance: float, images: ImageSource | None) -> WriteResult:
     if fmt == "yolo":
         return yolo.write(dataset, target, tolerance=tolerance, images=images)
     if fmt == "labelme":
@@ -235,8 +234,10 @@ def _write(dataset: CocoDataset, target: Path, fmt: str, tolerance: float,
     names = {c["id"]: str(c["name"]) for c in dataset.categories}
     if fmt == "coco-rle":
         coco.save(dataset, target, "rle")
-        masks = [Written(a["image_id"], a["id"], names[a["category_id"]], a["segmentation"], 1.0)
-                 for a in dataset.annotations]
+        masks = [
+            Written(a["image_id"], a["id"], names[a["category_id"]], a["segmentation"], 1.0)
+            for a in dataset.annotations
+        ]
         return WriteResult(masks, {i["id"]: i["id"] for i in dataset.images})
     results: list = []
     coco.save(dataset, target, "polygon", tolerance=tolerance, results=results)
@@ -265,8 +266,13 @@ def _stem_of(img: Mapping) -> str:
     return Path(str(img.get("labelme_file") or img["file_name"])).stem
 
 
-def check(dataset: CocoDataset, written: WriteResult, back: CocoDataset, fmt: str,  # noqa: C901, PLR0912
-          tolerance: float) -> None:
+def check(  # noqa: C901, PLR0912  (one comparison per thing an export can lose)
+    dataset: CocoDataset,
+    written: WriteResult,
+    back: CocoDataset,
+    fmt: str,
+    tolerance: float,
+) -> None:
     """Compare what was read back with what was written; ``ExportCheckError`` on any difference."""
     label = FORMATS[fmt]
 
@@ -283,7 +289,7 @@ def check(dataset: CocoDataset, written: WriteResult, back: CocoDataset, fmt: st
         fail(f"{len(dataset.images)} images written, {len(back.images)} read back")
     back_names = {c["id"]: str(c["name"]) for c in back.categories}
     want_classes = [str(c["name"]) for c in dataset.categories]
-    if fmt in FOLDER_FORMATS and [str(c["name"]) for c in back.categories][:len(want_classes)] != want_classes:
+    if fmt in FOLDER_FORMATS and [str(c["name"]) for c in back.categories][: len(want_classes)] != want_classes:
         fail(f"the class list reads back as {[c['name'] for c in back.categories]}, not {want_classes}")
     by_image: dict = {}
     for a in back.annotations:
@@ -298,23 +304,23 @@ def check(dataset: CocoDataset, written: WriteResult, back: CocoDataset, fmt: st
         if got_img is None:
             fail(f"{where} is missing")
         if (got_img["height"], got_img["width"]) != (img["height"], img["width"]):
-            fail(f"{where} reads back as {got_img['height']}x{got_img['width']}, not "
-                 f"{img['height']}x{img['width']}")
+            fail(f"{where} reads back as {got_img['height']}x{got_img['width']}, not {img['height']}x{img['width']}")
         want = expected_by_image.get(img["id"], [])
         got = by_image.get(got_img["id"], [])
         if len(want) != len(got):
             fail(f"{where}: {len(want)} masks written, {len(got)} read back")
         for m, a in zip(want, got, strict=True):
             if back_names.get(a["category_id"]) != m.name:
-                fail(f"{where}, mask {m.ann_id}: class {m.name!r} reads back as "
-                     f"{back_names.get(a['category_id'])!r}")
+                fail(f"{where}, mask {m.ann_id}: class {m.name!r} reads back as {back_names.get(a['category_id'])!r}")
         if want:
             ious = rle_utils.iou_pairs([m.expected for m in want], [a["segmentation"] for a in got])
             bad = np.flatnonzero(ious != 1.0)
             if bad.size:
                 k = int(bad[0])
-                fail(f"{where}, mask {want[k].ann_id}: the file gives back a different mask "
-                     f"(IoU {ious[k]:.4f} with what was written)")
+                fail(
+                    f"{where}, mask {want[k].ann_id}: the file gives back a different mask "
+                    f"(IoU {ious[k]:.4f} with what was written)"
+                )
     if fmt in POLYGON_FORMATS and tolerance == 0:
         for m in written.masks:
             if m.expected is not None and m.iou != 1.0:
@@ -328,8 +334,16 @@ def _zip(folder: Path, dest: Path) -> None:
                 z.write(p, p.relative_to(folder).as_posix())
 
 
-def export_documents(items, out, fmt: str, *, tolerance: float = 0.0, categories=None,
-                     images: ImageSource | None = None, include_rejected: bool = False) -> ExportReport:
+def export_documents(
+    items,
+    out,
+    fmt: str,
+    *,
+    tolerance: float = 0.0,
+    categories=None,
+    images: ImageSource | None = None,
+    include_rejected: bool = False,
+) -> ExportReport:
     """``export`` for annotation documents: ``items`` are ``(AnnotationDocument, image record)``
     pairs (the record needs ``id`` and ``file_name``), as ``coco.from_documents`` takes them;
     ``categories`` fixes class ids (a project's), labels not in it are added after."""
@@ -337,8 +351,9 @@ def export_documents(items, out, fmt: str, *, tolerance: float = 0.0, categories
     return export(dataset, out, fmt, tolerance=tolerance, images=images)
 
 
-def convert(source, out, fmt: str, *, tolerance: float = 0.0, copy_images: bool = True,
-            max_bytes: int | None = None) -> tuple[Imported, ExportReport]:
+def convert(
+    source, out, fmt: str, *, tolerance: float = 0.0, copy_images: bool = True, max_bytes: int | None = None
+) -> tuple[Imported, ExportReport]:
     """Read ``source`` in whatever format it is and export it as ``fmt`` (see ``export``); the
     images found beside the input are copied into folder formats unless ``copy_images`` is off."""
     imported = load(source, max_bytes=max_bytes)

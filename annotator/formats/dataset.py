@@ -90,8 +90,9 @@ def folder_images(root: str | os.PathLike) -> ImageSource:
         folders = (root, root / "images", root / "JPEGImages")
         candidates = [root / name] + [d / Path(name).name for d in folders]
         if not Path(name).suffix:  # VOC names images by stem
-            candidates += [p for d in folders if d.is_dir() for p in sorted(d.glob(f"{Path(name).name}.*"))
-                           if is_image(p)]
+            candidates += [
+                p for d in folders if d.is_dir() for p in sorted(d.glob(f"{Path(name).name}.*")) if is_image(p)
+            ]
         for candidate in candidates:
             try:
                 if candidate.is_file():
@@ -128,18 +129,23 @@ def annotation(ann_id, image_id, category_id, rle: dict, **extra) -> dict:
     """An annotation record as ``coco.load`` makes them (area and bbox from the mask)."""
     from annotator.annotations import rle as rle_utils
 
-    return {"id": ann_id, "image_id": image_id, "category_id": category_id, "segmentation": rle,
-            "area": int(rle_utils.areas([rle])[0]),
-            "bbox": [float(v) for v in rle_utils.bboxes([rle])[0]], "iscrowd": 0, **extra}
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "segmentation": rle,
+        "area": int(rle_utils.areas([rle])[0]),
+        "bbox": [float(v) for v in rle_utils.bboxes([rle])[0]],
+        "iscrowd": 0,
+        **extra,
+    }
 
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dng", ".mpo",
-                    ".pfm", ".heic")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dng", ".mpo", ".pfm", ".heic")
 
 
 def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
-
 
 
 @dataclasses.dataclass
@@ -166,8 +172,9 @@ class WriteResult:
     exact_fallbacks: int = 0  # masks the tolerance would have erased, written exactly
 
 
-def write_image_files(dataset: CocoDataset, folder: Path, stems: Mapping, images: ImageSource | None,
-                      notes: list) -> dict:
+def write_image_files(
+    dataset: CocoDataset, folder: Path, stems: Mapping, images: ImageSource | None, notes: list
+) -> dict:
     """Copy the images that can be found into ``folder``; image id -> file name written."""
     written, missing = {}, 0
     if images is None:

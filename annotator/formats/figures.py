@@ -78,8 +78,9 @@ def _grid(image, rles, indices, scores, title, cols, fig_width=2.4):
     return fig
 
 
-def mask_grid(image: np.ndarray, masks, path, *, scores=None, cols: int = 6,
-              max_masks: int = 36, title: str | None = None) -> Path:
+def mask_grid(
+    image: np.ndarray, masks, path, *, scores=None, cols: int = 6, max_masks: int = 36, title: str | None = None
+) -> Path:
     """Each mask cropped to its box over the photo, titled with its index, area and scores
     (``scores``: one sequence, or ``{"predicted_iou": [...], "stability_score": [...]}``)."""
     image = as_rgb_array(image)
@@ -101,8 +102,9 @@ def size_views(image: np.ndarray, masks, path) -> Path:
     axes = fig.subplots(1, 3)
     for ax, (name, (lo, hi)) in zip(axes, SIZE_RANGES.items()):
         idx = [i for i, a in enumerate(areas) if lo <= a < hi]
-        ax.imshow(overlay(image, [rles[i] for i in idx], colors=colors[idx] if idx else None, outlines=True)
-                  if idx else image)
+        ax.imshow(
+            overlay(image, [rles[i] for i in idx], colors=colors[idx] if idx else None, outlines=True) if idx else image
+        )
         ax.set_title(f"{name}: {len(idx)} masks")
         ax.set_axis_off()
     return _save(fig, path)

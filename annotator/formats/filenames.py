@@ -40,5 +40,5 @@ def safe_stem(name, default: str = "image", max_bytes: int = MAX_NAME_BYTES) -> 
 
 
 def _truncate(text: str, max_bytes: int) -> str:
-    data = text.encode()[:max(max_bytes, 1)]
+    data = text.encode()[: max(max_bytes, 1)]
     return data.decode("utf-8", errors="ignore")  # never half a character

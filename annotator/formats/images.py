@@ -19,8 +19,7 @@ class ImageTooLarge(ImageError):
     """An image has more pixels than allowed (found from its header, before decoding)."""
 
 
-def load_image(source, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-               notes: list[str] | None = None) -> np.ndarray:
+def load_image(source, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, notes: list[str] | None = None) -> np.ndarray:
     """``source`` (a path, bytes, a file object or a PIL image) as an (H, W, 3) uint8 RGB array.
 
     EXIF orientation is applied, so prompts and masks line up with what a viewer shows.
@@ -46,8 +45,10 @@ def load_image(source, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
         except UnidentifiedImageError:
             raise ImageError(f"{Path(name).name} is not an image PIL can read") from None
         except Image.DecompressionBombError:
-            raise ImageTooLarge(f"{Path(name).name} claims more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} "
-                                "megapixels (a decompression bomb?)") from None
+            raise ImageTooLarge(
+                f"{Path(name).name} claims more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} "
+                "megapixels (a decompression bomb?)"
+            ) from None
     w, h = img.size
     if max_pixels and w * h > max_pixels:
         raise ImageTooLarge(
@@ -88,8 +89,9 @@ def oriented_size(source) -> tuple[int, int]:
     except (OSError, SyntaxError) as e:
         raise ImageError(f"{name} cannot be read: {e}") from None
     if w * h > DEFAULT_MAX_PIXELS:
-        raise ImageError(f"{name} is {w}x{h} = {w * h / 1e6:.0f} megapixels; the limit is "
-                         f"{DEFAULT_MAX_PIXELS / 1e6:.0f} megapixels")
+        raise ImageError(
+            f"{name} is {w}x{h} = {w * h / 1e6:.0f} megapixels; the limit is {DEFAULT_MAX_PIXELS / 1e6:.0f} megapixels"
+        )
     return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
 
 
@@ -101,5 +103,12 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-__all__ = ["DEFAULT_MAX_PIXELS", "ImageError", "ImageTooLarge", "as_rgb_array", "file_sha256", "load_image",
-           "oriented_size"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "ImageError",
+    "ImageTooLarge",
+    "as_rgb_array",
+    "file_sha256",
+    "load_image",
+    "oriented_size",
+]

@@ -39,8 +39,7 @@ LABELME_VERSION = "5.5.0"
 IGNORED_LABELS = ("__ignore__",)  # labelme's labels.txt convention: not a class
 
 
-def write(dataset: CocoDataset, folder, *, tolerance: float = 0.0,
-          images: ImageSource | None = None) -> WriteResult:
+def write(dataset: CocoDataset, folder, *, tolerance: float = 0.0, images: ImageSource | None = None) -> WriteResult:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     dataset = with_classes(dataset)
@@ -55,22 +54,39 @@ def write(dataset: CocoDataset, folder, *, tolerance: float = 0.0,
     for img in dataset.images:
         shapes = []  # each shape as JSON text: points are formatted in numpy, not one by one
         anns = by_image.get(img["id"], [])
-        for group, (a, (_, runs)) in enumerate(zip(anns, polygons.each_with_runs([a["segmentation"] for a in anns]),
-                                                   strict=True), start=1):
+        for group, (a, (_, runs)) in enumerate(
+            zip(anns, polygons.each_with_runs([a["segmentation"] for a in anns]), strict=True), start=1
+        ):
             name = names[index[a["category_id"]]]
             poly = polygons.polygonise(a["segmentation"], tolerance, quantize=polygons.round_ring, runs=runs)
             if not poly.rings:
                 result.masks.append(Written(img["id"], a["id"], name, None, 0.0))
                 continue
-            head = json.dumps({"label": name, "group_id": group, "description": "", "shape_type": "polygon",
-                               "flags": {}, "mask": None}, ensure_ascii=False)[:-1]
+            head = json.dumps(
+                {
+                    "label": name,
+                    "group_id": group,
+                    "description": "",
+                    "shape_type": "polygon",
+                    "flags": {},
+                    "mask": None,
+                },
+                ensure_ascii=False,
+            )[:-1]
             shapes += [f'{head}, "points": {points_json(ring)}}}' for ring in poly.rings]
             result.masks.append(Written(img["id"], a["id"], name, poly.rle, poly.iou))
             result.holes += poly.holes
             result.exact_fallbacks += poly.exact_fallback
-        rest = json.dumps({"imagePath": copied.get(img["id"], img.get("file_name") or ""), "imageData": None,
-                           "imageHeight": img["height"], "imageWidth": img["width"]}, ensure_ascii=False)[1:]
-        text = (f'{{"version": "{LABELME_VERSION}", "flags": {{}}, "shapes": [' + ", ".join(shapes) + "], " + rest)
+        rest = json.dumps(
+            {
+                "imagePath": copied.get(img["id"], img.get("file_name") or ""),
+                "imageData": None,
+                "imageHeight": img["height"],
+                "imageWidth": img["width"],
+            },
+            ensure_ascii=False,
+        )[1:]
+        text = f'{{"version": "{LABELME_VERSION}", "flags": {{}}, "shapes": [' + ", ".join(shapes) + "], " + rest
         (folder / f"{stems[img['id']]}.json").write_text(text, encoding="utf-8")
     (folder / "labels.txt").write_text("".join(n + "\n" for n in names), encoding="utf-8")
     return result
@@ -87,16 +103,30 @@ def points_json(ring: np.ndarray) -> str:
     width = max(1, len(str(int(whole.max())) if n.size else "0"))
     digits = np.full((n.size, width), ord(" "), np.uint8)
     for i in range(width):  # from the right: ones, tens, ...
-        place = 10 ** i
+        place = 10**i
         shown = (whole >= place) | (i == 0)
         digits[:, width - 1 - i] = np.where(shown, 48 + (whole // place) % 10, ord(" "))
-    number = np.concatenate([digits, np.full((n.size, 1), ord("."), np.uint8),
-                             (48 + frac // 10)[:, None].astype(np.uint8),
-                             (48 + frac % 10)[:, None].astype(np.uint8)], axis=1).reshape(-1, 2, width + 3)
+    number = np.concatenate(
+        [
+            digits,
+            np.full((n.size, 1), ord("."), np.uint8),
+            (48 + frac // 10)[:, None].astype(np.uint8),
+            (48 + frac % 10)[:, None].astype(np.uint8),
+        ],
+        axis=1,
+    ).reshape(-1, 2, width + 3)
     k = number.shape[0]
-    row = np.concatenate([np.full((k, 1), ord("["), np.uint8), number[:, 0], np.full((k, 1), ord(","), np.uint8),
-                          number[:, 1], np.full((k, 1), ord("]"), np.uint8), np.full((k, 1), ord(","), np.uint8)],
-                         axis=1)
+    row = np.concatenate(
+        [
+            np.full((k, 1), ord("["), np.uint8),
+            number[:, 0],
+            np.full((k, 1), ord(","), np.uint8),
+            number[:, 1],
+            np.full((k, 1), ord("]"), np.uint8),
+            np.full((k, 1), ord(","), np.uint8),
+        ],
+        axis=1,
+    )
     return "[" + row.tobytes()[:-1].decode("ascii") + "]"
 
 
@@ -140,8 +170,15 @@ def read(path, *, max_bytes: int | None = None, notes: list | None = None) -> Co
             raise CocoError(f"{f.name}: needs imageHeight and imageWidth") from None
         if h < 1 or w < 1:
             raise CocoError(f"{f.name}: image size must be positive, got {h}x{w}")
-        images.append({"id": image_id, "file_name": str(data.get("imagePath") or f.with_suffix("").name),
-                       "height": h, "width": w, "labelme_file": f.name})
+        images.append(
+            {
+                "id": image_id,
+                "file_name": str(data.get("imagePath") or f.with_suffix("").name),
+                "height": h,
+                "width": w,
+                "labelme_file": f.name,
+            }
+        )
         groups: dict = {}  # (label, group) -> list of RLEs, in order of first shape
         for k, shape in enumerate(data["shapes"]):
             where = f"{f.name}: shape #{k}"
@@ -216,6 +253,5 @@ def _mask_shape(shape: Mapping, h: int, w: int) -> dict:
     x0, y0 = (int(round(v)) for v in pts[0])
     full = np.zeros((h, w), bool)
     ys, xs = slice(max(y0, 0), min(y0 + crop.shape[0], h)), slice(max(x0, 0), min(x0 + crop.shape[1], w))
-    full[ys, xs] = crop[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
+    full[ys, xs] = crop[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
     return rle_utils.encode(full)
-

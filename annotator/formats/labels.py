@@ -53,8 +53,9 @@ def read_instance_png(path) -> dict[int, dict]:
     return {int(v): rle_utils.encode(arr == v) for v in np.unique(arr) if v != 0}
 
 
-def write_semantic_png(path, doc: AnnotationDocument, classes: Sequence[str], *,
-                       include_rejected: bool = False) -> Path:
+def write_semantic_png(
+    path, doc: AnnotationDocument, classes: Sequence[str], *, include_rejected: bool = False
+) -> Path:
     """A PNG of class indices (``classes[i]`` is value ``i``; ``classes[0]`` is the
     background), topmost mask winning; 8-bit for up to 256 classes, else 16-bit."""
     index = {name: i for i, name in enumerate(classes)}

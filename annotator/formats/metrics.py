@@ -58,8 +58,7 @@ def containment(masks: Sequence) -> np.ndarray:
 
 
 # -- semantic ---------------------------------------------------------------------------------
-def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int,
-                     ignore_index: int | None = None) -> np.ndarray:
+def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_index: int | None = None) -> np.ndarray:
     """(C, C) pixel counts, rows ground truth, columns prediction."""
     pred, gt = np.asarray(pred), np.asarray(gt)
     if pred.shape != gt.shape:
@@ -69,7 +68,7 @@ def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int,
     for name, a in (("prediction", p), ("ground truth", g)):
         if a.size and (a.min() < 0 or a.max() >= num_classes):
             raise ValueError(f"{name} has class values outside 0..{num_classes - 1}")
-    return np.bincount(g * num_classes + p, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+    return np.bincount(g * num_classes + p, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
 def pixel_accuracy(pred: np.ndarray, gt: np.ndarray, ignore_index: int | None = None) -> float:
@@ -90,8 +89,9 @@ def class_ious(conf: np.ndarray) -> np.ndarray:
         return np.where(union > 0, tp / union, np.nan)
 
 
-def mean_iou(pred: np.ndarray, gt: np.ndarray, num_classes: int | None = None,
-             ignore_index: int | None = None) -> float:
+def mean_iou(
+    pred: np.ndarray, gt: np.ndarray, num_classes: int | None = None, ignore_index: int | None = None
+) -> float:
     """Mean over classes present in either map of the per-class IoU."""
     if num_classes is None:
         values = [np.asarray(pred).max(initial=0), np.asarray(gt).max(initial=0)]
@@ -132,11 +132,17 @@ class EvalReport:
         def fmt(v):
             return "n/a" if v is None else ("nan" if v != v else f"{v:.4f}")
 
-        rows = [("images", str(self.images)), ("ground-truth instances", str(self.gt_instances)),
-                ("predicted instances", str(self.pred_instances))]
+        rows = [
+            ("images", str(self.images)),
+            ("ground-truth instances", str(self.gt_instances)),
+            ("predicted instances", str(self.pred_instances)),
+        ]
         rows += [(f"recall@{t:g} (class-agnostic)", fmt(v)) for t, v in self.recall.items()]
-        rows += [("mean best IoU", fmt(self.mean_best_iou)),
-                 ("pixel accuracy", fmt(self.pixel_accuracy)), ("mIoU", fmt(self.miou))]
+        rows += [
+            ("mean best IoU", fmt(self.mean_best_iou)),
+            ("pixel accuracy", fmt(self.pixel_accuracy)),
+            ("mIoU", fmt(self.miou)),
+        ]
         for name in AP_NAMES:
             rows.append((f"segm {name}", fmt(self.ap.get(name) if self.ap else None)))
         return rows
@@ -149,11 +155,17 @@ class EvalReport:
         return "\n".join(lines + [f"note: {n}" for n in self.notes])
 
     def to_dict(self) -> dict:
-        return {"images": self.images, "gt_instances": self.gt_instances,
-                "pred_instances": self.pred_instances,
-                "recall": {str(k): v for k, v in self.recall.items()},
-                "mean_best_iou": self.mean_best_iou, "pixel_accuracy": self.pixel_accuracy,
-                "miou": self.miou, "ap": self.ap, "notes": self.notes}
+        return {
+            "images": self.images,
+            "gt_instances": self.gt_instances,
+            "pred_instances": self.pred_instances,
+            "recall": {str(k): v for k, v in self.recall.items()},
+            "mean_best_iou": self.mean_best_iou,
+            "pixel_accuracy": self.pixel_accuracy,
+            "miou": self.miou,
+            "ap": self.ap,
+            "notes": self.notes,
+        }
 
 
 def _names(path: str) -> tuple[str, str]:
@@ -188,8 +200,10 @@ def match_images(pred, gt) -> dict:
         if mapping is not None:
             return mapping
     names = [i.get("file_name", i["id"]) for i in pred.images]
-    raise ValueError(f"cannot match the predicted images {names[:5]} to the ground truth's images "
-                     "(by file name or id, with equal sizes)")
+    raise ValueError(
+        f"cannot match the predicted images {names[:5]} to the ground truth's images "
+        "(by file name or id, with equal sizes)"
+    )
 
 
 def _semantic_maps(dataset, image_id, class_index: dict, size) -> np.ndarray:
@@ -220,8 +234,14 @@ def coco_segm_ap(pred, gt, image_map: dict | None = None, max_dets: int = 100) -
         if name not in gt_ids:
             continue
         score = a.get("score", a.get("predicted_iou", 1.0))
-        results.append({"image_id": image_map[a["image_id"]], "category_id": gt_ids[name],
-                        "segmentation": rle_utils.to_json(a["segmentation"]), "score": float(score)})
+        results.append(
+            {
+                "image_id": image_map[a["image_id"]],
+                "category_id": gt_ids[name],
+                "segmentation": rle_utils.to_json(a["segmentation"]),
+                "score": float(score),
+            }
+        )
     if not results:
         return {name: 0.0 for name in AP_NAMES}
     with contextlib.redirect_stdout(io.StringIO()):
@@ -258,14 +278,17 @@ def evaluate(pred, gt, *, thresholds: Sequence[float] = RECALL_THRESHOLDS) -> Ev
         best.append(best_ious(p, g))
     best = np.concatenate(best) if best else np.zeros(0)
     rec = {t: float((best >= t).mean()) if best.size else float("nan") for t in thresholds}
-    report = EvalReport(len(image_map), int(best.size), n_pred, rec,
-                        float(best.mean()) if best.size else float("nan"), notes=notes)
+    report = EvalReport(
+        len(image_map), int(best.size), n_pred, rec, float(best.mean()) if best.size else float("nan"), notes=notes
+    )
 
     pred_has = bool(pred.categories) and any(a.get("category_id") is not None for a in pred.annotations)
     gt_has = bool(gt.categories)
     if not (pred_has and gt_has):
-        notes.append("pixel accuracy, mIoU and AP need categories in both files "
-                     f"(predictions: {'yes' if pred_has else 'no'}, ground truth: {'yes' if gt_has else 'no'})")
+        notes.append(
+            "pixel accuracy, mIoU and AP need categories in both files "
+            f"(predictions: {'yes' if pred_has else 'no'}, ground truth: {'yes' if gt_has else 'no'})"
+        )
         return report
     gt_names = [c["name"] for c in gt.categories]
     class_index = {name: i + 1 for i, name in enumerate(gt_names)}

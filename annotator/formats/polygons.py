@@ -49,8 +49,9 @@ class Polygons:
     exact_fallback: bool = False  # the tolerance erased the mask, so it was written exactly
 
 
-def trace_crop(crop: np.ndarray, x0: int = 0, y0: int = 0, tolerance: float = 0.0, *,
-               transposed: bool = False) -> list[Part]:
+def trace_crop(
+    crop: np.ndarray, x0: int = 0, y0: int = 0, tolerance: float = 0.0, *, transposed: bool = False
+) -> list[Part]:
     """The parts of a dense bool crop whose top-left pixel is (x0, y0) in the image; 8-connected
     pixels form one part, 4-connected background inside a part is a hole. ``transposed``: the
     crop is given as (width, height), as an RLE decodes without a copy."""
@@ -127,8 +128,14 @@ def single_ring(parts: Sequence[Part]) -> list[np.ndarray]:
     return [r]
 
 
-def polygonise(rle: dict, tolerance: float = 0.0, *, single: bool = False,
-               quantize: Quantize | None = None, runs: np.ndarray | None = None) -> Polygons:
+def polygonise(
+    rle: dict,
+    tolerance: float = 0.0,
+    *,
+    single: bool = False,
+    quantize: Quantize | None = None,
+    runs: np.ndarray | None = None,
+) -> Polygons:
     """The mask as rings (one per part, or ``single``: one for all), with the RLE a reader of
     the written file gets (``quantize`` applies the writer's rounding) and its IoU against
     the mask. At tolerance 0 the outline is exact by construction, so the mask itself is what
@@ -169,10 +176,10 @@ def each_with_runs(rles: Sequence[dict], chunk: int = 256):
     """``(rle, runs)`` for each mask, run lengths decoded a chunk of masks at a time (one
     vectorised pass instead of one per mask)."""
     for i in range(0, len(rles), chunk):
-        part = rles[i:i + chunk]
+        part = rles[i : i + chunk]
         values, offsets = rle_utils.run_lengths_many([r["counts"] for r in part])
         for k, r in enumerate(part):
-            yield r, values[offsets[k]:offsets[k + 1]]
+            yield r, values[offsets[k] : offsets[k + 1]]
 
 
 def flat(ring: np.ndarray, decimals: int = 2) -> list[float]:

@@ -60,8 +60,7 @@ def _save_png16(path: Path, values: np.ndarray) -> None:
         raise OSError(f"could not write {path}")
 
 
-def write(dataset: CocoDataset, folder, *, tolerance: float = 0.0,
-          images: ImageSource | None = None) -> WriteResult:
+def write(dataset: CocoDataset, folder, *, tolerance: float = 0.0, images: ImageSource | None = None) -> WriteResult:
     """``tolerance`` is unused: VOC stores pixels."""
     folder = Path(folder)
     dataset = with_classes(dataset)
@@ -118,7 +117,8 @@ def write(dataset: CocoDataset, folder, *, tolerance: float = 0.0,
     lines += [f"{n}:{','.join(str(int(v)) for v in colours[k + 1])}::" for k, n in enumerate(names)]
     (folder / "labelmap.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (folder / "ImageSets" / "Segmentation" / "default.txt").write_text(
-        "".join(stems[i["id"]] + "\n" for i in dataset.images), encoding="utf-8")
+        "".join(stems[i["id"]] + "\n" for i in dataset.images), encoding="utf-8"
+    )
     return result
 
 
@@ -218,8 +218,10 @@ def read(path, *, notes: list | None = None) -> CocoDataset:
         for value, rle in items:
             cls = int(lut[value]) if lut is not None else value
             if cls == VOID or cls == 0 or cls > len(names):
-                raise CocoError(f"{stem}: instance {value} has class value {cls}, which labelmap.txt "
-                                f"does not name ({len(names)} classes)")
+                raise CocoError(
+                    f"{stem}: instance {value} has class value {cls}, which labelmap.txt "
+                    f"does not name ({len(names)} classes)"
+                )
             annotations.append(annotation(len(annotations) + 1, image_id, cls, rle, voc_instance=value))
     if disagree:
         notes.append(f"{disagree} pixels whose class disagrees with their instance's class")

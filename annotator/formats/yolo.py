@@ -47,8 +47,7 @@ def decimals_for(width: int, height: int) -> int:
     return max(6, math.ceil(math.log10(max(width, height, 1))) + 3)
 
 
-def write(dataset: CocoDataset, folder, *, tolerance: float = 0.0,
-          images: ImageSource | None = None) -> WriteResult:
+def write(dataset: CocoDataset, folder, *, tolerance: float = 0.0, images: ImageSource | None = None) -> WriteResult:
     folder = Path(folder)
     dataset = with_classes(dataset)
     names = class_names(dataset)
@@ -86,7 +85,8 @@ def write(dataset: CocoDataset, folder, *, tolerance: float = 0.0,
             result.holes += poly.holes
             result.exact_fallbacks += poly.exact_fallback
         (folder / "labels" / f"{stems[img['id']]}.txt").write_text(
-            "".join(line + "\n" for line in lines), encoding="utf-8")
+            "".join(line + "\n" for line in lines), encoding="utf-8"
+        )
     _write_yaml(folder / "data.yaml", names)
     return result
 
@@ -95,7 +95,7 @@ def format_fractions(values: np.ndarray, decimals: int) -> tuple[str, np.ndarray
     """Numbers in [0, 1] as ``0.123456 1.000000 ...`` text, written digit by digit in numpy
     (formatting a million floats one by one takes a second), and the values a reader parses
     back from that text (``N / 10**decimals``: as exact as parsing the decimal)."""
-    scale = 10 ** decimals
+    scale = 10**decimals
     n = np.rint(np.clip(values, 0.0, 1.0) * scale).astype(np.int64)
     chars = np.empty((n.size, decimals + 3), np.uint8)
     chars[:, 0] = 48 + n // scale
@@ -122,10 +122,12 @@ def parse_numbers(text: str) -> np.ndarray:
 def _write_yaml(path: Path, names: list[str]) -> None:
     import yaml
 
-    text = ("# Ultralytics YOLO segmentation dataset written by annotator; paths are relative to "
-            "this file\n")
-    text += yaml.safe_dump({"train": "images", "val": "images", "nc": len(names),
-                            "names": dict(enumerate(names))}, sort_keys=False, allow_unicode=True)
+    text = "# Ultralytics YOLO segmentation dataset written by annotator; paths are relative to this file\n"
+    text += yaml.safe_dump(
+        {"train": "images", "val": "images", "nc": len(names), "names": dict(enumerate(names))},
+        sort_keys=False,
+        allow_unicode=True,
+    )
     path.write_text(text, encoding="utf-8")
 
 
@@ -242,14 +244,15 @@ def read(path, *, sizes: Mapping | None = None) -> CocoDataset:  # noqa: C901, P
             h, w = sizes[stem]
             file_name = stem
         else:
-            raise CocoError(f"{os.path.relpath(lab, root)}: its image is missing; YOLO coordinates "
-                            f"are fractions of the image size, so the image is needed")
+            raise CocoError(
+                f"{os.path.relpath(lab, root)}: its image is missing; YOLO coordinates "
+                f"are fractions of the image size, so the image is needed"
+            )
         images.append({"id": image_id, "file_name": file_name, "height": h, "width": w})
         if lab.is_file():
             for _, rle, cls in _read_labels(lab, h, w, len(names), root):
                 annotations.append(annotation(len(annotations) + 1, image_id, cls + 1, rle))
-    return CocoDataset(images, annotations, categories,
-                       {"description": f"YOLO segmentation dataset {yaml_path.name}"})
+    return CocoDataset(images, annotations, categories, {"description": f"YOLO segmentation dataset {yaml_path.name}"})
 
 
 def _read_labels(path: Path, h: int, w: int, n_classes: int, root: Path):
@@ -273,15 +276,14 @@ def _read_labels(path: Path, h: int, w: int, n_classes: int, root: Path):
         tokens = [head]
         cls = int(cls_value)
         if cls != cls_value or not 0 <= cls < n_classes:
-            raise CocoError(f"{where} line {k}: class {tokens[0]} is not one of the "
-                            f"{n_classes} classes in data.yaml")
+            raise CocoError(f"{where} line {k}: class {tokens[0]} is not one of the {n_classes} classes in data.yaml")
         if values.size == 4:
             raise CocoError(f"{where} line {k}: a box (YOLO detection label), not a segmentation polygon")
         if values.size < 6 or values.size % 2:
-            raise CocoError(f"{where} line {k}: a polygon needs x y pairs of at least 3 points, "
-                            f"got {values.size} numbers")
+            raise CocoError(
+                f"{where} line {k}: a polygon needs x y pairs of at least 3 points, got {values.size} numbers"
+            )
         if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
-            raise CocoError(f"{where} line {k}: coordinates must be fractions of the image size "
-                            f"(0 to 1)")
+            raise CocoError(f"{where} line {k}: coordinates must be fractions of the image size (0 to 1)")
         ring = values.reshape(-1, 2) * scale
         yield k, rle_utils.from_polygons([ring.reshape(-1)], h, w), cls

@@ -96,8 +96,9 @@ class BatchedSegmenter:
         self._segmenter = segmenter
         self.batcher = batcher
 
-    def predict_candidates(self, point_coords=None, point_labels=None, box=None, mask_input=None,
-                           multimask_output=True, *, embedding=None):
+    def predict_candidates(
+        self, point_coords=None, point_labels=None, box=None, mask_input=None, multimask_output=True, *, embedding=None
+    ):
         emb = embedding or self._segmenter.embedding
         if emb is None:
             raise RuntimeError("set an image first (set_image or embed)")

@@ -80,17 +80,13 @@ def resolve_checkpoint(
         return path
 
     if not variant.url:
-        raise CheckpointError(
-            f"model {variant.name} has no official checkpoint; pass --checkpoint PATH"
-        )
+        raise CheckpointError(f"model {variant.name} has no official checkpoint; pass --checkpoint PATH")
     cache = Path(cache) if cache is not None else cache_dir()
     target = cache / variant.filename
     if target.is_file():
         return target
     if not download:
-        raise CheckpointError(
-            f"no checkpoint for {variant.name} in {cache}.\n" + manual_download_hint(variant, target)
-        )
+        raise CheckpointError(f"no checkpoint for {variant.name} in {cache}.\n" + manual_download_hint(variant, target))
     return download_checkpoint(variant, target, progress=progress)
 
 
@@ -112,8 +108,12 @@ def download_checkpoint(variant: SamVariant, target: Path, *, progress: bool = T
         with response, os.fdopen(fd, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or variant.size_bytes
             with tqdm(
-                total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=f"downloading {variant.filename}", disable=not progress,
+                total=total,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=f"downloading {variant.filename}",
+                disable=not progress,
             ) as bar:
                 while block := response.read(1 << 20):
                     out.write(block)
@@ -146,8 +146,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
         if not found:  # garbage bytes, not a pickle of Python objects
-            raise CheckpointError(f"{path} is not a PyTorch checkpoint: it is damaged, truncated or "
-                                  "another kind of file") from None
+            raise CheckpointError(
+                f"{path} is not a PyTorch checkpoint: it is damaged, truncated or another kind of file"
+            ) from None
         raise CheckpointError(
             f"{path} holds Python objects other than tensors ({found.group(1)}), so it was not loaded: "
             "loading it could run arbitrary code. Use a checkpoint of tensors only, as the official "
@@ -166,7 +167,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path} is not a SAM checkpoint: it holds no state dict of tensors")
     if obj and all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
     return obj
 
 
@@ -246,9 +247,7 @@ def load_sam(variant: SamVariant, path: Path, *, state: dict[str, torch.Tensor] 
 
 
 def _looks_like_sam(state) -> bool:
-    return any(k.startswith("image_encoder.") for k in state) and any(
-        k.startswith("mask_decoder.") for k in state
-    )
+    return any(k.startswith("image_encoder.") for k in state) and any(k.startswith("mask_decoder.") for k in state)
 
 
 def _human(n: int | None) -> str:

@@ -112,8 +112,15 @@ def _export(module, args, path: Path, input_names, output_names, dynamic_axes=No
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
         torch.onnx.export(
-            module, args, str(path), input_names=input_names, output_names=output_names,
-            dynamic_axes=dynamic_axes, opset_version=OPSET, do_constant_folding=True, dynamo=False,
+            module,
+            args,
+            str(path),
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=dynamic_axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
         )
 
 
@@ -145,9 +152,14 @@ def export_decoder(model: Sam, path: Path) -> None:
         "iou_predictions": {0: "prompts"},
     }
     with official_attention(model):
-        _export(PromptDecoder(model).eval(), args, path,
-                ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"],
-                ["low_res_masks", "iou_predictions"], axes)
+        _export(
+            PromptDecoder(model).eval(),
+            args,
+            path,
+            ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"],
+            ["low_res_masks", "iou_predictions"],
+            axes,
+        )
 
 
 def quantize_encoder(fp32_path: Path, path: Path) -> None:
@@ -187,8 +199,12 @@ class ExportCache:
             from tqdm.auto import tqdm
 
             log.info("exporting %s to %s (once for these weights)", ", ".join(todo), self.dir)
-            bar = tqdm(total=len(todo), desc="Preparing the CPU runtime (once per checkpoint)",
-                       unit="part", disable=not progress)
+            bar = tqdm(
+                total=len(todo),
+                desc="Preparing the CPU runtime (once per checkpoint)",
+                unit="part",
+                disable=not progress,
+            )
             try:
                 for part in todo:
                     bar.set_postfix_str(part)

@@ -36,8 +36,10 @@ class GrabCutSegmenter:
         image = as_rgb_array(image)
         h, w = image.shape[:2]
         scale = min(1.0, self.work_size / max(h, w))
-        small = image if scale == 1.0 else cv2.resize(
-            image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+        small = (
+            image
+            if scale == 1.0
+            else cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
         )
         key = image_key(image)
         self._images = {key: small}  # keep only the latest image: no model cache to protect
@@ -47,8 +49,16 @@ class GrabCutSegmenter:
         self.embedding = self.embed(image)
         return self.embedding
 
-    def predict(self, point_coords=None, point_labels=None, box=None, mask_input=None,
-                multimask_output: bool = True, *, embedding: ImageEmbedding | None = None) -> Prediction:
+    def predict(
+        self,
+        point_coords=None,
+        point_labels=None,
+        box=None,
+        mask_input=None,
+        multimask_output: bool = True,
+        *,
+        embedding: ImageEmbedding | None = None,
+    ) -> Prediction:
         emb = embedding or self.embedding
         if emb is None or emb.key not in self._images:
             raise RuntimeError("set an image first (set_image or embed)")

@@ -56,8 +56,10 @@ def load_hf_model(path: str | Path, kind: str):
     "sam3_tracker" (Sam3TrackerModel, from a SAM 3 checkpoint)."""
     from transformers import Sam2Model, Sam2Processor, Sam3TrackerModel, Sam3TrackerProcessor
 
-    model_cls, processor_cls = {"sam2": (Sam2Model, Sam2Processor),
-                                "sam3_tracker": (Sam3TrackerModel, Sam3TrackerProcessor)}[kind]
+    model_cls, processor_cls = {
+        "sam2": (Sam2Model, Sam2Processor),
+        "sam3_tracker": (Sam3TrackerModel, Sam3TrackerProcessor),
+    }[kind]
     from annotator.models.checkpoints import CheckpointError
     from annotator.models.hub import check_model_type
 
@@ -71,8 +73,11 @@ def load_hf_model(path: str | Path, kind: str):
     missing = sorted(info.get("missing_keys") or ())
     mismatched = list(info.get("mismatched_keys") or ())
     if missing or mismatched:  # never run a half-random model
-        problem = f"{len(missing)} tensors missing (e.g. {missing[0]})" if missing else \
-            f"{len(mismatched)} shape mismatches (e.g. {mismatched[0]})"
+        problem = (
+            f"{len(missing)} tensors missing (e.g. {missing[0]})"
+            if missing
+            else f"{len(mismatched)} shape mismatches (e.g. {mismatched[0]})"
+        )
         raise CheckpointError(f"{path} is not a {what} checkpoint: {problem}")
     return model.eval(), processor
 
@@ -84,8 +89,16 @@ class HFSamPredictor:
     mask_threshold = MASK_THRESHOLD
     upscale_directly = True
 
-    def __init__(self, model, processor, *, device=None, precision: str = "fp32",
-                 cache: EmbeddingCache | None = None, name: str = "sam2.1"):
+    def __init__(
+        self,
+        model,
+        processor,
+        *,
+        device=None,
+        precision: str = "fp32",
+        cache: EmbeddingCache | None = None,
+        name: str = "sam2.1",
+    ):
         self.device = pick_device(str(device) if device is not None else None)
         self.precision = precision
         self._autocast = autocast_dtype(precision)
@@ -136,8 +149,7 @@ class HFSamPredictor:
         pixels = self.pixel_values(image).to(self.device)
         with self._precision():
             features = self.model.get_image_embeddings(pixels)
-        return MultiScaleEmbedding(key, tuple(f.float() for f in features), tuple(image.shape[:2]),
-                                   self._input_hw)
+        return MultiScaleEmbedding(key, tuple(f.float() for f in features), tuple(image.shape[:2]), self._input_hw)
 
     def _precision(self):
         if self._autocast is None:
@@ -152,8 +164,16 @@ class HFSamPredictor:
 
     # -- prompts -------------------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, point_coords=None, point_labels=None, box=None, mask_input=None,
-                multimask_output: bool = True, *, embedding: MultiScaleEmbedding | None = None) -> Prediction:
+    def predict(
+        self,
+        point_coords=None,
+        point_labels=None,
+        box=None,
+        mask_input=None,
+        multimask_output: bool = True,
+        *,
+        embedding: MultiScaleEmbedding | None = None,
+    ) -> Prediction:
         """As ``SamSegmenter.predict``: points (x, y) with labels 1/0, one box x0, y0, x1, y1,
         ``mask_input`` a low-res logit map from an earlier prediction of this model."""
         emb = embedding or self.embedding
@@ -188,6 +208,7 @@ class HFSamPredictor:
         c = self._scale(np.asarray(points, dtype=np.float64).reshape(-1, 2), embedding.original_size)
         pts = torch.as_tensor(c, dtype=torch.float, device=self.device)[None, :, None, :]
         lbl = torch.ones(pts.shape[:3], dtype=torch.int, device=self.device)
-        out = self.model(image_embeddings=list(embedding.features), input_points=pts, input_labels=lbl,
-                         multimask_output=True)
+        out = self.model(
+            image_embeddings=list(embedding.features), input_points=pts, input_labels=lbl, multimask_output=True
+        )
         return out.pred_masks[0].float(), out.iou_scores[0].float()

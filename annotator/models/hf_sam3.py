@@ -64,8 +64,11 @@ def load_sam3(path: str | Path):
     missing = sorted(info.get("missing_keys") or ())
     mismatched = list(info.get("mismatched_keys") or ())
     if missing or mismatched:
-        what = f"{len(missing)} tensors missing (e.g. {missing[0]})" if missing else \
-            f"{len(mismatched)} shape mismatches (e.g. {mismatched[0]})"
+        what = (
+            f"{len(missing)} tensors missing (e.g. {missing[0]})"
+            if missing
+            else f"{len(mismatched)} shape mismatches (e.g. {mismatched[0]})"
+        )
         raise CheckpointError(f"{path} is not a SAM 3 checkpoint: {what}")
     return model.eval(), processor
 
@@ -73,8 +76,7 @@ def load_sam3(path: str | Path):
 class Sam3ConceptFinder:
     """Every instance of a concept in an image; see the module doc."""
 
-    def __init__(self, model, processor, *, device=None, cache: EmbeddingCache | None = None,
-                 name: str = "sam3"):
+    def __init__(self, model, processor, *, device=None, cache: EmbeddingCache | None = None, name: str = "sam3"):
         self.device = pick_device(str(device) if device is not None else None)
         self.model = model.to(self.device).eval()
         self.processor = processor
@@ -125,8 +127,14 @@ class Sam3ConceptFinder:
         return features, mask
 
     # -- search ------------------------------------------------------------------------------
-    def find_all(self, image: np.ndarray | VisionEmbedding, text: str | None = None, boxes=None,
-                 box_labels=None, threshold: float = 0.5) -> list[Instance]:
+    def find_all(
+        self,
+        image: np.ndarray | VisionEmbedding,
+        text: str | None = None,
+        boxes=None,
+        box_labels=None,
+        threshold: float = 0.5,
+    ) -> list[Instance]:
         """Instances scoring at least ``threshold``, best first. ``image``: the pixels or an
         embedding from ``embed``. At least a text or one box is needed."""
         emb = image if isinstance(image, VisionEmbedding) else self.embed(image)
@@ -136,15 +144,20 @@ class Sam3ConceptFinder:
         h, w = emb.original_size
         kwargs = {}
         if boxes is not None:
-            prompt = self.processor(input_boxes=[boxes.tolist()], input_boxes_labels=[box_labels.tolist()],
-                                    original_sizes=[[h, w]], return_tensors="pt")
+            prompt = self.processor(
+                input_boxes=[boxes.tolist()],
+                input_boxes_labels=[box_labels.tolist()],
+                original_sizes=[[h, w]],
+                return_tensors="pt",
+            )
             kwargs["input_boxes"] = prompt["input_boxes"].to(self.device)
             kwargs["input_boxes_labels"] = prompt["input_boxes_labels"].to(self.device)
         features, mask = self.text_features(text if text is not None else "visual")
         with torch.inference_mode():
             out = self.model(vision_embeds=emb.output, text_embeds=features, attention_mask=mask, **kwargs)
             found = self.processor.post_process_instance_segmentation(
-                out, threshold=float(threshold), target_sizes=[(h, w)])[0]
+                out, threshold=float(threshold), target_sizes=[(h, w)]
+            )[0]
         scores = found["scores"].float().cpu().numpy()
         masks = found["masks"].cpu().numpy().astype(bool)
         xyxy = found["boxes"].float().cpu().numpy()
@@ -160,8 +173,9 @@ def check_concept(text, boxes, box_labels, size_hw):
         if not text:
             text = None
         elif len(text) > MAX_TEXT_CHARS:
-            raise ValueError(f"the text is {len(text)} characters; describe the object in a few words "
-                             f"(at most {MAX_TEXT_CHARS})")
+            raise ValueError(
+                f"the text is {len(text)} characters; describe the object in a few words (at most {MAX_TEXT_CHARS})"
+            )
     if boxes is not None and len(boxes):
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         if not np.isfinite(boxes).all():
@@ -174,8 +188,9 @@ def check_concept(text, boxes, box_labels, size_hw):
         if ((x1 - x0) < 1).any() or ((y1 - y0) < 1).any():
             raise ValueError("an exemplar box has no area inside the image")
         boxes = np.stack([x0, y0, x1, y1], axis=1)
-        labels = np.ones(len(boxes), np.int64) if box_labels is None else \
-            np.asarray(box_labels, dtype=np.int64).reshape(-1)
+        labels = (
+            np.ones(len(boxes), np.int64) if box_labels is None else np.asarray(box_labels, dtype=np.int64).reshape(-1)
+        )
         if len(labels) != len(boxes):
             raise ValueError(f"{len(boxes)} exemplar boxes but {len(labels)} labels")
         if not np.isin(labels, (0, 1)).all():

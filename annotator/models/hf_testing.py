@@ -27,13 +27,21 @@ def tiny_sam2_config(size: int = TINY_SAM2_SIZE):
     return Sam2Config(
         vision_config=dict(
             backbone_config=dict(
-                model_type="sam2_hiera_det_model", hidden_size=16, num_attention_heads=1,
-                image_size=[size, size], blocks_per_stage=[1, 1, 2, 1], embed_dim_per_stage=[16, 32, 64, 128],
-                num_attention_heads_per_stage=[1, 1, 2, 2], window_size_per_stage=[8, 4, 4, 4],
-                global_attention_blocks=[3], window_positional_embedding_background_size=[4, 4]),
+                model_type="sam2_hiera_det_model",
+                hidden_size=16,
+                num_attention_heads=1,
+                image_size=[size, size],
+                blocks_per_stage=[1, 1, 2, 1],
+                embed_dim_per_stage=[16, 32, 64, 128],
+                num_attention_heads_per_stage=[1, 1, 2, 2],
+                window_size_per_stage=[8, 4, 4, 4],
+                global_attention_blocks=[3],
+                window_positional_embedding_background_size=[4, 4],
+            ),
             backbone_channel_list=[128, 64, 32, 16],
             backbone_feature_sizes=[[size // 4] * 2, [size // 8] * 2, [size // 16] * 2],
-            fpn_hidden_size=32),
+            fpn_hidden_size=32,
+        ),
         prompt_encoder_config=dict(hidden_size=32, image_size=size, patch_size=16),
         mask_decoder_config=dict(hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32),
     )
@@ -42,20 +50,47 @@ def tiny_sam2_config(size: int = TINY_SAM2_SIZE):
 def tiny_sam3_config(size: int = TINY_SAM3_SIZE, vocab_size: int = 64):
     from transformers import Sam3Config
 
-    vision = dict(backbone_config=dict(model_type="sam3_vit_model", hidden_size=32, num_hidden_layers=2,
-                                       num_attention_heads=4, intermediate_size=64, image_size=size,
-                                       patch_size=14, window_size=8, global_attn_indexes=[1]),
-                  fpn_hidden_size=32, scale_factors=[4.0, 2.0, 1.0, 0.5])
+    vision = dict(
+        backbone_config=dict(
+            model_type="sam3_vit_model",
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            image_size=size,
+            patch_size=14,
+            window_size=8,
+            global_attn_indexes=[1],
+        ),
+        fpn_hidden_size=32,
+        scale_factors=[4.0, 2.0, 1.0, 0.5],
+    )
     return Sam3Config(
         vision_config=vision,
-        text_config=dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, projection_dim=32,
-                         num_hidden_layers=1, num_attention_heads=4, max_position_embeddings=32,
-                         bos_token_id=0, eos_token_id=1, pad_token_id=1),
-        geometry_encoder_config=dict(hidden_size=32, num_layers=1, num_attention_heads=4, intermediate_size=64,
-                                     mask_fuser_hidden_size=32, mask_fuser_num_layers=1),
+        text_config=dict(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            projection_dim=32,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            max_position_embeddings=32,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        ),
+        geometry_encoder_config=dict(
+            hidden_size=32,
+            num_layers=1,
+            num_attention_heads=4,
+            intermediate_size=64,
+            mask_fuser_hidden_size=32,
+            mask_fuser_num_layers=1,
+        ),
         detr_encoder_config=dict(hidden_size=32, num_layers=1, num_attention_heads=4, intermediate_size=64),
-        detr_decoder_config=dict(hidden_size=32, num_layers=1, num_queries=5, num_attention_heads=4,
-                                 intermediate_size=64),
+        detr_decoder_config=dict(
+            hidden_size=32, num_layers=1, num_queries=5, num_attention_heads=4, intermediate_size=64
+        ),
         mask_decoder_config=dict(hidden_size=32, num_upsampling_stages=2),
     )
 
@@ -92,7 +127,7 @@ def spread_weights(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     for name, p in model.named_parameters():
         if p.ndim >= 2:
             fan_in = p[0].numel()
-            p.copy_(torch.randn(p.shape, generator=gen) / fan_in ** 0.5)
+            p.copy_(torch.randn(p.shape, generator=gen) / fan_in**0.5)
         elif "norm" in name and name.endswith("weight"):
             p.copy_(1 + 0.1 * torch.randn(p.shape, generator=gen))
         else:
@@ -126,10 +161,12 @@ def write_random_sam3(folder: str | Path, seed: int = 0, size: int = TINY_SAM3_S
     vision = detector_config.vision_config.to_dict()
     side = size // 14  # patches per side; the tracker's FPN levels are 4x, 2x and 1x that
     vision["backbone_feature_sizes"] = [[4 * side] * 2, [2 * side] * 2, [side] * 2]
-    tracker_config = dict(image_size=size, vision_config=vision,
-                          prompt_encoder_config=dict(hidden_size=32, image_size=size, patch_size=14),
-                          mask_decoder_config=dict(hidden_size=32, mlp_dim=64, num_attention_heads=2,
-                                                   iou_head_hidden_dim=32))
+    tracker_config = dict(
+        image_size=size,
+        vision_config=vision,
+        prompt_encoder_config=dict(hidden_size=32, image_size=size, patch_size=14),
+        mask_decoder_config=dict(hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32),
+    )
     config = Sam3VideoConfig(detector_config=detector_config.to_dict(), tracker_config=tracker_config)
     torch.manual_seed(seed)
     detector = spread_weights(Sam3Model(config.detector_config), seed).eval()
@@ -140,11 +177,14 @@ def write_random_sam3(folder: str | Path, seed: int = 0, size: int = TINY_SAM3_S
         if k.startswith("vision_encoder.backbone."):
             continue  # shared with the detector
         if k.startswith("vision_encoder.neck."):
-            state["tracker_neck." + k[len("vision_encoder.neck."):]] = v
+            state["tracker_neck." + k[len("vision_encoder.neck.") :]] = v
         else:
             state["tracker_model." + k] = v
     config.save_pretrained(folder)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"),
-              metadata={"format": "pt"})
-    Sam3Processor(Sam3ImageProcessor(size={"height": size, "width": size}), tiny_clip_tokenizer()).save_pretrained(folder)
+    save_file(
+        {k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"), metadata={"format": "pt"}
+    )
+    Sam3Processor(Sam3ImageProcessor(size={"height": size, "width": size}), tiny_clip_tokenizer()).save_pretrained(
+        folder
+    )
     return folder

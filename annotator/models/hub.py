@@ -52,16 +52,57 @@ SAM3_LICENCE = "SAM License (Meta's own; accept it on the model page)"
 HUB_MODELS: dict[str, HubModel] = {
     m.name: m
     for m in (
-        HubModel("sam2.1-tiny", "sam2.1", "tiny", "facebook/sam2.1-hiera-tiny", 31.5, 120, SAM2_LICENCE,
-                 description="SAM 2.1 Hiera-T"),
-        HubModel("sam2.1-small", "sam2.1", "small", "facebook/sam2.1-hiera-small", 38.5, 147, SAM2_LICENCE,
-                 description="SAM 2.1 Hiera-S"),
-        HubModel("sam2.1-base-plus", "sam2.1", "base-plus", "facebook/sam2.1-hiera-base-plus", 73.4, 280,
-                 SAM2_LICENCE, description="SAM 2.1 Hiera-B+"),
-        HubModel("sam2.1-large", "sam2.1", "large", "facebook/sam2.1-hiera-large", 217.0, 828, SAM2_LICENCE,
-                 description="SAM 2.1 Hiera-L, the best SAM 2.1 masks"),
-        HubModel("sam3", "sam3", "", "facebook/sam3", 840.0, 3206, SAM3_LICENCE, gated=True,
-                 description="SAM 3: clicks, and find all instances of a text or exemplar boxes"),
+        HubModel(
+            "sam2.1-tiny",
+            "sam2.1",
+            "tiny",
+            "facebook/sam2.1-hiera-tiny",
+            31.5,
+            120,
+            SAM2_LICENCE,
+            description="SAM 2.1 Hiera-T",
+        ),
+        HubModel(
+            "sam2.1-small",
+            "sam2.1",
+            "small",
+            "facebook/sam2.1-hiera-small",
+            38.5,
+            147,
+            SAM2_LICENCE,
+            description="SAM 2.1 Hiera-S",
+        ),
+        HubModel(
+            "sam2.1-base-plus",
+            "sam2.1",
+            "base-plus",
+            "facebook/sam2.1-hiera-base-plus",
+            73.4,
+            280,
+            SAM2_LICENCE,
+            description="SAM 2.1 Hiera-B+",
+        ),
+        HubModel(
+            "sam2.1-large",
+            "sam2.1",
+            "large",
+            "facebook/sam2.1-hiera-large",
+            217.0,
+            828,
+            SAM2_LICENCE,
+            description="SAM 2.1 Hiera-L, the best SAM 2.1 masks",
+        ),
+        HubModel(
+            "sam3",
+            "sam3",
+            "",
+            "facebook/sam3",
+            840.0,
+            3206,
+            SAM3_LICENCE,
+            gated=True,
+            description="SAM 3: clicks, and find all instances of a text or exemplar boxes",
+        ),
     )
 }
 
@@ -100,22 +141,31 @@ def check_folder(path: Path, model: HubModel) -> Path:
         raise CheckpointError(
             f"{path} is a file; {model.name} loads from a folder in the Hugging Face layout "
             f"(config.json and model.safetensors), e.g. one made by `hf download {model.repo_id} "
-            f"--local-dir DIR`")
+            f"--local-dir DIR`"
+        )
     missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
     has_weights = any(any(path.glob(p)) for p in WEIGHT_PATTERNS)
     if missing or not has_weights:
         what = ", ".join(missing + ([] if has_weights else ["*.safetensors weights"]))
         raise CheckpointError(
             f"{path} is not a Hugging Face model folder: no {what}. Get one with "
-            f"`hf download {model.repo_id} --local-dir DIR`")
+            f"`hf download {model.repo_id} --local-dir DIR`"
+        )
     return path
 
 
 # the config ``model_type``s each loader accepts, and the --model that fits each
-MODEL_TYPES = {"sam2": ("sam2", "sam2_video"), "sam3_tracker": ("sam3_video", "sam3_tracker", "sam3_tracker_video"),
-               "sam3": ("sam3", "sam3_video")}
-SUGGEST = {"sam2": "sam2.1-tiny (or -small, -base-plus, -large)", "sam2_video": "sam2.1-tiny (or -small, "
-           "-base-plus, -large)", "sam3": "sam3", "sam3_video": "sam3"}
+MODEL_TYPES = {
+    "sam2": ("sam2", "sam2_video"),
+    "sam3_tracker": ("sam3_video", "sam3_tracker", "sam3_tracker_video"),
+    "sam3": ("sam3", "sam3_video"),
+}
+SUGGEST = {
+    "sam2": "sam2.1-tiny (or -small, -base-plus, -large)",
+    "sam2_video": "sam2.1-tiny (or -small, -base-plus, -large)",
+    "sam3": "sam3",
+    "sam3_video": "sam3",
+}
 
 
 def check_model_type(path: Path, kind: str, what: str) -> None:
@@ -139,18 +189,26 @@ def _revision_of(snapshot: Path) -> str | None:
 
 
 def offline_hint(model: HubModel) -> str:
-    access = (f"{model.repo_id} is gated: open {model.url}, accept the licence, then create a token at "
-              f"{HUB}settings/tokens and set HF_TOKEN=<token> (or run `hf auth login`).\n") if model.gated else ""
+    access = (
+        (
+            f"{model.repo_id} is gated: open {model.url}, accept the licence, then create a token at "
+            f"{HUB}settings/tokens and set HF_TOKEN=<token> (or run `hf auth login`).\n"
+        )
+        if model.gated
+        else ""
+    )
     return (
         f"{access}To get the weights on a machine with internet:\n"
         f"    hf download {model.repo_id}                  # into the Hub cache ({hub_cache_dir()})\n"
         f"or  hf download {model.repo_id} --local-dir DIR  # then: --checkpoint DIR\n"
         f"and copy the cache (or DIR) here; or pass --checkpoint DIR (or set {CHECKPOINT_ENV}=DIR) for a "
-        f"folder you have.")
+        f"folder you have."
+    )
 
 
-def resolve_hub_checkpoint(model: HubModel, checkpoint: str | os.PathLike | None = None, *,
-                           download: bool = True, progress: bool = True) -> ResolvedCheckpoint:
+def resolve_hub_checkpoint(
+    model: HubModel, checkpoint: str | os.PathLike | None = None, *, download: bool = True, progress: bool = True
+) -> ResolvedCheckpoint:
     """A local folder for ``model``: the explicit one, the Hub cache's, or a fresh download."""
     explicit = checkpoint or os.environ.get(CHECKPOINT_ENV)
     if explicit:
@@ -167,8 +225,10 @@ def resolve_hub_checkpoint(model: HubModel, checkpoint: str | os.PathLike | None
     except (LocalEntryNotFoundError, CheckpointError):
         pass
     if not download:
-        raise CheckpointError(f"no copy of {model.repo_id} in the Hugging Face cache ({hub_cache_dir()}) "
-                              f"and downloads are off.\n" + offline_hint(model))
+        raise CheckpointError(
+            f"no copy of {model.repo_id} in the Hugging Face cache ({hub_cache_dir()}) "
+            f"and downloads are off.\n" + offline_hint(model)
+        )
     if not progress:
         disable_progress_bars()
     try:
@@ -178,14 +238,16 @@ def resolve_hub_checkpoint(model: HubModel, checkpoint: str | os.PathLike | None
         raise CheckpointError(
             f"{model.repo_id} is gated and the Hub refused the download ({token}). Open {model.url}, "
             f"accept the licence, create a token at {HUB}settings/tokens, then set HF_TOKEN=<token> "
-            f"(or run `hf auth login`) and start again.") from None
+            f"(or run `hf auth login`) and start again."
+        ) from None
     except RepositoryNotFoundError:
         raise CheckpointError(f"the Hub has no model {model.repo_id} (or it is private and needs HF_TOKEN)") from None
     except (LocalEntryNotFoundError, OSError) as e:  # no network, DNS, proxy, HF_HUB_OFFLINE=1
         why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
             f"could not download {model.repo_id} from the Hugging Face Hub ({why}) and it is not in the "
-            f"cache ({hub_cache_dir()}).\n" + offline_hint(model)) from None
+            f"cache ({hub_cache_dir()}).\n" + offline_hint(model)
+        ) from None
     finally:
         if not progress:
             enable_progress_bars()

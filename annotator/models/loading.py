@@ -71,8 +71,7 @@ class BackendInfo:
     def status(self) -> str:
         if self.backend == "sam" and self.repo_id:
             rev = f"revision {self.revision[:7]}" if self.revision else f"folder {Path(self.checkpoint).name}"
-            return (f"{self.model} ({self.repo_id}, {rev}): {self.why} · {self.device} · "
-                    f"encoder {self.precision}")
+            return f"{self.model} ({self.repo_id}, {rev}): {self.why} · {self.device} · encoder {self.precision}"
         if self.backend == "sam":
             return (
                 f"SAM {self.model}: {self.why} · checkpoint {Path(self.checkpoint).name} · "
@@ -162,9 +161,15 @@ def load_segmenter(
     prec = precision or default_precision(dev)
     hub_name = model or os.environ.get(MODEL_ENV)
     if hub_name in HUB_MODELS:
-        return load_hub_segmenter(hub_name, checkpoint, device=dev, precision=prec, download=download,
-                                  why="chosen with --model" if model else f"chosen with {MODEL_ENV}",
-                                  cache_bytes=cache_bytes)
+        return load_hub_segmenter(
+            hub_name,
+            checkpoint,
+            device=dev,
+            precision=prec,
+            download=download,
+            why="chosen with --model" if model else f"chosen with {MODEL_ENV}",
+            cache_bytes=cache_bytes,
+        )
     try:
         name, path, why, state = choose_model(dev, model, checkpoint, download=download)
     except CheckpointError as e:
@@ -176,8 +181,9 @@ def load_segmenter(
     chosen = check_runtime(runtime, dev) if runtime else default_runtime(dev)
     sam = load_sam(get_variant(name), path, state=state)
     try:
-        segmenter = SamSegmenter(sam, device=dev, precision=prec, cache=EmbeddingCache(cache_bytes), name=name,
-                                 runtime=chosen)
+        segmenter = SamSegmenter(
+            sam, device=dev, precision=prec, cache=EmbeddingCache(cache_bytes), name=name, runtime=chosen
+        )
     except Exception as e:  # noqa: BLE001 - an export that fails falls back loudly, below
         if runtime or chosen == "torch" or prec != "fp32":
             raise
@@ -189,9 +195,16 @@ def load_segmenter(
     return segmenter, info
 
 
-def load_hub_segmenter(name: str, checkpoint=None, *, device=None, precision: str | None = None,
-                       download: bool = True, why: str = "chosen with --model",
-                       cache_bytes: int = 512 * 2**20):
+def load_hub_segmenter(
+    name: str,
+    checkpoint=None,
+    *,
+    device=None,
+    precision: str | None = None,
+    download: bool = True,
+    why: str = "chosen with --model",
+    cache_bytes: int = 512 * 2**20,
+):
     """``(predictor, BackendInfo)`` for a Hugging Face model (SAM 2.1 or SAM 3). SAM 3's
     predictor does clicks with SAM 3's tracker and carries a ``finder`` for "find all"."""
     from annotator.models.hf_sam2 import HFSamPredictor, load_hf_model
@@ -208,9 +221,18 @@ def load_hub_segmenter(name: str, checkpoint=None, *, device=None, precision: st
     else:
         model, processor = load_hf_model(resolved.path, "sam2")
         predictor = HFSamPredictor(model, processor, device=dev, precision=prec, cache=cache, name=name)
-    info = BackendInfo("sam", name, str(resolved.path), str(dev), prec, why=f"{why}, from the {resolved.source}",
-                       family=hub.family, revision=resolved.revision, repo_id=hub.repo_id,
-                       concepts=hub.family == "sam3")
+    info = BackendInfo(
+        "sam",
+        name,
+        str(resolved.path),
+        str(dev),
+        prec,
+        why=f"{why}, from the {resolved.source}",
+        family=hub.family,
+        revision=resolved.revision,
+        repo_id=hub.repo_id,
+        concepts=hub.family == "sam3",
+    )
     log.info("backend: %s", info.status)
     return predictor, info
 

@@ -91,8 +91,9 @@ class LazyPrediction(Prediction):
     exact but for pixels within float rounding of the threshold).
     """
 
-    def __init__(self, low_res: torch.Tensor, scores: np.ndarray, embedding: ImageEmbedding,
-                 postprocess, mask_threshold: float):
+    def __init__(
+        self, low_res: torch.Tensor, scores: np.ndarray, embedding: ImageEmbedding, postprocess, mask_threshold: float
+    ):
         self._low = low_res  # (C, 256, 256) float32
         self.scores = scores
         self.low_res_logits = low_res.numpy()
@@ -204,8 +205,9 @@ class SamSegmenter:
         else:
             self._autocast = None
             # exported from the official modules, before the attention is fused
-            self.engine = ExportedSam(self.model, self.runtime, precision=precision,
-                                      cache_root=runtime_cache, progress=progress)
+            self.engine = ExportedSam(
+                self.model, self.runtime, precision=precision, cache_root=runtime_cache, progress=progress
+            )
         if fused:
             fuse_attention(self.model)
         self.transform = ResizeLongestSide(self.model.image_encoder.img_size)
@@ -272,8 +274,9 @@ class SamSegmenter:
         """Masks for any mix of positive (1) / negative (0) points in (x, y) image pixels and
         one box (x0, y0, x1, y1). ``mask_input`` is a (1, 256, 256) low-res logit map from a
         previous prediction, to refine it."""
-        lazy = self.predict_candidates(point_coords, point_labels, box, mask_input, multimask_output,
-                                       embedding=embedding)
+        lazy = self.predict_candidates(
+            point_coords, point_labels, box, mask_input, multimask_output, embedding=embedding
+        )
         return Prediction(masks=lazy.masks, scores=lazy.scores, low_res_logits=lazy.low_res_logits)
 
     def predict_candidates(
@@ -323,8 +326,13 @@ class SamSegmenter:
         return self._lazy(low_res[0], iou[0], emb)
 
     def _lazy(self, low_res: torch.Tensor, iou: torch.Tensor, emb: ImageEmbedding) -> LazyPrediction:
-        return LazyPrediction(low_res.float().cpu(), iou.float().cpu().numpy(), emb,
-                              self.model.postprocess_masks, self.model.mask_threshold)
+        return LazyPrediction(
+            low_res.float().cpu(),
+            iou.float().cpu().numpy(),
+            emb,
+            self.model.postprocess_masks,
+            self.model.mask_threshold,
+        )
 
     # -- batches of prompts --------------------------------------------------------------
     def decoder_inputs(self, spec: PromptSpec):

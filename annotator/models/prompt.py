@@ -26,6 +26,7 @@ def _areas(pred: Prediction) -> np.ndarray:
         return pred.areas
     return pred.masks.reshape(len(pred.masks), -1).sum(1)
 
+
 SAME_PIXEL = 3.0  # clicks closer than this (image pixels) count as "the same pixel again"
 
 
@@ -111,9 +112,14 @@ def click(prompt: Prompt, segmenter, embedding, mode: str, x: float, y: float) -
     if mode not in ("positive", "negative"):
         raise ValueError(f"unknown prompt mode {mode!r}")
     label = 1 if mode == "positive" else 0
-    if (prompt.prediction is not None and len(prompt.points) == 1 and prompt.box is None
-            and label == prompt.labels[0] and len(prompt.order) > 1
-            and np.hypot(x - prompt.points[0][0], y - prompt.points[0][1]) < SAME_PIXEL):
+    if (
+        prompt.prediction is not None
+        and len(prompt.points) == 1
+        and prompt.box is None
+        and label == prompt.labels[0]
+        and len(prompt.order) > 1
+        and np.hypot(x - prompt.points[0][0], y - prompt.points[0][1]) < SAME_PIXEL
+    ):
         prompt.choice = (prompt.choice + 1) % len(prompt.order)
         return f"candidate {prompt.choice + 1} of {len(prompt.order)}"
     prompt.points.append((x, y))

@@ -41,8 +41,16 @@ class Predictor(Protocol):
 
     def set_image(self, image: np.ndarray) -> Embedding: ...
 
-    def predict(self, point_coords=None, point_labels=None, box=None, mask_input=None,
-                multimask_output: bool = True, *, embedding=None):
+    def predict(
+        self,
+        point_coords=None,
+        point_labels=None,
+        box=None,
+        mask_input=None,
+        multimask_output: bool = True,
+        *,
+        embedding=None,
+    ):
         """-> ``annotator.segmenter.Prediction``: masks in image pixels, scores, low-res logits
         (feed one back as ``mask_input`` to refine)."""
 
@@ -79,5 +87,6 @@ class ConceptFinder(Protocol):
     """Promptable concept segmentation (SAM 3): every instance of a noun phrase, of exemplar
     boxes (positive or negative), or of both."""
 
-    def find_all(self, image: np.ndarray, text: str | None = None, boxes=None, box_labels=None,
-                 threshold: float = 0.5) -> list[Instance]: ...
+    def find_all(
+        self, image: np.ndarray, text: str | None = None, boxes=None, box_labels=None, threshold: float = 0.5
+    ) -> list[Instance]: ...

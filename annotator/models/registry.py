@@ -113,21 +113,33 @@ VARIANTS: dict[str, SamVariant] = {
     v.name: v
     for v in (
         SamVariant(
-            "vit_h", 1280, 32, 16, (7, 15, 23, 31),
+            "vit_h",
+            1280,
+            32,
+            16,
+            (7, 15, 23, 31),
             url=_DL + "sam_vit_h_4b8939.pth",
             sha256="a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
             size_bytes=2564550879,
             description="SAM ViT-H (636M parameters, best masks, needs a GPU)",
         ),
         SamVariant(
-            "vit_l", 1024, 24, 16, (5, 11, 17, 23),
+            "vit_l",
+            1024,
+            24,
+            16,
+            (5, 11, 17, 23),
             url=_DL + "sam_vit_l_0b3195.pth",
             sha256="3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
             size_bytes=1249524607,
             description="SAM ViT-L (308M parameters)",
         ),
         SamVariant(
-            "vit_b", 768, 12, 12, (2, 5, 8, 11),
+            "vit_b",
+            768,
+            12,
+            12,
+            (2, 5, 8, 11),
             url=_DL + "sam_vit_b_01ec64.pth",
             sha256="ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
             size_bytes=375042383,
@@ -155,8 +167,12 @@ VARIANTS: dict[str, SamVariant] = {
 # windowed + global attention with relative positions): random-weight models for tests,
 # benchmarks and load tests (``--model tiny``). No checkpoint exists for it; it is not listed.
 TINY = SamVariant(
-    "tiny", encoder_embed_dim=64, encoder_depth=2, encoder_num_heads=2,
-    encoder_global_attn_indexes=(1,), description="test-only tiny SAM (random weights)",
+    "tiny",
+    encoder_embed_dim=64,
+    encoder_depth=2,
+    encoder_num_heads=2,
+    encoder_global_attn_indexes=(1,),
+    description="test-only tiny SAM (random weights)",
 )
 UNLISTED_VARIANTS = {TINY.name: TINY}
 
@@ -167,6 +183,4 @@ def get_variant(name: str) -> SamVariant:
     try:
         return UNLISTED_VARIANTS[name]
     except KeyError:
-        raise ValueError(
-            f"unknown model {name!r}; choose one of: {', '.join(VARIANTS)}"
-        ) from None
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(VARIANTS)}") from None

@@ -50,8 +50,10 @@ def check_runtime(runtime: str, device) -> str:
         if torch.device(device).type != "cpu":
             raise ValueError(f"the {runtime} runtime runs on the CPU; use --runtime torch on {device}")
         if not available(runtime):
-            raise ValueError(f"--runtime {runtime} needs the {_PACKAGES[runtime]} package "
-                             f"(pip install {_PACKAGES[runtime]}), or use --runtime torch")
+            raise ValueError(
+                f"--runtime {runtime} needs the {_PACKAGES[runtime]} package "
+                f"(pip install {_PACKAGES[runtime]}), or use --runtime torch"
+            )
     return runtime
 
 
@@ -81,8 +83,7 @@ class _OpenVinoGraph:
         import openvino as ov
 
         core = ov.Core()
-        config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32",
-                  "PERFORMANCE_HINT": "LATENCY"}
+        config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
         self.model = core.compile_model(str(path), "CPU", config)
         self.outputs = self.model.outputs
 
@@ -116,8 +117,9 @@ class ExportedSam:
     ):
         check_runtime(runtime, "cpu")
         if precision not in EXPORTED_PRECISIONS:
-            raise ValueError(f"the {runtime} runtime runs the encoder in {' or '.join(EXPORTED_PRECISIONS)}, "
-                             f"not {precision!r}")
+            raise ValueError(
+                f"the {runtime} runtime runs the encoder in {' or '.join(EXPORTED_PRECISIONS)}, not {precision!r}"
+            )
         self.runtime = runtime
         self.precision = precision
         self.cache = ExportCache(model, cache_root)

@@ -32,8 +32,10 @@ class FolderPolicy:
         """The folder, resolved (symlinks and ``..`` followed), if it lies below an allowed
         folder; otherwise ``PermissionError`` with a message for the user."""
         if not self.allowed:
-            raise PermissionError("Adding server folders is off; the operator can allow folders "
-                                  "with `annotator serve --allow-folder DIR`. Upload the images instead.")
+            raise PermissionError(
+                "Adding server folders is off; the operator can allow folders "
+                "with `annotator serve --allow-folder DIR`. Upload the images instead."
+            )
         text = str(folder or "").strip()
         if not text or "\0" in text:
             raise PermissionError("Type the path of a folder on the server.")
@@ -42,8 +44,9 @@ class FolderPolicy:
             path = self.allowed[0] / path  # relative to the first allowed folder
         resolved = path.resolve()
         if not any(resolved == root or root in resolved.parents for root in self.allowed):
-            raise PermissionError(f"{text} is not inside a folder the operator allowed ("
-                                  + ", ".join(str(a) for a in self.allowed) + ").")
+            raise PermissionError(
+                f"{text} is not inside a folder the operator allowed (" + ", ".join(str(a) for a in self.allowed) + ")."
+            )
         if not resolved.is_dir():
             raise PermissionError(f"{text} is not a folder on the server.")
         return resolved

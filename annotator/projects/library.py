@@ -44,7 +44,8 @@ def check_project_name(name: str) -> str:
     if not _NAME.fullmatch(name) or ".." in name or name.endswith((".", " ")):
         raise ProjectNameError(
             f"{name[:80]!r} is not a valid project name: use up to 64 letters, digits, spaces, "
-            "'.', '-' or '_', starting with a letter or digit (no '/', no '..').")
+            "'.', '-' or '_', starting with a letter or digit (no '/', no '..')."
+        )
     return name
 
 
@@ -68,8 +69,11 @@ class ProjectLibrary:
         """Existing projects, by name."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name[: -len(PROJECT_SUFFIX)] for p in self.root.glob("*" + PROJECT_SUFFIX)
-                      if p.is_file() and _NAME.fullmatch(p.name[: -len(PROJECT_SUFFIX)]))
+        return sorted(
+            p.name[: -len(PROJECT_SUFFIX)]
+            for p in self.root.glob("*" + PROJECT_SUFFIX)
+            if p.is_file() and _NAME.fullmatch(p.name[: -len(PROJECT_SUFFIX)])
+        )
 
     def open(self, name: str, *, create: bool = True) -> Project:
         """The project called ``name`` (created, with the projects folder, when missing and

@@ -93,8 +93,9 @@ def annotations_of(records: Iterable[Mapping]) -> list:
 def encode_row(ann, size: tuple[int, int]) -> tuple[str, str]:
     """(counts, every other field as canonical JSON) of one ``Annotation`` for this image."""
     if tuple(ann.size) != tuple(size):
-        raise ValueError(f"annotation {ann.id} is {ann.size[0]}x{ann.size[1]} (h x w) but the "
-                         f"image is {size[0]}x{size[1]}")
+        raise ValueError(
+            f"annotation {ann.id} is {ann.size[0]}x{ann.size[1]} (h x w) but the image is {size[0]}x{size[1]}"
+        )
     rec = ann.to_record()
     counts = rec.pop("counts")
     try:

@@ -55,6 +55,7 @@ DEFAULT_MAX_HISTORY = 200
 DEFAULT_BUSY_TIMEOUT_S = 30.0
 PROJECT_SUFFIX = ".annotator"
 
+
 class ProjectError(RuntimeError):
     """The project file cannot be used as asked; the message says why."""
 
@@ -71,9 +72,14 @@ class Project:
     and upgrades an older schema in place.
     """
 
-    def __init__(self, path: str | os.PathLike, *, create: bool = True,
-                 max_history: int = DEFAULT_MAX_HISTORY,
-                 busy_timeout: float = DEFAULT_BUSY_TIMEOUT_S):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        create: bool = True,
+        max_history: int = DEFAULT_MAX_HISTORY,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT_S,
+    ):
         self.path = Path(path)
         if max_history < 1:
             raise ValueError("max_history must be at least 1")
@@ -86,8 +92,7 @@ class Project:
         self._lock = threading.RLock()
         self._saved: dict[int, SavedRows] = {}  # per image: the rows as this connection last saved them
         try:
-            self._conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None,
-                                         check_same_thread=False)
+            self._conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as e:
             raise ProjectError(f"cannot open {self.path}: {e}") from None
         try:
@@ -110,7 +115,8 @@ class Project:
                 if version > SCHEMA_VERSION:
                     raise ProjectError(
                         f"{self.path} was written by a newer annotator (schema {version}, this one "
-                        f"knows up to {SCHEMA_VERSION}); upgrade annotator to open it")
+                        f"knows up to {SCHEMA_VERSION}); upgrade annotator to open it"
+                    )
                 if version < SCHEMA_VERSION:
                     c.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                     migrate(c, version)
@@ -141,8 +147,9 @@ class Project:
             if mode is not None and mode.lower() == "wal":
                 return
             if mode is not None and time.monotonic() > deadline:
-                raise ProjectError(f"{self.path}: SQLite refused WAL mode (got {mode!r}); "
-                                   "put the project on a local disk")
+                raise ProjectError(
+                    f"{self.path}: SQLite refused WAL mode (got {mode!r}); put the project on a local disk"
+                )
             time.sleep(0.01)
 
     # -- transactions ------------------------------------------------------------------------
@@ -198,8 +205,9 @@ class Project:
         added once: the existing entry is returned."""
         return self.add_images([source], names=None if name is None else [name])[0]
 
-    def add_images(self, sources: Sequence, *, names: Sequence[str] | None = None,
-                   errors: dict | None = None) -> list[ImageInfo]:
+    def add_images(
+        self, sources: Sequence, *, names: Sequence[str] | None = None, errors: dict | None = None
+    ) -> list[ImageInfo]:
         """Add many images in one transaction, in the given order.
 
         An unreadable image fails the whole call, unless ``errors`` (a dict) is given: then it
@@ -224,12 +232,13 @@ class Project:
                     ids.append(row[0])
                     continue
                 if data is not None:
-                    c.execute("INSERT OR IGNORE INTO image_data (sha256, bytes) VALUES (?, ?)",
-                              (digest, data))
+                    c.execute("INSERT OR IGNORE INTO image_data (sha256, bytes) VALUES (?, ?)", (digest, data))
                 pos += 1
                 cur = c.execute(
                     "INSERT INTO images (name, path, sha256, width, height, position, added_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)", (name, path, digest, w, h, pos, time.time()))
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (name, path, digest, w, h, pos, time.time()),
+                )
                 ids.append(cur.lastrowid)
         return [self.image(i) for i in ids]
 
@@ -269,8 +278,7 @@ class Project:
 
     def image(self, image_id: int) -> ImageInfo:
         with self._lock:
-            row = self._conn.execute(self._IMAGE_QUERY + " WHERE i.id = ? GROUP BY i.id",
-                                     (image_id,)).fetchone()
+            row = self._conn.execute(self._IMAGE_QUERY + " WHERE i.id = ? GROUP BY i.id", (image_id,)).fetchone()
         if row is None:
             raise KeyError(f"no image with id {image_id} in {self.path.name}")
         return self._image_info(row)
@@ -292,16 +300,16 @@ class Project:
         info = self.image(image_id)
         if info.path is None:
             with self._lock:
-                data = self._conn.execute("SELECT bytes FROM image_data WHERE sha256 = ?",
-                                          (info.sha256,)).fetchone()[0]
+                data = self._conn.execute("SELECT bytes FROM image_data WHERE sha256 = ?", (info.sha256,)).fetchone()[0]
             return load_image(data, max_pixels=max_pixels)
         path = Path(info.path)
         if not path.is_file():
             raise ImageError(f"{info.name} is no longer at {info.path}")
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != info.sha256:
-            raise ImageError(f"{info.path} changed since it was added to the project; "
-                             "its masks may not match it any more")
+            raise ImageError(
+                f"{info.path} changed since it was added to the project; its masks may not match it any more"
+            )
         return load_image(data, max_pixels=max_pixels)
 
     def set_status(self, image_id: int, status: str) -> None:
@@ -331,8 +339,9 @@ class Project:
 
     @staticmethod
     def _records(c: sqlite3.Connection, image_id: int) -> list[dict]:
-        rows = c.execute("SELECT z, counts, record FROM annotations WHERE image_id = ? ORDER BY z",
-                         (image_id,)).fetchall()
+        rows = c.execute(
+            "SELECT z, counts, record FROM annotations WHERE image_id = ? ORDER BY z", (image_id,)
+        ).fetchall()
         return [{**json.loads(rec), "counts": counts, "z": z} for z, counts, rec in rows]
 
     @staticmethod
@@ -352,8 +361,15 @@ class Project:
             records = self._records(c, image_id)
         return AnnotationDocument.from_records(h, w, records, image_id=image_id, **kwargs)
 
-    def save(self, image_id: int, annotations, *, action: str | None = None,
-             base_rev: int | None = None, prelabel: Mapping | None = None) -> int:
+    def save(
+        self,
+        image_id: int,
+        annotations,
+        *,
+        action: str | None = None,
+        base_rev: int | None = None,
+        prelabel: Mapping | None = None,
+    ) -> int:
         """Store the image's annotations: an ``AnnotationDocument``, or records as its
         ``records()`` gives them (validated like ``Annotation.from_record``; area and bbox
         are recomputed from the mask).
@@ -389,25 +405,30 @@ class Project:
                     new[item.id] = encode_row(item, (h, w))
                 new_objects[item.id] = item
                 order.append(item.id)
-            changes = [(i, old.get(i), new.get(i)) for i in sorted(set(old) | set(new))
-                       if old.get(i) != new.get(i)]
+            changes = [(i, old.get(i), new.get(i)) for i in sorted(set(old) | set(new)) if old.get(i) != new.get(i)]
             if prelabel is not None:
-                c.execute("UPDATE images SET prelabel = ? WHERE id = ?",
-                          (canonical_json({**prelabel, "at": time.time()}), image_id))
+                c.execute(
+                    "UPDATE images SET prelabel = ? WHERE id = ?",
+                    (canonical_json({**prelabel, "at": time.time()}), image_id),
+                )
             rev = head
             if changes or order != old_order:
                 rev = head + 1
                 c.execute("DELETE FROM revisions WHERE image_id = ? AND rev >= ?", (image_id, rev))
-                c.execute("INSERT INTO revisions VALUES (?, ?, ?, ?, ?, ?)",
-                          (image_id, rev, action, time.time(), canonical_json(old_order), canonical_json(order)))
-                c.executemany("INSERT INTO revision_changes VALUES (?, ?, ?, ?)",
-                              [(image_id, rev, i, full_record(before)) for i, before, _ in changes])
+                c.execute(
+                    "INSERT INTO revisions VALUES (?, ?, ?, ?, ?, ?)",
+                    (image_id, rev, action, time.time(), canonical_json(old_order), canonical_json(order)),
+                )
+                c.executemany(
+                    "INSERT INTO revision_changes VALUES (?, ?, ?, ?)",
+                    [(image_id, rev, i, full_record(before)) for i, before, _ in changes],
+                )
                 self._apply(c, image_id, [(i, after) for i, _, after in changes], old_order, order)
-                self._register_labels(c, (json.loads(after[1]).get("label") for _, _, after in changes
-                                          if after is not None))
+                self._register_labels(
+                    c, (json.loads(after[1]).get("label") for _, _, after in changes if after is not None)
+                )
                 c.execute("UPDATE images SET rev = ? WHERE id = ?", (rev, image_id))
-                c.execute("DELETE FROM revisions WHERE image_id = ? AND rev <= ?",
-                          (image_id, rev - self.max_history))
+                c.execute("DELETE FROM revisions WHERE image_id = ? AND rev <= ?", (image_id, rev - self.max_history))
             data_version = saved.data_version
         self._remember(image_id, SavedRows(data_version, rev, new, new_objects, order))
         return rev
@@ -419,10 +440,10 @@ class Project:
         saved = self._saved.get(image_id)
         if saved is not None and saved.data_version == data_version and saved.rev == head:
             return saved
-        rows = c.execute("SELECT ann_id, counts, record FROM annotations WHERE image_id = ? ORDER BY z",
-                         (image_id,)).fetchall()
-        return SavedRows(data_version, head, {i: (counts, rec) for i, counts, rec in rows}, {},
-                          [r[0] for r in rows])
+        rows = c.execute(
+            "SELECT ann_id, counts, record FROM annotations WHERE image_id = ? ORDER BY z", (image_id,)
+        ).fetchall()
+        return SavedRows(data_version, head, {i: (counts, rec) for i, counts, rec in rows}, {}, [r[0] for r in rows])
 
     def _remember(self, image_id: int, saved: SavedRows | None) -> None:
         with self._lock:
@@ -433,20 +454,22 @@ class Project:
                     self._saved.pop(next(iter(self._saved)))
 
     @staticmethod
-    def _apply(c: sqlite3.Connection, image_id: int, changes, old_order: Sequence[int],
-               order: Sequence[int]) -> None:
+    def _apply(c: sqlite3.Connection, image_id: int, changes, old_order: Sequence[int], order: Sequence[int]) -> None:
         """Write changed rows (``None``: delete) and the z of every mask whose z changed."""
         for ann_id, value in changes:
             if value is None:
                 c.execute("DELETE FROM annotations WHERE image_id = ? AND ann_id = ?", (image_id, ann_id))
             else:
-                c.execute("INSERT OR REPLACE INTO annotations (image_id, ann_id, z, counts, record) "
-                          "VALUES (?, ?, -1, ?, ?)", (image_id, ann_id, *value))
+                c.execute(
+                    "INSERT OR REPLACE INTO annotations (image_id, ann_id, z, counts, record) VALUES (?, ?, -1, ?, ?)",
+                    (image_id, ann_id, *value),
+                )
         written = {ann_id for ann_id, value in changes if value is not None}
         old_z = {ann_id: z for z, ann_id in enumerate(old_order)}
-        c.executemany("UPDATE annotations SET z = ? WHERE image_id = ? AND ann_id = ?",
-                      [(z, image_id, ann_id) for z, ann_id in enumerate(order)
-                       if ann_id in written or old_z.get(ann_id) != z])
+        c.executemany(
+            "UPDATE annotations SET z = ? WHERE image_id = ? AND ann_id = ?",
+            [(z, image_id, ann_id) for z, ann_id in enumerate(order) if ann_id in written or old_z.get(ann_id) != z],
+        )
 
     def _step(self, image_id: int, forward: bool, base_rev: int | None) -> list[dict] | None:
         self._remember(image_id, None)
@@ -454,23 +477,35 @@ class Project:
             _, _, head = self._image_row(c, image_id)
             _check_base(image_id, head, base_rev)
             rev = head + 1 if forward else head
-            row = c.execute("SELECT order_before, order_after FROM revisions WHERE image_id = ? AND rev = ?",
-                            (image_id, rev)).fetchone()
+            row = c.execute(
+                "SELECT order_before, order_after FROM revisions WHERE image_id = ? AND rev = ?", (image_id, rev)
+            ).fetchone()
             if row is None:
                 return None
-            changes = c.execute("SELECT ann_id, other FROM revision_changes WHERE image_id = ? AND rev = ?",
-                                (image_id, rev)).fetchall()
+            changes = c.execute(
+                "SELECT ann_id, other FROM revision_changes WHERE image_id = ? AND rev = ?", (image_id, rev)
+            ).fetchall()
             changed = {i for i, _ in changes}
-            current = {i: (counts, rec) for i, counts, rec in c.execute(
-                "SELECT ann_id, counts, record FROM annotations WHERE image_id = ?", (image_id,))
-                if i in changed}
+            current = {
+                i: (counts, rec)
+                for i, counts, rec in c.execute(
+                    "SELECT ann_id, counts, record FROM annotations WHERE image_id = ?", (image_id,)
+                )
+                if i in changed
+            }
             # swap: the log's version goes into the table and the table's into the log
-            c.executemany("UPDATE revision_changes SET other = ? WHERE image_id = ? AND rev = ? AND ann_id = ?",
-                          [(full_record(current.get(i)), image_id, rev, i) for i, _ in changes])
+            c.executemany(
+                "UPDATE revision_changes SET other = ? WHERE image_id = ? AND rev = ? AND ann_id = ?",
+                [(full_record(current.get(i)), image_id, rev, i) for i, _ in changes],
+            )
             before_order, after_order = json.loads(row[0]), json.loads(row[1])
-            self._apply(c, image_id, [(i, split_full_record(other)) for i, other in changes],
-                        before_order if forward else after_order,
-                        after_order if forward else before_order)
+            self._apply(
+                c,
+                image_id,
+                [(i, split_full_record(other)) for i, other in changes],
+                before_order if forward else after_order,
+                after_order if forward else before_order,
+            )
             c.execute("UPDATE images SET rev = ? WHERE id = ?", (rev if forward else head - 1, image_id))
             return self._records(c, image_id)
 
@@ -488,21 +523,34 @@ class Project:
     def undo_state(self, image_id: int) -> UndoState:
         with self._read() as c:
             _, _, head = self._image_row(c, image_id)
-            actions = dict(c.execute("SELECT rev, action FROM revisions WHERE image_id = ? AND rev IN (?, ?)",
-                                     (image_id, head, head + 1)))
+            actions = dict(
+                c.execute(
+                    "SELECT rev, action FROM revisions WHERE image_id = ? AND rev IN (?, ?)", (image_id, head, head + 1)
+                )
+            )
         return UndoState(head, actions.get(head), actions.get(head + 1))
 
     def history(self, image_id: int) -> list[Revision]:
         """The image's stored edits, oldest first (those past the head were undone)."""
         with self._read() as c:
             self._image_row(c, image_id)
-            return [Revision(*r) for r in c.execute(
-                "SELECT rev, action, created_at FROM revisions WHERE image_id = ? ORDER BY rev", (image_id,))]
+            return [
+                Revision(*r)
+                for r in c.execute(
+                    "SELECT rev, action, created_at FROM revisions WHERE image_id = ? ORDER BY rev", (image_id,)
+                )
+            ]
 
     # -- export ------------------------------------------------------------------------------
-    def export_coco(self, path: str | os.PathLike, *, image_ids: Sequence[int] | None = None,
-                    include_rejected: bool = False, model: str | None = None,
-                    parameters: Mapping | None = None) -> Path:
+    def export_coco(
+        self,
+        path: str | os.PathLike,
+        *,
+        image_ids: Sequence[int] | None = None,
+        include_rejected: bool = False,
+        model: str | None = None,
+        parameters: Mapping | None = None,
+    ) -> Path:
         """Write the project (or the images ``image_ids``, in that order) as one COCO instances
         file with RLE masks, atomically. Category ids are the project's; image ids too."""
         from annotator.formats import coco
@@ -513,19 +561,33 @@ class Project:
             missing = [i for i in ids if i not in infos]
             if missing:
                 raise KeyError(f"no image with id {missing[0]} in {self.path.name}")
-            cats = [{"id": k.id, "name": k.name, "supercategory": k.supercategory or ""}
-                    for k in self.categories()]
+            cats = [{"id": k.id, "name": k.name, "supercategory": k.supercategory or ""} for k in self.categories()]
             records = {i: self._records(c, i) for i in ids}
-        items = ((self._document(infos[i], records.pop(i)),
-                  {"id": i, "file_name": infos[i].name, "sha256": infos[i].sha256}) for i in ids)
-        dataset = coco.from_documents(items, categories=cats, model=model, parameters=parameters,
-                                      include_rejected=include_rejected,
-                                      description=f"annotator project {self.path.name}")
+        items = (
+            (self._document(infos[i], records.pop(i)), {"id": i, "file_name": infos[i].name, "sha256": infos[i].sha256})
+            for i in ids
+        )
+        dataset = coco.from_documents(
+            items,
+            categories=cats,
+            model=model,
+            parameters=parameters,
+            include_rejected=include_rejected,
+            description=f"annotator project {self.path.name}",
+        )
         return coco.save(dataset, path)
 
-    def export(self, path: str | os.PathLike, fmt: str = "coco-rle", *, tolerance: float = 0.0,
-               image_ids: Sequence[int] | None = None, include_rejected: bool = False,
-               model: str | None = None, parameters: Mapping | None = None):
+    def export(
+        self,
+        path: str | os.PathLike,
+        fmt: str = "coco-rle",
+        *,
+        tolerance: float = 0.0,
+        image_ids: Sequence[int] | None = None,
+        include_rejected: bool = False,
+        model: str | None = None,
+        parameters: Mapping | None = None,
+    ):
         """Write the project (or the images ``image_ids``) as ``fmt`` (``formats.convert.FORMATS``:
         COCO RLE or polygons, YOLO, labelme, VOC) to ``path`` (a JSON file for COCO, a new folder or
         a ``.zip`` for the others, with the images), read it back and check it; returns the
@@ -540,21 +602,32 @@ class Project:
             missing = [i for i in ids if i not in infos]
             if missing:
                 raise KeyError(f"no image with id {missing[0]} in {self.path.name}")
-            unlabeled = c.execute(
-                f"SELECT count(*) FROM annotations WHERE label IS NULL AND image_id IN "
-                f"({','.join('?' * len(ids))})" + ("" if include_rejected else " AND review != 'rejected'"),
-                ids).fetchone()[0] if ids else 0
+            unlabeled = (
+                c.execute(
+                    f"SELECT count(*) FROM annotations WHERE label IS NULL AND image_id IN "
+                    f"({','.join('?' * len(ids))})" + ("" if include_rejected else " AND review != 'rejected'"),
+                    ids,
+                ).fetchone()[0]
+                if ids
+                else 0
+            )
         if unlabeled:
             self.add_category(coco.DEFAULT_CATEGORY)  # gets its id once, like any label
         with self._read() as c:
-            cats = [{"id": k.id, "name": k.name, "supercategory": k.supercategory or ""}
-                    for k in self.categories()]
+            cats = [{"id": k.id, "name": k.name, "supercategory": k.supercategory or ""} for k in self.categories()]
             records = {i: self._records(c, i) for i in ids}
-        items = ((self._document(infos[i], records.pop(i)),
-                  {"id": i, "file_name": infos[i].name, "sha256": infos[i].sha256}) for i in ids)
-        dataset = coco.from_documents(items, categories=cats, model=model, parameters=parameters,
-                                      include_rejected=include_rejected,
-                                      description=f"annotator project {self.path.name}")
+        items = (
+            (self._document(infos[i], records.pop(i)), {"id": i, "file_name": infos[i].name, "sha256": infos[i].sha256})
+            for i in ids
+        )
+        dataset = coco.from_documents(
+            items,
+            categories=cats,
+            model=model,
+            parameters=parameters,
+            include_rejected=include_rejected,
+            description=f"annotator project {self.path.name}",
+        )
         return convert.export(dataset, path, fmt, tolerance=tolerance, images=self._image_source)
 
     def _image_source(self, image: Mapping):
@@ -563,8 +636,7 @@ class Project:
         info = self.image(image["id"])
         if info.path is None:
             with self._lock:
-                row = self._conn.execute("SELECT bytes FROM image_data WHERE sha256 = ?",
-                                         (info.sha256,)).fetchone()
+                row = self._conn.execute("SELECT bytes FROM image_data WHERE sha256 = ?", (info.sha256,)).fetchone()
             return None if row is None else row[0]
         try:
             data = Path(info.path).read_bytes()
@@ -581,30 +653,36 @@ class Project:
     # -- categories --------------------------------------------------------------------------
     def categories(self) -> list[Category]:
         with self._lock:
-            return [Category(*r) for r in self._conn.execute(
-                "SELECT id, name, supercategory, color FROM categories ORDER BY id")]
+            return [
+                Category(*r)
+                for r in self._conn.execute("SELECT id, name, supercategory, color FROM categories ORDER BY id")
+            ]
 
-    def add_category(self, name: str, *, supercategory: str | None = None,
-                     color: str | None = None) -> Category:
+    def add_category(self, name: str, *, supercategory: str | None = None, color: str | None = None) -> Category:
         """Add a category (labels used in saved annotations are added automatically); an
         existing name keeps its id and gets the given supercategory/color."""
         name = str(name).strip()
         if not name:
             raise ValueError("a category needs a name")
         with self._write() as c:
-            c.execute("INSERT INTO categories (name, supercategory, color) VALUES (?, ?, ?) "
-                      "ON CONFLICT (name) DO UPDATE SET supercategory = coalesce(excluded.supercategory, "
-                      "supercategory), color = coalesce(excluded.color, color)",
-                      (name, supercategory, color))
-            return Category(*c.execute("SELECT id, name, supercategory, color FROM categories "
-                                       "WHERE name = ?", (name,)).fetchone())
+            c.execute(
+                "INSERT INTO categories (name, supercategory, color) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET supercategory = coalesce(excluded.supercategory, "
+                "supercategory), color = coalesce(excluded.color, color)",
+                (name, supercategory, color),
+            )
+            return Category(
+                *c.execute("SELECT id, name, supercategory, color FROM categories WHERE name = ?", (name,)).fetchone()
+            )
 
     @staticmethod
     def _register_labels(c: sqlite3.Connection, labels: Iterable) -> None:
         # in order of first use (by mask id), not set order: string hashes differ from run to
         # run, and a class's id must not depend on that
-        c.executemany("INSERT OR IGNORE INTO categories (name) VALUES (?)",
-                      [(str(lb),) for lb in dict.fromkeys(labels) if lb is not None and str(lb).strip()])
+        c.executemany(
+            "INSERT OR IGNORE INTO categories (name) VALUES (?)",
+            [(str(lb),) for lb in dict.fromkeys(labels) if lb is not None and str(lb).strip()],
+        )
 
     # -- key/value state ---------------------------------------------------------------------
     def get_state(self, key: str, default=None):
@@ -626,4 +704,5 @@ def _check_base(image_id: int, head: int, base_rev: int | None) -> None:
     if base_rev is not None and base_rev != head:
         raise ConflictError(
             f"image {image_id} was changed by another session (revision {head}, you had "
-            f"{base_rev}); reload it before editing")
+            f"{base_rev}); reload it before editing"
+        )

@@ -36,10 +36,17 @@ class RectGenerator:
             m = np.zeros((h, w), np.uint8)
             m[y0:y1, x0:x1] = 1
             rle = mask_utils.encode(np.asfortranarray(m))
-            out.append({"segmentation": {"size": [h, w], "counts": rle["counts"].decode()},
-                        "area": int(m.sum()), "bbox": [x0, y0, x1 - x0, y1 - y0],
-                        "predicted_iou": 0.9 - k * 0.1, "point_coords": [[x0 + 1.5, y0 + 1.5]],
-                        "stability_score": np.float32(0.97), "crop_box": [0, 0, w, h]})
+            out.append(
+                {
+                    "segmentation": {"size": [h, w], "counts": rle["counts"].decode()},
+                    "area": int(m.sum()),
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "predicted_iou": 0.9 - k * 0.1,
+                    "point_coords": [[x0 + 1.5, y0 + 1.5]],
+                    "stability_score": np.float32(0.97),
+                    "crop_box": [0, 0, w, h],
+                }
+            )
         return out
 
 
@@ -101,8 +108,10 @@ def test_an_interrupted_run_resumes_without_redoing_or_doubling(tmp_path):
         assert [i.n_annotations for i in infos] == [2, 2, 2, 0]
         assert all(i.prelabel["points_per_side"] == 4 for i in infos[:3]) and infos[3].prelabel is None
         recs = project.records(ids[0])
-        assert [(r["source"], r["review"], r["predicted_iou"]) for r in recs] == \
-            [("auto", "pending", 0.9), ("auto", "pending", 0.8)]
+        assert [(r["source"], r["review"], r["predicted_iou"]) for r in recs] == [
+            ("auto", "pending", 0.9),
+            ("auto", "pending", 0.8),
+        ]
         assert recs[0]["point_coords"] == [[1.5, 1.5]] and recs[0]["stability_score"] == pytest.approx(0.97)
         assert project.undo_state(ids[0]).undo_action == batch.ACTION
 
@@ -124,8 +133,11 @@ def test_the_distributed_actor_core_gives_what_a_local_run_gives(tmp_path):
         local_ids = [i.id for i in local.add_images(paths)]
         batch.prelabel(local, RectGenerator(), local_ids, {"k": 1}, progress=False)
         infos = dist.add_images(paths)
-        rows_in = {"image_id": [i.id for i in infos], "path": [i.path for i in infos],
-                   "sha256": [i.sha256 for i in infos]}
+        rows_in = {
+            "image_id": [i.id for i in infos],
+            "path": [i.path for i in infos],
+            "sha256": [i.sha256 for i in infos],
+        }
         rows_in["sha256"][2] = "0" * 64  # the file a node sees is not the project's
         out = distributed.segment_batch(RectGenerator(), rows_in)
         assert list(out["error"][:2]) == ["", ""] and "differs" in out["error"][2]
@@ -141,6 +153,7 @@ def test_the_distributed_actor_core_gives_what_a_local_run_gives(tmp_path):
 def test_distributed_run_without_ray_says_how_to_install_it(tmp_path):
     try:
         import ray  # noqa: F401
+
         pytest.skip("ray is installed here")
     except ImportError:
         pass
@@ -210,8 +223,19 @@ def test_auto_prelabels_the_photos_into_coco_and_resumes(tmp_path, tiny_checkpoi
     from annotator.cli import main
 
     out = tmp_path / "prelabels.json"
-    argv = ["auto", str(IMAGES), "-o", str(out), "--model", "tiny", "--checkpoint", str(tiny_checkpoint),
-            "--device", "cpu", *FAST]
+    argv = [
+        "auto",
+        str(IMAGES),
+        "-o",
+        str(out),
+        "--model",
+        "tiny",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--device",
+        "cpu",
+        *FAST,
+    ]
     assert main(argv) == 0
     photos = sorted(IMAGES.glob("*.jpg"))
     assert len(counted_generate) == len(photos) == 4
@@ -255,8 +279,11 @@ def test_auto_refuses_what_it_cannot_do(tmp_path, tiny_checkpoint, capsys):
 
 def test_the_ray_actor_loads_sam_once_and_segments_batches(tiny_checkpoint, counted_generate):
     actor = distributed.SegmentEverything(
-        "tiny", str(tiny_checkpoint), device="cpu",
-        generator_params={"points_per_side": 2, "pred_iou_thresh": 0, "stability_score_thresh": 0})
+        "tiny",
+        str(tiny_checkpoint),
+        device="cpu",
+        generator_params={"points_per_side": 2, "pred_iou_thresh": 0, "stability_score_thresh": 0},
+    )
     dog = IMAGES / "dog.jpg"
     out = actor({"image_id": np.array([7, 8]), "path": np.array([str(dog), str(IMAGES / "nope.jpg")])})
     assert list(out["image_id"]) == [7, 8] and out["error"][0] == "" and "nope.jpg" in out["error"][1]

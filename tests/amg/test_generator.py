@@ -98,9 +98,7 @@ def assert_parity(official: list[dict], ours: list[dict]):
     rest = [r for r in official if not any(close(r, m) for m in by_counts.get(r["segmentation"]["counts"], []))]
     found = len(official) - len(rest)
     if rest and ours:
-        ious = mask_utils.iou(
-            [r["segmentation"] for r in rest], [r["segmentation"] for r in ours], [0] * len(ours)
-        )
+        ious = mask_utils.iou([r["segmentation"] for r in rest], [r["segmentation"] for r in ours], [0] * len(ours))
         for i, ref in enumerate(rest):
             found += any(close(ref, ours[j]) for j in np.flatnonzero(ious[i] >= 0.98))
     assert found >= 0.99 * len(official), f"{found} of {len(official)} official masks found"
@@ -119,8 +117,7 @@ def test_parity_every_candidate_survives(every_candidate):
     # each official mask against ours from the same point: the same mask up to float rounding
     # (which pixels flip depends on the CPU's kernels, so no bit-identity is asked), and the
     # box, area and crop box that go with it
-    ious = mask_utils.iou([r["segmentation"] for r in official], [r["segmentation"] for r in ours],
-                          [0] * len(ours))
+    ious = mask_utils.iou([r["segmentation"] for r in official], [r["segmentation"] for r in ours], [0] * len(ours))
     points = np.array([r["point_coords"][0] for r in ours])
     agree = 0
     for i, a in enumerate(official):
@@ -142,8 +139,13 @@ def test_parity_default_thresholds_with_crops(dog):
     """SAM's default thresholds with a crop layer on a real photo (box NMS off, so that the
     thresholds decide what is compared; the photo's crop masks all touch crop edges and go)."""
     official, ours = run_both(
-        dog, make_model=calibrated_sam, points_per_side=6, crop_n_layers=1, crop_n_points_downscale_factor=3,
-        box_nms_thresh=1.0, crop_nms_thresh=1.0,
+        dog,
+        make_model=calibrated_sam,
+        points_per_side=6,
+        crop_n_layers=1,
+        crop_n_points_downscale_factor=3,
+        box_nms_thresh=1.0,
+        crop_nms_thresh=1.0,
     )
     assert 15 <= len(official) <= 90  # of 108 full-image candidates: the thresholds kept some, dropped some
     assert_parity(official, ours)
@@ -153,7 +155,11 @@ def test_parity_all_defaults_crops_keep_masks():
     """Every default but the grid, with a crop layer: masks from the crops survive the
     crop-edge filter, the box NMS and the cross-crop NMS."""
     official, ours = run_both(
-        discs_image(), make_model=calibrated_sam, points_per_side=4, crop_n_layers=1, crop_n_points_downscale_factor=2,
+        discs_image(),
+        make_model=calibrated_sam,
+        points_per_side=4,
+        crop_n_layers=1,
+        crop_n_points_downscale_factor=2,
     )
     from_crops = [r for r in official if r["crop_box"] != [0, 0, 600, 400]]
     assert len(from_crops) >= 3 and len(official) > len(from_crops)
@@ -163,14 +169,25 @@ def test_parity_all_defaults_crops_keep_masks():
 def test_parity_point_grids_and_small_regions(dog):
     grid = np.array([[0.1, 0.1], [0.5, 0.5], [0.9, 0.2], [0.3, 0.8], [0.75, 0.6], [0.02, 0.98]])
     official, ours = run_both(
-        dog, make_model=calibrated_sam, points_per_side=None, point_grids=[grid],
-        pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0, min_mask_region_area=400,
+        dog,
+        make_model=calibrated_sam,
+        points_per_side=None,
+        point_grids=[grid],
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.0,
+        box_nms_thresh=1.0,
+        min_mask_region_area=400,
     )
     assert len(official) >= 12
     assert_parity(official, ours)
     plain = MaskGenerator(
-        calibrated_sam(), points_per_side=None, point_grids=[grid], output_mode="coco_rle",
-        pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0,
+        calibrated_sam(),
+        points_per_side=None,
+        point_grids=[grid],
+        output_mode="coco_rle",
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.0,
+        box_nms_thresh=1.0,
     ).generate(dog)
     assert sorted(r["area"] for r in plain) != sorted(r["area"] for r in ours)  # regions were removed
 
@@ -238,7 +255,13 @@ def test_point_decoder_matches_official_decoder(dog):
 
 @pytest.mark.parametrize(
     "image_hw, crop_box",
-    [((1200, 1800), None), ((534, 800), None), ((600, 900), (100, 50, 700, 600)), ((37, 91), None), ((900, 300), (0, 0, 300, 500))],
+    [
+        ((1200, 1800), None),
+        ((534, 800), None),
+        ((600, 900), (100, 50, 700, 600)),
+        ((37, 91), None),
+        ((900, 300), (0, 0, 300, 500)),
+    ],
 )
 def test_full_resolution_stats_match_official(image_hw, crop_box):
     H, W = image_hw
@@ -278,7 +301,13 @@ def smooth_logits(n, scale, seed):
 
 @pytest.mark.parametrize(
     "image_hw, crop_box",
-    [((1200, 1800), None), ((534, 800), None), ((600, 900), (100, 50, 700, 600)), ((37, 91), None), ((2000, 700), None)],
+    [
+        ((1200, 1800), None),
+        ((534, 800), None),
+        ((600, 900), (100, 50, 700, 600)),
+        ((37, 91), None),
+        ((2000, 700), None),
+    ],
 )
 def test_stability_counts_from_low_res_match_full_resolution(image_hw, crop_box):
     H, W = image_hw
@@ -320,15 +349,25 @@ def small_generator():
     """12 points in 3 batches of 4, every candidate kept."""
     grid = np.random.default_rng(1).random((12, 2))
     return MaskGenerator(
-        random_sam("tiny", 0), points_per_side=None, point_grids=[grid], points_per_batch=4,
-        output_mode="coco_rle", **EVERY_CANDIDATE,
+        random_sam("tiny", 0),
+        points_per_side=None,
+        point_grids=[grid],
+        points_per_batch=4,
+        output_mode="coco_rle",
+        **EVERY_CANDIDATE,
     )
 
 
 def test_accepts_segmenter_and_reuses_its_embedding(dog, small_generator):
     seg = SamSegmenter(random_sam("tiny", 0), device="cpu")
-    gen = MaskGenerator(seg, points_per_side=None, point_grids=small_generator.point_grids,
-                        points_per_batch=4, output_mode="coco_rle", **EVERY_CANDIDATE)
+    gen = MaskGenerator(
+        seg,
+        points_per_side=None,
+        point_grids=small_generator.point_grids,
+        points_per_batch=4,
+        output_mode="coco_rle",
+        **EVERY_CANDIDATE,
+    )
     first = gen.generate(dog)
     assert len(seg.cache) == 1
     misses = seg.cache.misses
@@ -348,8 +387,14 @@ def test_progress_reports_batches_and_eta(dog, small_generator):
 
 
 def test_progress_counts_batches_of_every_crop(dog):
-    gen = MaskGenerator(random_sam("tiny", 0), points_per_side=4, points_per_batch=8, crop_n_layers=1,
-                        crop_n_points_downscale_factor=2, output_mode="coco_rle")
+    gen = MaskGenerator(
+        random_sam("tiny", 0),
+        points_per_side=4,
+        points_per_batch=8,
+        crop_n_layers=1,
+        crop_n_points_downscale_factor=2,
+        output_mode="coco_rle",
+    )
     seen = []
     gen.generate(dog, progress=seen.append)
     assert seen[-1].total == 2 + 4 * 1  # 16 points in 2 batches, then 4 crops of 4 points
@@ -393,8 +438,14 @@ def test_iter_generate_streams_provisional_batches_then_the_result(dog, small_ge
 
 
 def test_iter_generate_dedups_only_in_the_final_update(dog):
-    gen = MaskGenerator(random_sam("tiny", 0), points_per_side=4, points_per_batch=8,
-                        pred_iou_thresh=0.0, stability_score_thresh=0.0, output_mode="coco_rle")
+    gen = MaskGenerator(
+        random_sam("tiny", 0),
+        points_per_side=4,
+        points_per_batch=8,
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.0,
+        output_mode="coco_rle",
+    )
     updates = list(gen.iter_generate(dog))
     provisional = sum(len(u.records) for u in updates if not u.final)
     assert provisional == 3 * 16
@@ -465,10 +516,12 @@ def test_the_model_lock_is_held_for_model_calls_and_not_for_post_processing(monk
     for name in ("image_encoder", "prompt_encoder"):
         getattr(model, name).register_forward_hook(lambda m, i, o, name=name: seen.append((name, lock.held)))
     image = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
-    gen = MaskGenerator(model, points_per_side=4, points_per_batch=4, pred_iou_thresh=0.0,
-                        stability_score_thresh=0.0, model_lock=lock)
-    unlocked = MaskGenerator(model, points_per_side=4, points_per_batch=4, pred_iou_thresh=0.0,
-                             stability_score_thresh=0.0)
+    gen = MaskGenerator(
+        model, points_per_side=4, points_per_batch=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, model_lock=lock
+    )
+    unlocked = MaskGenerator(
+        model, points_per_side=4, points_per_batch=4, pred_iou_thresh=0.0, stability_score_thresh=0.0
+    )
     records = gen.generate(image)
     assert ("image_encoder", True) in seen and ("prompt_encoder", True) in seen
     assert all(held for name, held in seen if name != "post")

@@ -26,8 +26,9 @@ def cluster():
         ray.shutdown()
     for attempt in range(3):
         try:
-            ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, object_store_memory=200 * 2**20,
-                     log_to_driver=False)
+            ray.init(
+                num_cpus=2, num_gpus=0, include_dashboard=False, object_store_memory=200 * 2**20, log_to_driver=False
+            )
             break
         except Exception:  # Ray gives a node 30 s to start, which a busy CI machine may miss
             ray.shutdown()
@@ -38,8 +39,23 @@ def cluster():
 
 
 def auto(tmp_path, checkpoint, *args) -> list[str]:
-    return ["auto", *args, "-o", str(tmp_path / "prelabels.json"), "--model", "tiny",
-            "--checkpoint", str(checkpoint), "--device", "cpu", *FAST, "--ray", "2", "--batch-size", "2"]
+    return [
+        "auto",
+        *args,
+        "-o",
+        str(tmp_path / "prelabels.json"),
+        "--model",
+        "tiny",
+        "--checkpoint",
+        str(checkpoint),
+        "--device",
+        "cpu",
+        *FAST,
+        "--ray",
+        "2",
+        "--batch-size",
+        "2",
+    ]
 
 
 @pytest.mark.slow

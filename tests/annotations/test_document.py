@@ -39,8 +39,7 @@ def uncompressed_runs(mask):
     return runs
 
 
-masks_strategy = st.integers(1, 30).flatmap(
-    lambda h: st.integers(1, 30).flatmap(lambda w: arrays(np.bool_, (h, w))))
+masks_strategy = st.integers(1, 30).flatmap(lambda h: st.integers(1, 30).flatmap(lambda w: arrays(np.bool_, (h, w))))
 
 
 # -- RLE ---------------------------------------------------------------------------------------
@@ -58,7 +57,7 @@ def test_run_lengths_many_matches_one_by_one():
     rles = [rle_utils.encode(m) for m in masks]
     values, offsets = rle_utils.run_lengths_many([r["counts"] for r in rles])
     for k, m in enumerate(masks):
-        assert values[offsets[k]:offsets[k + 1]].tolist() == uncompressed_runs(m)
+        assert values[offsets[k] : offsets[k + 1]].tolist() == uncompressed_runs(m)
 
 
 def test_normalize_accepts_every_rle_kind_and_dense():
@@ -72,15 +71,18 @@ def test_normalize_accepts_every_rle_kind_and_dense():
         assert (rle_utils.decode(out) == m).all()
 
 
-@pytest.mark.parametrize("rle, problem", [
-    ({"size": [4, 4], "counts": [0, 15]}, "sum to 15"),
-    ({"size": [4, 4], "counts": [3, -1, 14]}, "negative"),
-    ({"size": [4, 4], "counts": "0\x7f"}, "outside"),
-    ({"size": [4, 4], "counts": "0R"}, "middle of a number"),  # 'R' has the continuation bit
-    ({"size": [4, 4], "counts": "0a0"}, "sum to"),
-    ({"size": [4, 4]}, "'size' and 'counts'"),
-    ({"size": [4, 4], "counts": [1.5, 14.5]}, "whole numbers"),
-])
+@pytest.mark.parametrize(
+    "rle, problem",
+    [
+        ({"size": [4, 4], "counts": [0, 15]}, "sum to 15"),
+        ({"size": [4, 4], "counts": [3, -1, 14]}, "negative"),
+        ({"size": [4, 4], "counts": "0\x7f"}, "outside"),
+        ({"size": [4, 4], "counts": "0R"}, "middle of a number"),  # 'R' has the continuation bit
+        ({"size": [4, 4], "counts": "0a0"}, "sum to"),
+        ({"size": [4, 4]}, "'size' and 'counts'"),
+        ({"size": [4, 4], "counts": [1.5, 14.5]}, "whole numbers"),
+    ],
+)
 def test_normalize_rejects_bad_rles(rle, problem):
     with pytest.raises(rle_utils.RleError, match=problem):
         rle_utils.normalize(rle)
@@ -109,8 +111,13 @@ def test_areas_work_past_pycocotools_255_limit():
 # -- the document ------------------------------------------------------------------------------
 def make_doc(**kwargs):
     doc = AnnotationDocument(H, W, **kwargs)
-    big = doc.add(rect(5, 5, 45, 40), label="car", prompts={"points": [[20, 20]], "labels": [1]},
-                  predicted_iou=0.9, stability_score=0.95)
+    big = doc.add(
+        rect(5, 5, 45, 40),
+        label="car",
+        prompts={"points": [[20, 20]], "labels": [1]},
+        predicted_iou=0.9,
+        stability_score=0.95,
+    )
     mid = doc.add(rect(10, 10, 30, 30), label="door")
     small = doc.add(ellipse(20, 20, 4, 4))
     side = doc.add(rect(50, 0, 64, 10))
@@ -124,8 +131,10 @@ def state(doc):
 # name: (set-up before the snapshot or None, the operation under test)
 OPERATIONS = {
     "add": (None, lambda d, ids: d.add(rect(0, 40, 10, 48), label="x")),
-    "add_many": (None, lambda d, ids: d.add_many([rect(0, 40, 5, 48), {"segmentation": rect(6, 40, 9, 48),
-                                                                       "predicted_iou": 0.5}])),
+    "add_many": (
+        None,
+        lambda d, ids: d.add_many([rect(0, 40, 5, 48), {"segmentation": rect(6, 40, 9, 48), "predicted_iou": 0.5}]),
+    ),
     "select": (None, lambda d, ids: d.select([ids[0], ids[2]])),
     "select_toggle": (lambda d, ids: d.select([ids[0]]), lambda d, ids: d.select([ids[1]], mode="toggle")),
     "clear_selection": (lambda d, ids: d.select([ids[0]]), lambda d, ids: d.clear_selection()),
@@ -287,8 +296,10 @@ def test_add_many_names_the_bad_mask_and_adds_nothing():
     doc, ids = make_doc()
     before = state(doc)
     good = rle_utils.to_json(rle_utils.encode(rect(0, 0, 3, 3)))
-    for bad, problem in (({"size": [H, W], "counts": "0a0"}, "sum to"),
-                         ({"size": [H, W], "counts": "0R"}, "middle of a number")):
+    for bad, problem in (
+        ({"size": [H, W], "counts": "0a0"}, "sum to"),
+        ({"size": [H, W], "counts": "0R"}, "middle of a number"),
+    ):
         with pytest.raises(ValueError, match=f"mask 1: .*{problem}"):
             doc.add_many([good, bad, good])
     assert state(doc) == before
@@ -297,8 +308,19 @@ def test_add_many_names_the_bad_mask_and_adds_nothing():
 def test_add_many_accepts_sam_generator_records():
     doc = AnnotationDocument(H, W)
     rle = rle_utils.to_json(rle_utils.encode(rect(1, 1, 9, 9)))
-    ids = doc.add_many([{"segmentation": rle, "area": 64, "bbox": [1, 1, 8, 8], "predicted_iou": 0.88,
-                         "stability_score": 0.97, "point_coords": [[4.0, 5.0]], "crop_box": [0, 0, W, H]}])
+    ids = doc.add_many(
+        [
+            {
+                "segmentation": rle,
+                "area": 64,
+                "bbox": [1, 1, 8, 8],
+                "predicted_iou": 0.88,
+                "stability_score": 0.97,
+                "point_coords": [[4.0, 5.0]],
+                "crop_box": [0, 0, W, H],
+            }
+        ]
+    )
     a = doc[ids[0]]
     assert a.source == "auto" and a.predicted_iou == 0.88 and a.point_coords == [[4.0, 5.0]]
     assert a.crop_box == [0, 0, W, H] and a.area == 64 and a.bbox == (1.0, 1.0, 8.0, 8.0)
@@ -330,8 +352,15 @@ def test_hit_test_matches_dense_masks_topmost_first():
     rng = np.random.default_rng(3)
     doc = AnnotationDocument(H, W)
     for _ in range(25):
-        doc.add(ellipse(int(rng.integers(0, W)), int(rng.integers(0, H)), int(rng.integers(2, 20)),
-                        int(rng.integers(2, 20)), angle=float(rng.uniform(0, 180))))
+        doc.add(
+            ellipse(
+                int(rng.integers(0, W)),
+                int(rng.integers(0, H)),
+                int(rng.integers(2, 20)),
+                int(rng.integers(2, 20)),
+                angle=float(rng.uniform(0, 180)),
+            )
+        )
     dense = {a.id: a.mask() for a in doc}
     top_first = list(doc.ids)[::-1]
     for y in range(H):
@@ -365,9 +394,15 @@ def test_click_cycles_through_nested_masks():
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, W - 1), st.integers(0, H - 1), st.integers(1, 15),
-                          st.integers(1, 15)), min_size=1, max_size=8),
-       st.integers(0, W - 1), st.integers(0, H - 1))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, W - 1), st.integers(0, H - 1), st.integers(1, 15), st.integers(1, 15)),
+        min_size=1,
+        max_size=8,
+    ),
+    st.integers(0, W - 1),
+    st.integers(0, H - 1),
+)
 def test_hit_test_property(blobs, x, y):
     doc = AnnotationDocument(H, W)
     for cx, cy, ax, ay in blobs:

@@ -24,9 +24,16 @@ def random_blobs(h, w, n, seed=0):
     out = np.zeros((n, h, w), bool)
     for k in range(n):
         m = np.zeros((h, w), np.uint8)
-        cv2.ellipse(m, (int(rng.integers(0, w)), int(rng.integers(0, h))),
-                    (int(rng.integers(2, w // 3)), int(rng.integers(2, h // 3))),
-                    float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        cv2.ellipse(
+            m,
+            (int(rng.integers(0, w)), int(rng.integers(0, h))),
+            (int(rng.integers(2, w // 3)), int(rng.integers(2, h // 3))),
+            float(rng.uniform(0, 180)),
+            0,
+            360,
+            1,
+            -1,
+        )
         if rng.random() < 0.4:  # a hole
             cv2.circle(m, (int(rng.integers(0, w)), int(rng.integers(0, h))), int(rng.integers(1, 8)), 0, -1)
         out[k] = m.astype(bool)
@@ -35,7 +42,7 @@ def random_blobs(h, w, n, seed=0):
 
 def reference_labels(masks, order=None):
     labels = np.zeros(masks.shape[1:], np.int64)
-    for k in (range(len(masks)) if order is None else order):
+    for k in range(len(masks)) if order is None else order:
         labels[masks[k]] = k + 1
     return labels
 
@@ -71,8 +78,11 @@ def test_untouched_pixels_are_returned_unchanged(scene):
     image, masks, rles = scene
     covered = masks.any(axis=0)
     assert 0.05 < covered.mean() < 0.98
-    for kwargs in ({}, {"outlines": True, "outline_width": 3}, {"selected": [3, 4], "hidden": [1, 7],
-                                                              "rejected": [2], "alpha": 0.8}):
+    for kwargs in (
+        {},
+        {"outlines": True, "outline_width": 3},
+        {"selected": [3, 4], "hidden": [1, 7], "rejected": [2], "alpha": 0.8},
+    ):
         out = overlay(image, rles, **kwargs)
         assert out.dtype == np.uint8 and out.shape == image.shape
         assert np.array_equal(out[~covered], image[~covered])
@@ -126,8 +136,7 @@ def test_selection_is_drawn_on_top_with_a_highlight_edge():
     a[5:25, 5:25] = True
     b = np.zeros((30, 30), bool)
     b[0:30, 0:30] = True
-    out = overlay(image, [rle_utils.encode(a), rle_utils.encode(b)], colors=[(255, 0, 0), (0, 255, 0)],
-                  selected=[0])
+    out = overlay(image, [rle_utils.encode(a), rle_utils.encode(b)], colors=[(255, 0, 0), (0, 255, 0)], selected=[0])
     assert tuple(out[5, 15]) == (255, 255, 255)  # edge of the selected mask
     assert out[15, 15, 0] > out[15, 15, 1]  # selected mask painted above the later one
 
@@ -166,8 +175,9 @@ def test_render_document_colors_by_id_and_marks_states(scene):
     renderer = Renderer()
     out = renderer.render(image, doc, outlines=True)
     anns = doc.annotations
-    ref = overlay(image, [a.rle for a in anns], colors=palette(ids), outlines=True, selected=[3],
-                  hidden=[2], rejected=[1])
+    ref = overlay(
+        image, [a.rle for a in anns], colors=palette(ids), outlines=True, selected=[3], hidden=[2], rejected=[1]
+    )
     assert np.array_equal(out, ref)
     # deleting a mask keeps every other mask's color
     doc.clear_selection()
@@ -197,8 +207,7 @@ def test_overlay_rejects_bad_input(scene):
         overlay(image, [bad])
     # uncompressed RLEs and single dense masks are accepted too
     runs = rle_utils.run_lengths(rles[1]["counts"]).tolist()
-    assert np.array_equal(overlay(image, [{"size": list(image.shape[:2]), "counts": runs}]),
-                          overlay(image, [rles[1]]))
+    assert np.array_equal(overlay(image, [{"size": list(image.shape[:2]), "counts": runs}]), overlay(image, [rles[1]]))
     assert np.array_equal(overlay(image, masks[1]), overlay(image, [rles[1]]))
 
 
@@ -214,9 +223,13 @@ def test_figures_are_written_as_png(tmp_path, scene):
     image, masks, rles = scene
     scores = np.linspace(0.5, 0.99, len(rles))
     paths = [
-        figures.mask_grid(image, rles, tmp_path / "grid.png", scores={"predicted_iou": scores,
-                                                                      "stability_score": scores[::-1]},
-                          max_masks=8),
+        figures.mask_grid(
+            image,
+            rles,
+            tmp_path / "grid.png",
+            scores={"predicted_iou": scores, "stability_score": scores[::-1]},
+            max_masks=8,
+        ),
         figures.size_views(image, masks, tmp_path / "sizes.png"),
         figures.quality_views(image, rles, scores, tmp_path / "quality.png", k=3),
         figures.containment_heatmap(rles[:12], tmp_path / "containment.png", labels=[str(i) for i in range(12)]),

@@ -57,11 +57,12 @@ def assert_untouched_and_working(wb, sid, records):
 def png_header(width: int, height: int) -> bytes:
     """A PNG that claims a size in its header and holds (almost) no pixels: the shape of a
     decompression bomb, which must be refused from the header, before any decoding."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-            + chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 def truncated_jpeg() -> bytes:
@@ -74,7 +75,11 @@ REFUSED_FILES = [
     ("truncated.jpg", truncated_jpeg, r"damaged or truncated"),
     ("notes.png", lambda: b"these are my notes, not a picture\n", r"not an image"),
     ("page.jpg", lambda: b"<html><body>oops</body></html>", r"not an image"),
-    ("bomb.png", lambda: png_header(100_000, 100_000), r"claims more than \d+ megapixels \(a decompression bomb\?\).*--max-pixels"),
+    (
+        "bomb.png",
+        lambda: png_header(100_000, 100_000),
+        r"claims more than \d+ megapixels \(a decompression bomb\?\).*--max-pixels",
+    ),
     ("huge.png", lambda: png_header(10_000, 6_000), r"60 megapixels; the limit is 50 megapixels.*--max-pixels"),
 ]
 
@@ -214,14 +219,17 @@ def test_a_1x1_image_can_be_prompted_and_exported(wb, sid, tmp_path):
 
 
 # -- prompts outside the image or without area ------------------------------------------------
-@pytest.mark.parametrize("x, y, mode, message", [
-    (-5, 10, "positive", r"\(-5, 10\) is outside the image \(800x534 pixels\)"),
-    (900, 10, "negative", r"\(900, 10\) is outside the image"),
-    (10, 1e9, "positive", r"outside the image"),
-    (float("nan"), 10, "positive", r"must be numbers"),
-    (10, float("inf"), "box", r"must be numbers"),
-    (-1, -1, "box", r"outside the image"),
-])
+@pytest.mark.parametrize(
+    "x, y, mode, message",
+    [
+        (-5, 10, "positive", r"\(-5, 10\) is outside the image \(800x534 pixels\)"),
+        (900, 10, "negative", r"\(900, 10\) is outside the image"),
+        (10, 1e9, "positive", r"outside the image"),
+        (float("nan"), 10, "positive", r"must be numbers"),
+        (10, float("inf"), "box", r"must be numbers"),
+        (-1, -1, "box", r"outside the image"),
+    ],
+)
 def test_a_point_outside_the_image_is_refused_and_the_prompt_kept(wb, sid, x, y, mode, message):
     records = with_masks(wb, sid)
     wb.click(sid, 320, 300, "positive")
@@ -266,10 +274,19 @@ def coco_for_dog(**changes) -> dict:
     m = np.zeros((h, w), np.uint8, order="F")
     m[100:200, 100:300] = 1
     rle = mask_utils.encode(m)
-    data = {"images": [{"id": 1, "file_name": "dog.jpg", "height": h, "width": w}],
-            "categories": [{"id": 1, "name": "dog"}],
-            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [100, 100, 200, 100],
-                             "segmentation": {"size": [h, w], "counts": rle["counts"].decode()}}]}
+    data = {
+        "images": [{"id": 1, "file_name": "dog.jpg", "height": h, "width": w}],
+        "categories": [{"id": 1, "name": "dog"}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [100, 100, 200, 100],
+                "segmentation": {"size": [h, w], "counts": rle["counts"].decode()},
+            }
+        ],
+    }
     for path, value in changes.items():
         *keys, last = path.split(".")
         target = data
@@ -283,22 +300,45 @@ BAD_COCO = [
     ("bad JSON", '{"images": [{"id": 1,', r"not valid JSON: .* line 1"),
     ("not UTF-8", b"\xff\xfe\x00garbage", r"not a UTF-8 text file"),
     ("not COCO", json.dumps({"hello": "world"}), r"needs an 'annotations' list"),
-    ("wrong image size", coco_for_dog(**{"images.0.height": 100, "images.0.width": 100,
-                                         "annotations.0.segmentation.size": [100, 100],
-                                         "annotations.0.segmentation.counts": [10000]}),
-     r"dog.jpg is 100x100 but the open image is 800x534"),
-    ("RLE of another size", coco_for_dog(**{"annotations.0.segmentation.size": [100, 100]}),
-     r"bad RLE: RLE counts sum to 427200 pixels but the mask is 100x100"),
-    ("bad RLE counts", coco_for_dog(**{"annotations.0.segmentation.counts": [2, 3, 16]}),
-     r"bad RLE: RLE counts sum to 21"),
+    (
+        "wrong image size",
+        coco_for_dog(
+            **{
+                "images.0.height": 100,
+                "images.0.width": 100,
+                "annotations.0.segmentation.size": [100, 100],
+                "annotations.0.segmentation.counts": [10000],
+            }
+        ),
+        r"dog.jpg is 100x100 but the open image is 800x534",
+    ),
+    (
+        "RLE of another size",
+        coco_for_dog(**{"annotations.0.segmentation.size": [100, 100]}),
+        r"bad RLE: RLE counts sum to 427200 pixels but the mask is 100x100",
+    ),
+    (
+        "bad RLE counts",
+        coco_for_dog(**{"annotations.0.segmentation.counts": [2, 3, 16]}),
+        r"bad RLE: RLE counts sum to 21",
+    ),
     ("garbled RLE string", coco_for_dog(**{"annotations.0.segmentation.counts": "0\x7f"}), r"bad RLE"),
     ("negative bbox", coco_for_dog(**{"annotations.0.bbox": [100, -100, 200, 100]}), r"bbox has a negative value"),
     ("NaN bbox", coco_for_dog(**{"annotations.0.bbox": [100, float("nan"), 200, 100]}), r"bbox has a NaN"),
     ("unknown image id", coco_for_dog(**{"annotations.0.image_id": 7}), r"unknown image_id 7"),
     ("unknown category", coco_for_dog(**{"annotations.0.category_id": 9}), r"unknown category_id 9"),
-    ("no matching image", coco_for_dog(**{"images": [
-        {"id": 1, "file_name": "cat.jpg", "height": 534, "width": 800},
-        {"id": 2, "file_name": "bird.jpg", "height": 534, "width": 800}]}), r"has no image named dog.jpg"),
+    (
+        "no matching image",
+        coco_for_dog(
+            **{
+                "images": [
+                    {"id": 1, "file_name": "cat.jpg", "height": 534, "width": 800},
+                    {"id": 2, "file_name": "bird.jpg", "height": 534, "width": 800},
+                ]
+            }
+        ),
+        r"has no image named dog.jpg",
+    ),
 ]
 
 
@@ -388,9 +428,13 @@ def test_serve_with_a_file_that_is_not_a_sam_checkpoint_says_so_in_one_line(tmp_
 def test_serve_exit_code_and_stderr_in_a_real_process(tmp_path, tiny_checkpoint):
     files, marker = bad_checkpoints(tmp_path, tiny_checkpoint)
     path = files["pickle with code"]
-    out = subprocess.run([sys.executable, "-m", "annotator", "serve", "--checkpoint", str(path),
-                          "--device", "cpu", "--no-download"],
-                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "annotator", "serve", "--checkpoint", str(path), "--device", "cpu", "--no-download"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert out.returncode == 2
     assert "Traceback" not in out.stderr and "evil.pth" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr

@@ -20,8 +20,16 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = os.environ.get("ANNOTATOR_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+LAUNCH_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TIMEOUT_MS = 60_000
 
 # Gradio fits the image with object-fit: scale-down (centred, never upscaled); this maps
@@ -49,7 +57,6 @@ def _chromium_or_skip():
     pytest.skip(reason)
 
 
-
 @pytest.fixture(scope="module")
 def app(tiny_checkpoint, tmp_path_factory):
     from annotator.app.ui import build_app, launch_kwargs
@@ -58,8 +65,7 @@ def app(tiny_checkpoint, tmp_path_factory):
     segmenter, info = load_segmenter("tiny", str(tiny_checkpoint), device="cpu")
     demo = build_app(segmenter, info, projects_dir=tmp_path_factory.mktemp("projects"))
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                **launch_kwargs())
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
     yield demo, f"http://127.0.0.1:{port}/"
     demo.close()
 
@@ -133,7 +139,9 @@ def table_ids(page) -> list[int]:
 def wait_rows(page, n: int) -> None:
     page.wait_for_function(
         """([sel, n]) => Array.from(document.querySelectorAll(sel))
-                 .filter(td => /^\\d+$/.test(td.innerText.trim())).length === n""", arg=[ID_CELLS, n])
+                 .filter(td => /^\\d+$/.test(td.innerText.trim())).length === n""",
+        arg=[ID_CELLS, n],
+    )
 
 
 def wait_ids(page, ids: list[int]) -> None:
@@ -141,7 +149,8 @@ def wait_ids(page, ids: list[int]) -> None:
     page.wait_for_function(
         """([sel, ids]) => JSON.stringify(Array.from(document.querySelectorAll(sel))
                  .map(td => td.innerText.trim()).filter(t => t !== '')) === JSON.stringify(ids)""",
-        arg=[ID_CELLS, [str(i) for i in ids]])
+        arg=[ID_CELLS, [str(i) for i in ids]],
+    )
 
 
 def wait_status(page, text: str) -> None:
@@ -199,7 +208,7 @@ def pickable(doc) -> list[int]:
 def interior_pixel(doc, ann_id) -> tuple[int, int]:
     """A pixel where ``ann_id`` is the topmost mask, as deep inside that region as possible
     (so a click a pixel off still lands on it)."""
-    (depth, xy), = [(d, xy) for i, d, xy in _topmost_depth(doc) if i == ann_id]
+    ((depth, xy),) = [(d, xy) for i, d, xy in _topmost_depth(doc) if i == ann_id]
     assert depth >= 3, f"mask {ann_id} has no pixel 3 px from its edge"
     return xy
 
@@ -253,8 +262,12 @@ def test_newcomer_path(app, page, tmp_path):
 
     # segment everything on a small grid: progress shows, masks appear batch by batch
     page.get_by_role("tab", name="Segment everything").click()
-    for elem, value in (("points-per-side", 4), ("points-per-batch", 4), ("pred-iou-thresh", 0),
-                        ("stability-score-thresh", 0)):
+    for elem, value in (
+        ("points-per-side", 4),
+        ("points-per-batch", 4),
+        ("pred-iou-thresh", 0),
+        ("stability-score-thresh", 0),
+    ):
         box = page.locator(f"#{elem} input[type=number]")
         box.fill(str(value))
         box.press("Enter")
@@ -362,7 +375,7 @@ PROGRESS_CELLS = "#progress-table [role=gridcell]"
 def progress_rows(page) -> list[list[str]]:
     """The project's image list as shown: rows of (marker, #, image, status, masks, accepted)."""
     cells = [c.strip() for c in page.locator(PROGRESS_CELLS).all_inner_texts()]
-    return [cells[k:k + 6] for k in range(0, len(cells) - len(cells) % 6, 6)]
+    return [cells[k : k + 6] for k in range(0, len(cells) - len(cells) % 6, 6)]
 
 
 def wait_progress(page, expected: list[list[str]]) -> None:
@@ -372,7 +385,9 @@ def wait_progress(page, expected: list[list[str]]) -> None:
              const c = Array.from(document.querySelectorAll(sel)).map(td => td.innerText.trim());
              const got = [];
              for (let k = 0; k + 6 <= c.length; k += 6) { got.push([c[k + 2], c[k + 3], c[k + 4]]); }
-             return JSON.stringify(got) === JSON.stringify(want); }""", arg=[PROGRESS_CELLS, expected])
+             return JSON.stringify(got) === JSON.stringify(want); }""",
+        arg=[PROGRESS_CELLS, expected],
+    )
 
 
 def test_a_reloaded_page_finds_its_project_image_and_masks(app, page):
@@ -384,8 +399,7 @@ def test_a_reloaded_page_finds_its_project_image_and_masks(app, page):
     name.press("Enter")
     page.locator("#open-project").click()
     wait_message(page, "Project browser-test is empty")
-    page.locator("#add-images input[type=file]").set_input_files([str(IMAGES / "dog.jpg"),
-                                                                  str(IMAGES / "truck.jpg")])
+    page.locator("#add-images input[type=file]").set_input_files([str(IMAGES / "dog.jpg"), str(IMAGES / "truck.jpg")])
     wait_status(page, "dog.jpg 800x534 · embedding cached")
     wait_progress(page, [["dog.jpg", "pending", "0"], ["truck.jpg", "pending", "0"]])
     page.wait_for_function(LOADED, arg=["#canvas img", ""])

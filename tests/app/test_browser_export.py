@@ -12,8 +12,7 @@ from annotator.formats import convert
 
 pytestmark = pytest.mark.browser
 
-FORMATS = [("rle", "coco-rle"), ("polygon", "coco-polygon"), ("yolo", "yolo"), ("labelme", "labelme"),
-           ("voc", "voc")]
+FORMATS = [("rle", "coco-rle"), ("polygon", "coco-polygon"), ("yolo", "yolo"), ("labelme", "labelme"), ("voc", "voc")]
 
 
 def test_every_format_downloads_and_reads_back(app, page, tmp_path):

@@ -18,8 +18,7 @@ def app(sam3_dir, tmp_path_factory):
     segmenter, info = load_segmenter("sam3", str(sam3_dir), device="cpu")
     demo = build_app(segmenter, info, projects_dir=tmp_path_factory.mktemp("projects"))
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                **launch_kwargs())
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
     yield demo, f"http://127.0.0.1:{port}/"
     demo.close()
 

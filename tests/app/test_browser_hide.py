@@ -18,8 +18,16 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = os.environ.get("ANNOTATOR_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+LAUNCH_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TIMEOUT_MS = 60_000
 
 # The RGB values of a square of the image the browser shows (same origin, so readable).
@@ -50,8 +58,7 @@ def app(tiny_checkpoint, tmp_path_factory):
     segmenter, info = load_segmenter("tiny", str(tiny_checkpoint), device="cpu")
     demo = build_app(segmenter, info, projects_dir=tmp_path_factory.mktemp("projects"))
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                **launch_kwargs())
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
     yield demo, f"http://127.0.0.1:{port}/"
     demo.close()
 
@@ -100,8 +107,7 @@ def patch(page, x: int, y: int, r: int = 4) -> np.ndarray:
 def test_hiding_the_selected_mask_shows_the_photo_and_the_table_says_hidden(app, page):
     demo, _ = app
     page.locator("#upload input[type=file]").set_input_files(str(IMAGES / "dog.jpg"))
-    page.wait_for_function("t => document.querySelector('#status textarea').value.includes(t)",
-                           arg="embedding cached")
+    page.wait_for_function("t => document.querySelector('#status textarea').value.includes(t)", arg="embedding cached")
     page.wait_for_function(LOADED, arg=["#canvas img", ""])
     wb = demo.workbench
     (key,) = [k for k in wb.sessions.keys() if getattr(wb.sessions.peek(k), "name", None) == "dog.jpg"]
@@ -135,8 +141,9 @@ def test_hiding_the_selected_mask_shows_the_photo_and_the_table_says_hidden(app,
     hidden = patch(page, cx, cy)
     assert np.abs(hidden - photo).mean() < 6, np.abs(hidden - photo).mean()  # the photo again (JPEG noise)
     assert not sess.doc[ann].visible
-    page.wait_for_function("sel => Array.from(document.querySelectorAll(sel)).some(td => "
-                           "td.innerText.includes('hidden'))", arg=MARK_CELLS)
+    page.wait_for_function(
+        "sel => Array.from(document.querySelectorAll(sel)).some(td => td.innerText.includes('hidden'))", arg=MARK_CELLS
+    )
     page.screenshot(path=str(ARTIFACTS / "hide-02-hidden-selected.png"))
 
     # deselected, nothing of it is drawn

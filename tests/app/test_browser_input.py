@@ -48,8 +48,10 @@ def test_a_non_image_after_an_example_gets_the_apps_message(app, page, not_an_im
     page.locator("#upload input[type=file]").set_input_files(str(not_an_image))
     wait_toast(page, APP_MESSAGE)
     shot(page, "input-bad-after-example")
-    assert page.locator(".toast-body, [data-testid=toast-body]").filter(has_text="holiday.jpg").count() \
+    assert (
+        page.locator(".toast-body, [data-testid=toast-body]").filter(has_text="holiday.jpg").count()
         or page.get_by_text(APP_MESSAGE).count()
+    )
     no_traceback(capfd)
     # nothing was changed: the example is still open
     assert sess.name == "tabletop.jpg"
@@ -89,8 +91,9 @@ def test_a_pasted_image_opens_through_the_apps_reader(app, browser):
     """README: "Open an image (upload, paste, or an example)"; the paste button reads the
     clipboard and the image opens like an upload."""
     demo, url = app
-    context = browser.new_context(viewport={"width": 1440, "height": 960},
-                                  permissions=["clipboard-read", "clipboard-write"])
+    context = browser.new_context(
+        viewport={"width": 1440, "height": 960}, permissions=["clipboard-read", "clipboard-write"]
+    )
     page = context.new_page()
     page.set_default_timeout(60_000)
     try:
@@ -104,7 +107,7 @@ def test_a_pasted_image_opens_through_the_apps_reader(app, browser):
         page.wait_for_function(LOADED, arg=["#canvas img", ""])
         sess = session_showing(demo, "clipboard.png")
         assert sess.image.shape == (48, 64, 3)
-        assert sess.image[24, 32].tolist() == [0x20, 0xa0, 0x40]  # PNG: exact colours
+        assert sess.image[24, 32].tolist() == [0x20, 0xA0, 0x40]  # PNG: exact colours
         shot(page, "input-pasted")
     finally:
         context.close()
@@ -138,7 +141,7 @@ def test_tables_show_their_column_names_and_every_column(app, page):
     with sess.lock:
         for k in range(40):
             m = base.copy()
-            m[100:300, 400:400 + k // 4] = True
+            m[100:300, 400 : 400 + k // 4] = True
             sess.doc.add(normalize(m, sess.doc.size), source="auto", review="pending", predicted_iou=0.9)
     page.get_by_role("tab", name="Segment everything").click()
     page.locator("#find-duplicates").click()

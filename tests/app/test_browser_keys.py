@@ -135,8 +135,9 @@ def test_the_keys_the_readme_promises(app, page):
     moves = [("ArrowRight", 1), ("ArrowRight", 2), ("k", 1), ("ArrowLeft", 2), ("j", 1)]
     for key, cursor in moves:
         page.keyboard.press(key)
-        page.wait_for_function(f"() => document.querySelector('#message textarea').value"
-                               f".includes('Reviewing mask {cursor} ')")
+        page.wait_for_function(
+            f"() => document.querySelector('#message textarea').value.includes('Reviewing mask {cursor} ')"
+        )
         assert sess.cursor == cursor, (key, sess.cursor)
     page.keyboard.press("x")
     wait_message(page, "rejected")
@@ -163,8 +164,7 @@ def test_project_keys_and_view_options_after_a_reload(app, page):
     name.press("Enter")
     page.locator("#open-project").click()
     wait_message(page, "Project keys-test is empty")
-    page.locator("#add-images input[type=file]").set_input_files([str(IMAGES / "dog.jpg"),
-                                                                  str(IMAGES / "truck.jpg")])
+    page.locator("#add-images input[type=file]").set_input_files([str(IMAGES / "dog.jpg"), str(IMAGES / "truck.jpg")])
     wait_status(page, "dog.jpg 800x534 · embedding cached")
     page.locator("body").click(position={"x": 5, "y": 5})
     page.keyboard.press("PageDown")

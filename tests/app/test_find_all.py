@@ -88,8 +88,26 @@ def test_cli_auto_text_writes_categories_and_encodes_each_text_once(tmp_path, sa
     for k in range(3):
         cv2.imwrite(str(folder / f"im{k}.png"), _image(seed=k)[..., ::-1])
     out = tmp_path / "out.json"
-    rc = main(["auto", str(folder), "--text", "car", "--text", "person", "--model", "sam3",
-               "--checkpoint", str(sam3_dir), "--threshold", "0", "-o", str(out), "--device", "cpu"])
+    rc = main(
+        [
+            "auto",
+            str(folder),
+            "--text",
+            "car",
+            "--text",
+            "person",
+            "--model",
+            "sam3",
+            "--checkpoint",
+            str(sam3_dir),
+            "--threshold",
+            "0",
+            "-o",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     assert len(calls) == 2  # one per text, for three images
     data = json.loads(out.read_text())
@@ -100,8 +118,29 @@ def test_cli_auto_text_writes_categories_and_encodes_each_text_once(tmp_path, sa
     assert all(a["model"].startswith("sam3 (facebook/sam3@local folder)") for a in data["annotations"])
     # a second run resumes: nothing is found twice
     n = len(data["annotations"])
-    assert main(["auto", str(folder), "--text", "car", "--text", "person", "--model", "sam3",
-                 "--checkpoint", str(sam3_dir), "--threshold", "0", "-o", str(out), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "auto",
+                str(folder),
+                "--text",
+                "car",
+                "--text",
+                "person",
+                "--model",
+                "sam3",
+                "--checkpoint",
+                str(sam3_dir),
+                "--threshold",
+                "0",
+                "-o",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert len(json.loads(out.read_text())["annotations"]) == n
 
 

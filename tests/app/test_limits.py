@@ -43,7 +43,7 @@ def rects(size_hw, n, size=20):
     for k in range(n):
         m = np.zeros((h, w), bool)
         y, x = divmod(k, per_row)
-        m[y * size:(y + 1) * size, x * size:(x + 1) * size] = True
+        m[y * size : (y + 1) * size, x * size : (x + 1) * size] = True
         out.append(m)
     return out
 
@@ -58,11 +58,14 @@ def test_defaults_then_environment_then_flags():
     assert limits.session_bytes == 32 * MB and limits.max_sessions == Limits().max_sessions
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"ANNOTATOR_MAX_MASKS": "2.5"}, "ANNOTATOR_MAX_MASKS must be a positive whole number; got '2.5'"),
-    ({"ANNOTATOR_IDLE_MINUTES": "-1"}, "ANNOTATOR_IDLE_MINUTES must be a positive number; got '-1'"),
-    ({"ANNOTATOR_MAX_UPLOAD_MB": "ten"}, "ANNOTATOR_MAX_UPLOAD_MB must be a positive number; got 'ten'"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"ANNOTATOR_MAX_MASKS": "2.5"}, "ANNOTATOR_MAX_MASKS must be a positive whole number; got '2.5'"),
+        ({"ANNOTATOR_IDLE_MINUTES": "-1"}, "ANNOTATOR_IDLE_MINUTES must be a positive number; got '-1'"),
+        ({"ANNOTATOR_MAX_UPLOAD_MB": "ten"}, "ANNOTATOR_MAX_UPLOAD_MB must be a positive number; got 'ten'"),
+    ],
+)
 def test_bad_values_name_the_variable(env, message):
     with pytest.raises(LimitsError, match=re.escape(message)):
         Limits.from_env(env)
@@ -91,8 +94,11 @@ def test_accept_and_import_stop_at_the_mask_cap(model, tmp_path):
     wb.accept(sid, "third")
     before = doc.records()
     wb.click(sid, 320, 300)
-    with pytest.raises(WorkbenchError, match=r"Cannot accept this mask: this image has 3 masks and the "
-                                             r"limit is 3 per image \(--max-masks, ANNOTATOR_MAX_MASKS\)"):
+    with pytest.raises(
+        WorkbenchError,
+        match=r"Cannot accept this mask: this image has 3 masks and the "
+        r"limit is 3 per image \(--max-masks, ANNOTATOR_MAX_MASKS\)",
+    ):
         wb.accept(sid, "fourth")
     assert doc.records() == before and wb.session(sid).prompt.mask is not None  # the prompt stays
     # delete one, and an import that fits goes in; one that does not is refused whole
@@ -109,8 +115,9 @@ def test_segment_everything_keeps_the_best_masks_up_to_the_cap(model, monkeypatc
     records = []
     for k, m in enumerate(rects((h, w), 6)):
         rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
-        records.append({"segmentation": rle, "predicted_iou": [0.5, 0.9, 0.6, 0.95, 0.7, 0.8][k],
-                        "stability_score": 0.9})
+        records.append(
+            {"segmentation": rle, "predicted_iou": [0.5, 0.9, 0.6, 0.95, 0.7, 0.8][k], "stability_score": 0.9}
+        )
 
     def fake_generate(segmenter, image, params, cancel, model_lock=None):
         yield Update(records, True, Progress(1, 1, 0.0, 0.0, 0, 1))
@@ -132,8 +139,11 @@ def test_an_image_too_big_for_the_session_memory_is_refused(model):
     wb.open_image(sid, DOG)
     wb.session(sid).doc.add(rects(wb.session(sid).doc.size, 1)[0])
     before = wb.session(sid).doc.records()
-    with pytest.raises(WorkbenchError, match=r"truck.jpg \(1800x1200\) needs about 2\d.\d MB of memory to "
-                                             r"annotate; a session may use 12 MB \(--max-session-mb"):
+    with pytest.raises(
+        WorkbenchError,
+        match=r"truck.jpg \(1800x1200\) needs about 2\d.\d MB of memory to "
+        r"annotate; a session may use 12 MB \(--max-session-mb",
+    ):
         wb.open_image(sid, IMAGES / "truck.jpg")
     s = wb.session(sid)
     assert s.name == "dog.jpg" and s.doc.records() == before and wb.session_bytes(sid) <= 12 * MB
@@ -168,8 +178,11 @@ def test_older_images_masks_are_dropped_first_then_actions_are_refused(model):
     before = s.doc.records()
     wb.click(sid, 150, 100)
     wb.session(sid).prompt.prediction.masks[:] = noise_masks(s.doc, 1, seed=1)[0]
-    with pytest.raises(WorkbenchError, match=r"Cannot accept this mask: this session would hold .* over its "
-                                             r"limit of .* \(--max-session-mb, ANNOTATOR_MAX_SESSION_MB\)"):
+    with pytest.raises(
+        WorkbenchError,
+        match=r"Cannot accept this mask: this session would hold .* over its "
+        r"limit of .* \(--max-session-mb, ANNOTATOR_MAX_SESSION_MB\)",
+    ):
         wb.accept(sid, "big")
     assert s.doc.records() == before
 
@@ -185,8 +198,9 @@ class Clock:
 
 def test_sweep_frees_idle_sessions_and_reports_every_dropped_one():
     clock, dropped = Clock(), []
-    store = SessionStore(dict, max_sessions=2, idle_seconds=10, clock=clock,
-                         on_evict=lambda key, value: dropped.append(key))
+    store = SessionStore(
+        dict, max_sessions=2, idle_seconds=10, clock=clock, on_evict=lambda key, value: dropped.append(key)
+    )
     store.get("a")
     clock.now = 5
     store.get("b")

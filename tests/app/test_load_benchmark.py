@@ -25,7 +25,7 @@ def _session_result(prefix="s01-"):
     doc = AnnotationDocument(40, 60)
     for k in range(3):
         m = np.zeros((40, 60), bool)
-        m[5 + 10 * k:12 + 10 * k, 5:20 + k] = True
+        m[5 + 10 * k : 12 + 10 * k, 5 : 20 + k] = True
         doc.add(m, label=f"{prefix}obj{k}")
     box = np.zeros((40, 60), bool)
     box[:10, 30:50] = True
@@ -46,9 +46,11 @@ def test_export_check_passes_a_clean_session_and_catches_leaks_and_lost_edits():
     assert problems(dataset, table, "dog.jpg", "s01-") == []
     # another session's mask in this export
     foreign, _ = _session_result("s02-")
-    leaked = dict(dataset, annotations=dataset["annotations"] + [
-        dict(foreign["annotations"][0], annotator_id=99)], categories=dataset["categories"] + [
-        dict(c, id=c["id"] + 100) for c in foreign["categories"]])
+    leaked = dict(
+        dataset,
+        annotations=dataset["annotations"] + [dict(foreign["annotations"][0], annotator_id=99)],
+        categories=dataset["categories"] + [dict(c, id=c["id"] + 100) for c in foreign["categories"]],
+    )
     leaked["annotations"][-1]["category_id"] += 100
     found = problems(leaked, table, "dog.jpg", "s01-")
     assert any("labels of other sessions" in p for p in found)
@@ -60,8 +62,13 @@ def test_export_check_passes_a_clean_session_and_catches_leaks_and_lost_edits():
 
 
 def test_two_sessions_run_clean():
-    run = subprocess.run([sys.executable, "benchmarks/load.py", "--sessions", "2", "--grid", "2",
-                          "--timeout", "240"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "benchmarks/load.py", "--sessions", "2", "--grid", "2", "--timeout", "240"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "errors: 0" in run.stdout and "cross-session leaks or lost edits: 0" in run.stdout
     for action in ("upload", "click", "accept", "everything", "merge", "delete", "export"):

@@ -23,7 +23,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CANVAS, STATUS, MESSAGE, CANDIDATES, TABLE, PROGRESS = range(6)
 
 
-
 def rows(table: dict) -> list[list]:
     return table["data"]
 
@@ -53,8 +52,9 @@ def test_a_project_through_the_api(app, tmp_path):
     c = Client(url, verbose=False)
     out = c.predict("street", api_name="/open_project")
     assert "empty" in out[MESSAGE] and (projects / "street.annotator").is_file()
-    out = c.predict([handle_file(str(IMAGES / "dog.jpg")), handle_file(str(IMAGES / "truck.jpg"))],
-                    api_name="/add_images")
+    out = c.predict(
+        [handle_file(str(IMAGES / "dog.jpg")), handle_file(str(IMAGES / "truck.jpg"))], api_name="/add_images"
+    )
     assert "Added 2 images" in out[MESSAGE] and "embedding cached" in out[STATUS]
     assert [r[2] for r in rows(out[PROGRESS])] == ["dog.jpg", "truck.jpg"]
     out = accept_at(c, 300, 300, "dog")
@@ -99,9 +99,28 @@ def test_a_project_through_the_api(app, tmp_path):
 def _serve(checkpoint: Path, projects: Path, port: int) -> subprocess.Popen:
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False")
     return subprocess.Popen(
-        [sys.executable, "-m", "annotator", "serve", "--model", "tiny", "--checkpoint", str(checkpoint),
-         "--device", "cpu", "--port", str(port), "--projects-dir", str(projects)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "annotator",
+            "serve",
+            "--model",
+            "tiny",
+            "--checkpoint",
+            str(checkpoint),
+            "--device",
+            "cpu",
+            "--port",
+            str(port),
+            "--projects-dir",
+            str(projects),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _wait_up(proc: subprocess.Popen, port: int) -> str:
@@ -125,8 +144,9 @@ def test_killed_server_restarts_with_every_accepted_mask(tiny_checkpoint, tmp_pa
     try:
         c = Client(_wait_up(proc, port), verbose=False)
         c.predict("kill-test", api_name="/open_project")
-        c.predict([handle_file(str(IMAGES / "dog.jpg")), handle_file(str(IMAGES / "truck.jpg"))],
-                  api_name="/add_images")
+        c.predict(
+            [handle_file(str(IMAGES / "dog.jpg")), handle_file(str(IMAGES / "truck.jpg"))], api_name="/add_images"
+        )
         accept_at(c, 300, 300, "dog")
         accept_at(c, 650, 200, "bowl")
         c.predict(1, api_name="/select_mask")

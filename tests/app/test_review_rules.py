@@ -38,8 +38,17 @@ def col(rows, name):
 
 def with_duplicates(wb, sid):
     """Two groups of near-duplicates: (a, b, c) with b best, (d, e) with d best; f alone."""
-    ids = with_rects(wb, sid, (100, 100, 200, 200), (101, 100, 200, 200), (100, 101, 200, 201),
-                     (400, 300, 500, 400), (402, 300, 500, 400), (600, 50, 700, 150), source="auto")
+    ids = with_rects(
+        wb,
+        sid,
+        (100, 100, 200, 200),
+        (101, 100, 200, 200),
+        (100, 101, 200, 201),
+        (400, 300, 500, 400),
+        (402, 300, 500, 400),
+        (600, 50, 700, 150),
+        source="auto",
+    )
     doc = wb.session(sid).doc
     for i, score in zip(ids, (0.90, 0.95, 0.80, 0.70, 0.60, 0.99)):
         doc.update(i, predicted_iou=score)
@@ -91,21 +100,26 @@ def square_records(size_hw, n, iou, offset=0):
     out = []
     for k in range(n):
         m = rect(h, w, 20 * (k + offset), 0, 20 * (k + offset) + 20, 20)
-        out.append({"segmentation": mask_utils.encode(np.asfortranarray(m.astype(np.uint8))),
-                    "predicted_iou": iou, "stability_score": 0.9})
+        out.append(
+            {
+                "segmentation": mask_utils.encode(np.asfortranarray(m.astype(np.uint8))),
+                "predicted_iou": iou,
+                "stability_score": 0.9,
+            }
+        )
     return out
 
 
-def test_the_mask_cap_never_drops_an_accepted_mask_and_counts_replaced_ones_as_room(
-        tiny_checkpoint, sid, monkeypatch):
+def test_the_mask_cap_never_drops_an_accepted_mask_and_counts_replaced_ones_as_room(tiny_checkpoint, sid, monkeypatch):
     from annotator.models.loading import load_segmenter
 
     segmenter, info = load_segmenter("tiny", str(tiny_checkpoint), device="cpu")
     wb = Workbench(segmenter, info, limits=Limits(max_masks=5))
     wb.open_image(sid, DOG)
     size = wb.session(sid).doc.size
-    monkeypatch.setattr(everything_module, "generate",
-                        fake_run([square_records(size, 5, 0.9), square_records(size, 8, 0.8, offset=10)]))
+    monkeypatch.setattr(
+        everything_module, "generate", fake_run([square_records(size, 5, 0.9), square_records(size, 8, 0.8, offset=10)])
+    )
     list(wb.segment_everything(sid, points_per_side=4))
     doc = wb.session(sid).doc
     first = list(doc.ids)
@@ -118,15 +132,15 @@ def test_the_mask_cap_never_drops_an_accepted_mask_and_counts_replaced_ones_as_r
 
 
 # -- item 7: segment everything run twice ------------------------------------------------------
-def test_a_rerun_replaces_the_pending_masks_of_the_previous_run_and_keeps_reviewed_ones(
-        wb, sid, monkeypatch):
+def test_a_rerun_replaces_the_pending_masks_of_the_previous_run_and_keeps_reviewed_ones(wb, sid, monkeypatch):
     wb.open_image(sid, DOG)
     wb.click(sid, 300, 300)
     wb.accept(sid, "dog")  # a prompted mask: never part of a run
     size = wb.session(sid).doc.size
     n = 6
-    monkeypatch.setattr(everything_module, "generate",
-                        fake_run([square_records(size, n, 0.9), square_records(size, n, 0.9)]))
+    monkeypatch.setattr(
+        everything_module, "generate", fake_run([square_records(size, n, 0.9), square_records(size, n, 0.9)])
+    )
     list(wb.segment_everything(sid, **SMALL_GRID))
     doc = wb.session(sid).doc
     auto = [a.id for a in doc.annotations if a.source == "auto"]
@@ -138,8 +152,10 @@ def test_a_rerun_replaces_the_pending_masks_of_the_previous_run_and_keeps_review
     assert len(doc) == 1 + 3 + n  # the prompted mask, the 3 reviewed or labelled, the new run
     assert all(i in doc for i in auto[:3]) and not any(i in doc for i in auto[3:])
     assert doc[auto[0]].review == "accepted" and doc[auto[1]].review == "rejected"
-    assert (f"Replaced the previous run's {n - 3} pending masks; kept its reviewed ones "
-            "(1 accepted, 1 rejected, 1 labelled)") in last.view.message
+    assert (
+        f"Replaced the previous run's {n - 3} pending masks; kept its reviewed ones "
+        "(1 accepted, 1 rejected, 1 labelled)"
+    ) in last.view.message
     wb.undo(sid)  # one step: the previous run is back
     assert sorted(a.id for a in doc.annotations if a.source == "auto") == sorted(auto)
 
@@ -164,8 +180,9 @@ def test_filter_counts_add_up_to_the_candidates(wb, sid):
     from annotator.amg.generator import MaskGenerator
 
     wb.open_image(sid, DOG)
-    gen = MaskGenerator(wb.segmenter, output_mode="coco_rle", points_per_side=4, pred_iou_thresh=0.5,
-                        stability_score_thresh=0.5)
+    gen = MaskGenerator(
+        wb.segmenter, output_mode="coco_rle", points_per_side=4, pred_iou_thresh=0.5, stability_score_thresh=0.5
+    )
     *_, final = gen.iter_generate(wb.session(sid).image)
     c = final.counts
     assert c.candidates == 48 and c.kept == len(final.records)

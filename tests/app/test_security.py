@@ -26,7 +26,6 @@ MESSAGE, TABLE = 2, 4
 LIMITS = Limits(max_upload_mb=0.05, max_json_mb=2 / 1024)  # 51 KB uploads, 2 KB JSON
 
 
-
 @pytest.fixture(scope="module")
 def served(tiny_checkpoint, tmp_path_factory):
     """The app launched as ``annotator serve`` launches it, with the checkpoint's folder
@@ -45,8 +44,13 @@ def served(tiny_checkpoint, tmp_path_factory):
     port = free_port()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GRADIO_ALLOWED_PATHS", str(tiny_checkpoint.parent))
-        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                    **launch_kwargs(LIMITS, info, private=[projects]))
+        demo.launch(
+            server_name="127.0.0.1",
+            server_port=port,
+            prevent_thread_lock=True,
+            quiet=True,
+            **launch_kwargs(LIMITS, info, private=[projects]),
+        )
     small = tmp_path_factory.mktemp("img") / "small.png"
     Image.open(IMAGES / "dog.jpg").resize((200, 134)).save(small)
     yield demo, f"http://127.0.0.1:{port}", public, tiny_checkpoint, small
@@ -69,10 +73,20 @@ def test_only_uploads_and_gradios_cache_are_served(served, tmp_path):
     assert get_file(base, uploaded).content == small.read_bytes()
     assert get_file(base, public).status_code == 200
     cache = Path(uploaded).parent
-    refused = ["/etc/passwd", ROOT / "README.md", ROOT / "annotator" / "ui.py", ROOT / "pyproject.toml",
-               checkpoint, checkpoint.parent / "projects" / "secret.annotator",
-               demo.workbench.export_root, IMAGES / "dog.jpg", LABELME_COCO / "annotations.json",
-               f"{cache}/../../../etc/passwd", f"{cache}/..%2F..%2F..%2Fetc%2Fpasswd", "file:///etc/passwd"]
+    refused = [
+        "/etc/passwd",
+        ROOT / "README.md",
+        ROOT / "annotator" / "ui.py",
+        ROOT / "pyproject.toml",
+        checkpoint,
+        checkpoint.parent / "projects" / "secret.annotator",
+        demo.workbench.export_root,
+        IMAGES / "dog.jpg",
+        LABELME_COCO / "annotations.json",
+        f"{cache}/../../../etc/passwd",
+        f"{cache}/..%2F..%2F..%2Fetc%2Fpasswd",
+        "file:///etc/passwd",
+    ]
     for path in refused:
         r = get_file(base, path)
         assert r.status_code in (403, 404), (path, r.status_code)
@@ -118,14 +132,17 @@ def test_imported_json_over_the_limit_is_a_message_and_the_masks_stay(served, tm
     assert c.predict(api_name="/masks") == table
 
 
-@pytest.mark.parametrize("name, stored", [
-    ("../../../tmp/evil.png", "evil.png"),
-    ("/etc/cron.d/evil.png", "evil.png"),
-    ("a/../../b.png", "b.png"),
-    ("é" * 120 + ".png", None),
-    ("日本語の写真.png", "日本語の写真.png"),
-    ("a\x00b.png", None),
-])
+@pytest.mark.parametrize(
+    "name, stored",
+    [
+        ("../../../tmp/evil.png", "evil.png"),
+        ("/etc/cron.d/evil.png", "evil.png"),
+        ("a/../../b.png", "b.png"),
+        ("é" * 120 + ".png", None),
+        ("日本語の写真.png", "日本語の写真.png"),
+        ("a\x00b.png", None),
+    ],
+)
 def test_uploaded_names_stay_in_the_upload_folder(served, name, stored):
     _, base, *_, small = served
     r = upload(base, name, small.read_bytes())
@@ -140,10 +157,14 @@ def test_uploaded_names_stay_in_the_upload_folder(served, name, stored):
 
 def test_server_paths_a_client_never_uploaded_are_refused(served):
     demo, base, *_ = served
-    for api, path in (("upload", IMAGES / "dog.jpg"), ("upload", "/etc/passwd"),
-                      ("import_annotations", LABELME_COCO / "annotations.json")):
-        r = httpx.post(f"{base}/gradio_api/call/{api}",
-                       json={"data": [{"path": str(path), "meta": {"_type": "gradio.FileData"}}]})
+    for api, path in (
+        ("upload", IMAGES / "dog.jpg"),
+        ("upload", "/etc/passwd"),
+        ("import_annotations", LABELME_COCO / "annotations.json"),
+    ):
+        r = httpx.post(
+            f"{base}/gradio_api/call/{api}", json={"data": [{"path": str(path), "meta": {"_type": "gradio.FileData"}}]}
+        )
         assert r.status_code == 200
         events = httpx.get(f"{base}/gradio_api/call/{api}/{r.json()['event_id']}", timeout=60).text
         assert "event: error" in events and "event: complete" not in events, (api, path, events)
@@ -152,19 +173,22 @@ def test_server_paths_a_client_never_uploaded_are_refused(served):
 
 
 # -- file names the app writes -------------------------------------------------------------------
-@pytest.mark.parametrize("name, expected", [
-    ("dog.jpg", "dog.jpg"),
-    ("../../etc/passwd", "passwd"),
-    ("/abs/dir/photo.png", "photo.png"),
-    ("C:\\Users\\me\\..\\photo.png", "photo.png"),
-    ("a\x00b\x1f.png", "a_b_.png"),
-    ("..", "image"),
-    ("...hidden.png", "hidden.png"),
-    ("   ", "image"),
-    ("what?<is>:this|*.png", "what__is__this__.png"),
-    ("日本語の写真.jpg", "日本語の写真.jpg"),
-    ("e\u0301t\u00e9.png", "\u00e9t\u00e9.png"),  # NFC: one form of the same letters
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("dog.jpg", "dog.jpg"),
+        ("../../etc/passwd", "passwd"),
+        ("/abs/dir/photo.png", "photo.png"),
+        ("C:\\Users\\me\\..\\photo.png", "photo.png"),
+        ("a\x00b\x1f.png", "a_b_.png"),
+        ("..", "image"),
+        ("...hidden.png", "hidden.png"),
+        ("   ", "image"),
+        ("what?<is>:this|*.png", "what__is__this__.png"),
+        ("日本語の写真.jpg", "日本語の写真.jpg"),
+        ("e\u0301t\u00e9.png", "\u00e9t\u00e9.png"),  # NFC: one form of the same letters
+    ],
+)
 def test_safe_name(name, expected):
     assert safe_name(name) == expected
 
@@ -176,8 +200,19 @@ def test_safe_name_bounds_long_names_without_splitting_characters():
     assert safe_stem("archive.tar.gz") == "archive.tar" and safe_stem("..") == "image"
 
 
-@pytest.mark.parametrize("name", ["../../../../tmp/escaped.png", "/etc/evil.png", "a\x00b.png",
-                                  "é" * 300 + ".png", "..", "sub/dir/name.png", "日本語.png", "CON?.png"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../../../../tmp/escaped.png",
+        "/etc/evil.png",
+        "a\x00b.png",
+        "é" * 300 + ".png",
+        "..",
+        "sub/dir/name.png",
+        "日本語.png",
+        "CON?.png",
+    ],
+)
 def test_exported_files_never_leave_their_folder(tiny_checkpoint, name, tmp_path):
     from annotator.app.workbench import Workbench
     from annotator.models.loading import load_segmenter

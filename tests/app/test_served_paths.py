@@ -44,13 +44,34 @@ def served(tiny_checkpoint, tmp_path_factory):
     for path in public:
         path.write_text("an operator shares this folder")
     env = {k: v for k, v in os.environ.items() if k not in ("ANNOTATOR_PROJECTS_DIR", "GRADIO_SERVER_PORT")}
-    env.update(GRADIO_ANALYTICS_ENABLED="False", ANNOTATOR_CACHE=str(cache), XDG_DATA_HOME=str(data),
-               GRADIO_ALLOWED_PATHS=f"{top},{tiny_checkpoint.parent}")  # comma-separated
+    env.update(
+        GRADIO_ANALYTICS_ENABLED="False",
+        ANNOTATOR_CACHE=str(cache),
+        XDG_DATA_HOME=str(data),
+        GRADIO_ALLOWED_PATHS=f"{top},{tiny_checkpoint.parent}",
+    )  # comma-separated
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "annotator", "serve", "--model", "tiny", "--checkpoint", str(tiny_checkpoint),
-         "--device", "cpu", "--port", str(port)],  # no --projects-dir: the default folder
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "annotator",
+            "serve",
+            "--model",
+            "tiny",
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--device",
+            "cpu",
+            "--port",
+            str(port),
+        ],  # no --projects-dir: the default folder
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}/"
     try:
         _wait_up(proc, url)

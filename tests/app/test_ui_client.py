@@ -16,7 +16,6 @@ from annotator.testing import free_port
 CANVAS, STATUS, MESSAGE, CANDIDATES, TABLE = range(5)
 
 
-
 @pytest.fixture(scope="module")
 def app(tiny_checkpoint):
     from annotator.app.ui import build_app
@@ -101,8 +100,9 @@ def test_two_sessions_at_once_do_not_see_each_others_masks(app):
 
     threads = [
         threading.Thread(target=run, args=("one", one, "dog.jpg", [(300, 300, "positive")], "dog")),
-        threading.Thread(target=run, args=("two", two, "groceries.jpg",
-                                           [(100, 100, "box"), (400, 300, "box")], "shelf")),
+        threading.Thread(
+            target=run, args=("two", two, "groceries.jpg", [(100, 100, "box"), (400, 300, "box")], "shelf")
+        ),
     ]
     for t in threads:
         t.start()

@@ -99,7 +99,7 @@ def test_large_image_is_shown_downscaled_and_clicks_map_to_original_pixels(tiny_
     v = wb.open_image(sid, image, "dog.jpg")
     assert v.canvas.shape == (267, 400, 3)
     wb.click_display(sid, 150, 100)
-    (x, y), = wb.session(sid).prompt.points
+    ((x, y),) = wb.session(sid).prompt.points
     assert x == pytest.approx(300.5, abs=0.01) and y == pytest.approx(200.5, abs=0.01)
     assert wb.session(sid).prompt.mask.shape == (534, 800)  # masks stay in original pixels
     wb.accept(sid, "dog")
@@ -262,13 +262,14 @@ def test_filter_and_sort_without_changing_the_document(wb, sid):
 
 
 def test_review_filter_shows_masks_by_decision(wb, sid):
-    ids = with_rects(wb, sid, (0, 0, 10, 10), (20, 20, 40, 40), (50, 50, 60, 60), (70, 70, 80, 80),
-                     source="auto")
+    ids = with_rects(wb, sid, (0, 0, 10, 10), (20, 20, 40, 40), (50, 50, 60, 60), (70, 70, 80, 80), source="auto")
     doc = wb.session(sid).doc
     doc.update(ids[0], review="accepted")
     doc.update(ids[1], review="rejected")
-    shown = {review: col(wb.set_filter(sid, review=review).table, "id")
-             for review in ("all", "pending", "accepted", "rejected")}
+    shown = {
+        review: col(wb.set_filter(sid, review=review).table, "id")
+        for review in ("all", "pending", "accepted", "rejected")
+    }
     assert shown == {"all": ids, "pending": ids[2:], "accepted": ids[:1], "rejected": ids[1:2]}
     assert "2 of 4" in wb.set_filter(sid, review="pending").message
     with pytest.raises(WorkbenchError, match="review filter must be one of"):
@@ -376,9 +377,15 @@ def test_import_sam_amg_output(wb, sid, tmp_path):
     wb.open_image(sid, DOG)
     m = rect(534, 800, 10, 20, 60, 90)
     rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
-    record = {"segmentation": {"size": [534, 800], "counts": rle["counts"].decode()}, "area": int(m.sum()),
-              "bbox": [10, 20, 50, 70], "predicted_iou": 0.93, "point_coords": [[30, 50]],
-              "stability_score": 0.97, "crop_box": [0, 0, 800, 534]}
+    record = {
+        "segmentation": {"size": [534, 800], "counts": rle["counts"].decode()},
+        "area": int(m.sum()),
+        "bbox": [10, 20, 50, 70],
+        "predicted_iou": 0.93,
+        "point_coords": [[30, 50]],
+        "stability_score": 0.97,
+        "crop_box": [0, 0, 800, 534],
+    }
     path = tmp_path / "dog.json"  # amg.py names it after the image
     path.write_text(json.dumps([record]))
     wb.import_annotations(sid, path)
@@ -451,8 +458,10 @@ def test_segment_everything_streams_batches_then_adds_one_undoable_step(wb, sid)
     assert final.final and "Segment everything found" in final.view.message
     doc = wb.session(sid).doc
     auto = [a for a in doc.annotations if a.source == "auto"]
-    assert auto and all(a.review == "pending" and a.predicted_iou is not None
-                        and a.stability_score is not None and a.point_coords for a in auto)
+    assert auto and all(
+        a.review == "pending" and a.predicted_iou is not None and a.stability_score is not None and a.point_coords
+        for a in auto
+    )
     assert wb.session(sid).preview == []
     assert wb.session(sid).amg_params["points_per_side"] == 4
     wb.undo(sid)
@@ -478,8 +487,9 @@ def test_cancel_keeps_the_masks_found_so_far(wb, sid):
 
     (grid,) = build_all_layer_point_grids(4, 0, 1)
     params = {k: v for k, v in SMALL_GRID.items() if k != "points_per_side"}
-    first_batch = MaskGenerator(wb.segmenter, output_mode="coco_rle", points_per_side=None,
-                                point_grids=[grid[:4]], **params).generate(wb.session(sid).image)
+    first_batch = MaskGenerator(
+        wb.segmenter, output_mode="coco_rle", points_per_side=None, point_grids=[grid[:4]], **params
+    ).generate(wb.session(sid).image)
     assert kept and set(kept) <= found and len(set(kept)) == len(kept)
     assert sorted(kept) == sorted(text(r["segmentation"]["counts"]) for r in first_batch)
 
@@ -542,8 +552,17 @@ def test_segment_everything_on_the_classical_backend_says_it_needs_sam(sid):
 # -- duplicates ------------------------------------------------------------------------------
 def with_duplicates(wb, sid):
     """Two groups of near-duplicates (scores decide the best) and one lone mask."""
-    ids = with_rects(wb, sid, (100, 100, 200, 200), (101, 100, 200, 200), (100, 101, 200, 201),
-                     (400, 300, 500, 400), (402, 300, 500, 400), (600, 50, 700, 150), source="auto")
+    ids = with_rects(
+        wb,
+        sid,
+        (100, 100, 200, 200),
+        (101, 100, 200, 200),
+        (100, 101, 200, 201),
+        (400, 300, 500, 400),
+        (402, 300, 500, 400),
+        (600, 50, 700, 150),
+        source="auto",
+    )
     doc = wb.session(sid).doc
     for i, score in zip(ids, (0.90, 0.95, 0.80, 0.70, 0.60, 0.99)):
         doc.update(i, predicted_iou=score)

@@ -69,8 +69,26 @@ def test_valid_project_names_map_to_one_file_in_the_folder(tmp_path, name):
     assert path.parent == tmp_path.resolve() and path.name.endswith(".annotator")
 
 
-@pytest.mark.parametrize("name", ["", "  ", "../x", "..", "a/b", "a\\b", "/etc/passwd", ".hidden", "x" * 65,
-                                  "nul\0byte", "héllo", "a..b", "dot.", "~root", "C:evil"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "  ",
+        "../x",
+        "..",
+        "a/b",
+        "a\\b",
+        "/etc/passwd",
+        ".hidden",
+        "x" * 65,
+        "nul\0byte",
+        "héllo",
+        "a..b",
+        "dot.",
+        "~root",
+        "C:evil",
+    ],
+)
 def test_names_that_could_escape_or_confuse_are_refused(tmp_path, name):
     with pytest.raises(ProjectNameError, match="project name"):
         ProjectLibrary(tmp_path).path(name)
@@ -110,8 +128,14 @@ def test_only_folders_below_an_allowed_one_are_readable(tmp_path):
     assert policy.check(allowed) == allowed.resolve()
     assert policy.check(allowed / "sub") == (allowed / "sub").resolve()
     assert policy.check("sub") == (allowed / "sub").resolve()  # relative to the first allowed folder
-    for escape in (tmp_path / "secret", allowed / ".." / "secret", allowed / "link", "../secret", "/etc",
-                   "sub/../../secret"):
+    for escape in (
+        tmp_path / "secret",
+        allowed / ".." / "secret",
+        allowed / "link",
+        "../secret",
+        "/etc",
+        "sub/../../secret",
+    ):
         with pytest.raises(PermissionError, match="not inside a folder the operator allowed"):
             policy.check(escape)
     with pytest.raises(PermissionError, match="not a folder"):
@@ -168,15 +192,27 @@ def test_every_edit_is_in_the_file_when_the_view_returns(wb, sid, root, tmp_path
 
 def test_segment_everything_and_import_are_saved(wb, sid, root, tmp_path):
     new_project(wb, sid, DOG)
-    steps = list(wb.segment_everything(sid, points_per_side=4, points_per_batch=8, pred_iou_thresh=0,
-                                       stability_score_thresh=0))
+    steps = list(
+        wb.segment_everything(sid, points_per_side=4, points_per_batch=8, pred_iou_thresh=0, stability_score_thresh=0)
+    )
     n = len(wb.session(sid).doc)
     assert steps[-1].final and n > 0
     assert len(saved(root)) == n and all(r["source"] == "auto" for r in saved(root))
-    coco = {"images": [{"id": 7, "file_name": "dog.jpg", "height": 534, "width": 800}],
-            "annotations": [{"id": 1, "image_id": 7, "category_id": 1, "bbox": [10, 10, 20, 20],
-                             "segmentation": [[10, 10, 30, 10, 30, 30, 10, 30]], "area": 400, "iscrowd": 0}],
-            "categories": [{"id": 1, "name": "box"}]}
+    coco = {
+        "images": [{"id": 7, "file_name": "dog.jpg", "height": 534, "width": 800}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 7,
+                "category_id": 1,
+                "bbox": [10, 10, 20, 20],
+                "segmentation": [[10, 10, 30, 10, 30, 30, 10, 30]],
+                "area": 400,
+                "iscrowd": 0,
+            }
+        ],
+        "categories": [{"id": 1, "name": "box"}],
+    }
     path = tmp_path / "in.json"
     path.write_text(json.dumps(coco))
     wb.import_annotations(sid, path)
@@ -238,8 +274,12 @@ def test_navigation_progress_and_done(wb, sid, root):
 
 
 def test_project_actions_need_a_project(wb, sid):
-    for action in (lambda: wb.step_image(sid), lambda: wb.set_done(sid), lambda: wb.export_project(sid),
-                   lambda: wb.add_uploads(sid, [DOG])):
+    for action in (
+        lambda: wb.step_image(sid),
+        lambda: wb.set_done(sid),
+        lambda: wb.export_project(sid),
+        lambda: wb.add_uploads(sid, [DOG]),
+    ):
         with pytest.raises(WorkbenchError, match="Open or create a project"):
             action()
 

@@ -35,10 +35,13 @@ def pycoco(path_or_dict) -> COCO:
 
 def dataset_of(masks, **ann_fields):
     h, w = masks[0].shape
-    anns = [{"id": k + 1, "image_id": 7, "category_id": 1, "segmentation": rle_utils.encode(m), "iscrowd": 0,
-             **ann_fields} for k, m in enumerate(masks)]
-    return coco.CocoDataset([{"id": 7, "file_name": "x.jpg", "height": h, "width": w}], anns,
-                            [{"id": 1, "name": "thing"}])
+    anns = [
+        {"id": k + 1, "image_id": 7, "category_id": 1, "segmentation": rle_utils.encode(m), "iscrowd": 0, **ann_fields}
+        for k, m in enumerate(masks)
+    ]
+    return coco.CocoDataset(
+        [{"id": 7, "file_name": "x.jpg", "height": h, "width": w}], anns, [{"id": 1, "name": "thing"}]
+    )
 
 
 def blob_with_holes(h, w, blobs, holes):
@@ -51,13 +54,18 @@ def blob_with_holes(h, w, blobs, holes):
 
 
 random_masks = st.integers(1, 40).flatmap(
-    lambda h: st.integers(1, 40).flatmap(lambda w: st.lists(arrays(np.bool_, (h, w)), min_size=1, max_size=3)))
+    lambda h: st.integers(1, 40).flatmap(lambda w: st.lists(arrays(np.bool_, (h, w)), min_size=1, max_size=3))
+)
 
 blob_masks = st.builds(
     blob_with_holes,
-    st.just(60), st.just(80),
-    st.lists(st.tuples(st.integers(0, 79), st.integers(0, 59), st.integers(4, 30), st.integers(4, 30),
-                       st.floats(0, 180)), min_size=1, max_size=3),
+    st.just(60),
+    st.just(80),
+    st.lists(
+        st.tuples(st.integers(0, 79), st.integers(0, 59), st.integers(4, 30), st.integers(4, 30), st.floats(0, 180)),
+        min_size=1,
+        max_size=3,
+    ),
     st.lists(st.tuples(st.integers(0, 79), st.integers(0, 59), st.integers(1, 6)), max_size=4),
 ).filter(lambda m: m.sum() >= 20)
 
@@ -131,13 +139,20 @@ def test_reads_labelme_polygons_like_pycocotools():
 def test_reads_uncompressed_and_string_rles(tmp_path):
     m = blob_with_holes(30, 40, [(20, 15, 10, 8, 0.0)], [(20, 15, 3)])
     runs = rle_utils.run_lengths(rle_utils.encode(m)["counts"]).tolist()
-    data = {"images": [{"id": 1, "height": 30, "width": 40, "file_name": "a.png"}],
-            "categories": [{"id": 3, "name": "blob"}],
-            "annotations": [
-                {"id": 1, "image_id": 1, "category_id": 3, "iscrowd": 1,
-                 "segmentation": {"size": [30, 40], "counts": runs}},
-                {"id": 2, "image_id": 1, "category_id": 3,
-                 "segmentation": rle_utils.to_json(rle_utils.encode(m))}]}
+    data = {
+        "images": [{"id": 1, "height": 30, "width": 40, "file_name": "a.png"}],
+        "categories": [{"id": 3, "name": "blob"}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 3,
+                "iscrowd": 1,
+                "segmentation": {"size": [30, 40], "counts": runs},
+            },
+            {"id": 2, "image_id": 1, "category_id": 3, "segmentation": rle_utils.to_json(rle_utils.encode(m))},
+        ],
+    }
     ds = coco.load(data)
     for ann in ds.annotations:
         assert np.array_equal(rle_utils.decode(ann["segmentation"]), m)
@@ -151,14 +166,25 @@ def test_reads_uncompressed_and_string_rles(tmp_path):
 def amg_records(masks):
     """What SamAutomaticMaskGenerator(output_mode="coco_rle") returns, built with SAM's own code."""
     rles = mask_to_rle_pytorch(torch.as_tensor(np.stack(masks)))
-    return [{"segmentation": coco_encode_rle(r), "area": int(m.sum()), "bbox": [1.0, 2.0, 3.0, 4.0],
-             "predicted_iou": 0.9 - 0.1 * k, "point_coords": [[10.0 + k, 12.0]], "stability_score": 0.95,
-             "crop_box": [0, 0, m.shape[1], m.shape[0]]} for k, (r, m) in enumerate(zip(rles, masks))]
+    return [
+        {
+            "segmentation": coco_encode_rle(r),
+            "area": int(m.sum()),
+            "bbox": [1.0, 2.0, 3.0, 4.0],
+            "predicted_iou": 0.9 - 0.1 * k,
+            "point_coords": [[10.0 + k, 12.0]],
+            "stability_score": 0.95,
+            "crop_box": [0, 0, m.shape[1], m.shape[0]],
+        }
+        for k, (r, m) in enumerate(zip(rles, masks))
+    ]
 
 
 def test_reads_sam_amg_output_and_keeps_its_metadata(tmp_path):
-    masks = [blob_with_holes(60, 80, [(30, 30, 12, 9, 10.0)], []),
-             blob_with_holes(60, 80, [(60, 20, 8, 15, 0.0)], [(60, 20, 3)])]
+    masks = [
+        blob_with_holes(60, 80, [(30, 30, 12, 9, 10.0)], []),
+        blob_with_holes(60, 80, [(60, 20, 8, 15, 0.0)], [(60, 20, 3)]),
+    ]
     path = tmp_path / "dog.json"
     path.write_text(json.dumps(amg_records(masks)))
     ds = coco.load(path)
@@ -180,8 +206,10 @@ def test_reads_amg_binary_mask_folder(tmp_path):
     masks = [blob_with_holes(50, 70, [(20, 20, 10, 10, 0.0)], []), blob_with_holes(50, 70, [(50, 30, 9, 6, 0.0)], [])]
     folder = tmp_path / "truck"
     folder.mkdir()
-    header = ("id,area,bbox_x0,bbox_y0,bbox_w,bbox_h,point_input_x,point_input_y,predicted_iou,"
-              "stability_score,crop_box_x0,crop_box_y0,crop_box_w,crop_box_h")
+    header = (
+        "id,area,bbox_x0,bbox_y0,bbox_w,bbox_h,point_input_x,point_input_y,predicted_iou,"
+        "stability_score,crop_box_x0,crop_box_y0,crop_box_w,crop_box_h"
+    )
     rows = [header]
     for i, m in enumerate(masks):
         cv2.imwrite(str(folder / f"{i}.png"), m.astype(np.uint8) * 255)
@@ -195,13 +223,20 @@ def test_reads_amg_binary_mask_folder(tmp_path):
 
 
 def good_file():
-    return {"images": [{"id": 1, "file_name": "a.jpg", "height": 4, "width": 5}],
-            "categories": [{"id": 1, "name": "cat"}],
-            "annotations": [
-                {"id": 10, "image_id": 1, "category_id": 1, "bbox": [0, 0, 2, 2],
-                 "segmentation": [[0, 0, 2, 0, 2, 2, 0, 2]]},
-                {"id": 11, "image_id": 1, "category_id": 1,
-                 "segmentation": {"size": [4, 5], "counts": [2, 3, 15]}}]}
+    return {
+        "images": [{"id": 1, "file_name": "a.jpg", "height": 4, "width": 5}],
+        "categories": [{"id": 1, "name": "cat"}],
+        "annotations": [
+            {
+                "id": 10,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [0, 0, 2, 2],
+                "segmentation": [[0, 0, 2, 0, 2, 2, 0, 2]],
+            },
+            {"id": 11, "image_id": 1, "category_id": 1, "segmentation": {"size": [4, 5], "counts": [2, 3, 15]}},
+        ],
+    }
 
 
 def broken(path, value):
@@ -216,23 +251,41 @@ def broken(path, value):
     return data
 
 
-@pytest.mark.parametrize("data, message", [
-    (broken(("annotations", 1, "segmentation", "size"), [5, 4]), r"annotation #1 \(id 11\): bad RLE: mask is 5x4 .* image is 4x5"),
-    (broken(("annotations", 1, "segmentation", "counts"), [2, 3, 16]), r"annotation #1 \(id 11\): bad RLE: RLE counts sum to 21"),
-    (broken(("annotations", 1, "segmentation", "counts"), "0\x7f"), r"annotation #1 \(id 11\): bad RLE: .*outside"),
-    (broken(("annotations", 0, "bbox"), [0, -1, 2, 2]), r"annotation #0 \(id 10\): bbox has a negative value"),
-    (broken(("annotations", 0, "bbox"), [0, float("nan"), 2, 2]), r"annotation #0 \(id 10\): bbox has a NaN"),
-    (broken(("annotations", 0, "image_id"), 9), r"annotation #0 \(id 10\): unknown image_id 9"),
-    (broken(("annotations", 0, "category_id"), 4), r"annotation #0 \(id 10\): unknown category_id 4"),
-    (broken(("annotations", 0, "segmentation"), KeyError), r"annotation #0 \(id 10\): missing field 'segmentation'"),
-    (broken(("annotations", 1, "image_id"), KeyError), r"annotation #1 \(id 11\): missing field 'image_id'"),
-    (broken(("annotations", 0, "segmentation"), [[0, 0, 2, 0, 2]]), r"annotation #0 \(id 10\): polygon 0 has an odd"),
-    (broken(("annotations", 0, "segmentation"), [[0, 0, 2, 0]]), r"annotation #0 \(id 10\): polygon 0 has 2 points"),
-    (broken(("annotations", 1, "id"), 10), r"annotation #1 \(id 10\): annotation id 10 appears twice"),
-    (broken(("annotations", 0, "area"), -3), r"annotation #0 \(id 10\): area must be"),
-    (broken(("images", 0, "height"), KeyError), r"image #0 \(id 1\): missing field 'height'"),
-    (broken(("annotations",), {"x": 1}), r"'annotations' must be a list"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (
+            broken(("annotations", 1, "segmentation", "size"), [5, 4]),
+            r"annotation #1 \(id 11\): bad RLE: mask is 5x4 .* image is 4x5",
+        ),
+        (
+            broken(("annotations", 1, "segmentation", "counts"), [2, 3, 16]),
+            r"annotation #1 \(id 11\): bad RLE: RLE counts sum to 21",
+        ),
+        (broken(("annotations", 1, "segmentation", "counts"), "0\x7f"), r"annotation #1 \(id 11\): bad RLE: .*outside"),
+        (broken(("annotations", 0, "bbox"), [0, -1, 2, 2]), r"annotation #0 \(id 10\): bbox has a negative value"),
+        (broken(("annotations", 0, "bbox"), [0, float("nan"), 2, 2]), r"annotation #0 \(id 10\): bbox has a NaN"),
+        (broken(("annotations", 0, "image_id"), 9), r"annotation #0 \(id 10\): unknown image_id 9"),
+        (broken(("annotations", 0, "category_id"), 4), r"annotation #0 \(id 10\): unknown category_id 4"),
+        (
+            broken(("annotations", 0, "segmentation"), KeyError),
+            r"annotation #0 \(id 10\): missing field 'segmentation'",
+        ),
+        (broken(("annotations", 1, "image_id"), KeyError), r"annotation #1 \(id 11\): missing field 'image_id'"),
+        (
+            broken(("annotations", 0, "segmentation"), [[0, 0, 2, 0, 2]]),
+            r"annotation #0 \(id 10\): polygon 0 has an odd",
+        ),
+        (
+            broken(("annotations", 0, "segmentation"), [[0, 0, 2, 0]]),
+            r"annotation #0 \(id 10\): polygon 0 has 2 points",
+        ),
+        (broken(("annotations", 1, "id"), 10), r"annotation #1 \(id 10\): annotation id 10 appears twice"),
+        (broken(("annotations", 0, "area"), -3), r"annotation #0 \(id 10\): area must be"),
+        (broken(("images", 0, "height"), KeyError), r"image #0 \(id 1\): missing field 'height'"),
+        (broken(("annotations",), {"x": 1}), r"'annotations' must be a list"),
+    ],
+)
 def test_bad_files_name_the_annotation_and_the_problem(tmp_path, data, message):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(data))
@@ -256,15 +309,27 @@ def test_bad_json_and_results_without_images(tmp_path):
 # -- documents ---------------------------------------------------------------------------------
 def test_documents_export_with_sam_metadata_and_load_back(tmp_path):
     doc = AnnotationDocument(60, 80)
-    a = doc.add(blob_with_holes(60, 80, [(30, 30, 20, 15, 0.0)], [(30, 30, 5)]), label="dog",
-                prompts={"points": [[30, 30]], "labels": [1]}, predicted_iou=0.93, stability_score=0.97)
-    doc.add(blob_with_holes(60, 80, [(60, 40, 8, 8, 0.0)], []), source="auto", point_coords=[[60, 40]],
-                crop_box=[0, 0, 80, 60])
+    a = doc.add(
+        blob_with_holes(60, 80, [(30, 30, 20, 15, 0.0)], [(30, 30, 5)]),
+        label="dog",
+        prompts={"points": [[30, 30]], "labels": [1]},
+        predicted_iou=0.93,
+        stability_score=0.97,
+    )
+    doc.add(
+        blob_with_holes(60, 80, [(60, 40, 8, 8, 0.0)], []),
+        source="auto",
+        point_coords=[[60, 40]],
+        crop_box=[0, 0, 80, 60],
+    )
     c = doc.add(blob_with_holes(60, 80, [(10, 50, 5, 5, 0.0)], []), label="dog")
     doc.reject([c])
     doc.accept([a])
-    ds = coco.from_documents([(doc, {"id": 5, "file_name": "dog.jpg"})], model="vit_h",
-                             parameters={"points_per_side": 32, "pred_iou_thresh": 0.88})
+    ds = coco.from_documents(
+        [(doc, {"id": 5, "file_name": "dog.jpg"})],
+        model="vit_h",
+        parameters={"points_per_side": 32, "pred_iou_thresh": 0.88},
+    )
     path = coco.save(ds, tmp_path / "export.json")
     c_api = pycoco(path)
     data = json.loads(path.read_text())

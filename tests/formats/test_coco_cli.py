@@ -19,8 +19,9 @@ LABELME = LABELME_COCO / "annotations.json"
 
 def annotator(*args):
     """The CLI in a fresh interpreter, exactly as a user runs it (costs a torch import)."""
-    return subprocess.run([sys.executable, "-m", "annotator", *map(str, args)], capture_output=True,
-                          text=True, cwd=ROOT, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "annotator", *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
 
 
 def masks_of(path):
@@ -58,14 +59,21 @@ def test_labelme_round_trip_through_rle_and_back(tmp_path):
         assert np.array_equal(as_rle[k], original[k])
 
     # the next two only read rle.json: run them side by side
-    again, poly = (subprocess.Popen([sys.executable, "-m", "annotator", "convert", str(rle_path), "-o", str(p),
-                                     *extra], cwd=ROOT, stderr=subprocess.PIPE, text=True)
-                   for p, extra in ((again_path, ()), (poly_path, ("--segmentation", "polygon"))))
+    again, poly = (
+        subprocess.Popen(
+            [sys.executable, "-m", "annotator", "convert", str(rle_path), "-o", str(p), *extra],
+            cwd=ROOT,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for p, extra in ((again_path, ()), (poly_path, ("--segmentation", "polygon")))
+    )
     assert again.wait(timeout=120) == 0 and poly.wait(timeout=120) == 0, (again.stderr.read(), poly.stderr.read())
     again.stderr.close()
     poly.stderr.close()
-    assert [a["segmentation"] for a in json.loads(again_path.read_text())["annotations"]] == \
-        [a["segmentation"] for a in data["annotations"]]  # RLE -> RLE changes nothing
+    assert [a["segmentation"] for a in json.loads(again_path.read_text())["annotations"]] == [
+        a["segmentation"] for a in data["annotations"]
+    ]  # RLE -> RLE changes nothing
 
     as_poly, c = masks_of(poly_path)
     assert all(isinstance(a["segmentation"], list) for a in c.dataset["annotations"])

@@ -35,18 +35,26 @@ def blob(parts, holes):
 
 masks_with_holes = st.builds(
     blob,
-    st.lists(st.tuples(st.integers(0, W - 1), st.integers(0, H - 1), st.integers(2, 18), st.integers(2, 18),
-                       st.floats(0, 180)), min_size=1, max_size=4),
+    st.lists(
+        st.tuples(
+            st.integers(0, W - 1), st.integers(0, H - 1), st.integers(2, 18), st.integers(2, 18), st.floats(0, 180)
+        ),
+        min_size=1,
+        max_size=4,
+    ),
     st.lists(st.tuples(st.integers(0, W - 1), st.integers(0, H - 1), st.integers(1, 5)), max_size=4),
 ).filter(lambda m: m.any())
 
 
 def dataset_of(masks, labels=None, size=(H, W)):
     labels = labels or [CLASSES[k % 3]["id"] for k in range(len(masks))]
-    anns = [{"id": 10 + k, "image_id": 7, "category_id": c, "segmentation": rle_utils.encode(m)}
-            for k, (m, c) in enumerate(zip(masks, labels, strict=True))]
-    return coco.CocoDataset([{"id": 7, "file_name": "dir/photo.jpg", "height": size[0], "width": size[1]}],
-                            anns, [dict(c) for c in CLASSES])
+    anns = [
+        {"id": 10 + k, "image_id": 7, "category_id": c, "segmentation": rle_utils.encode(m)}
+        for k, (m, c) in enumerate(zip(masks, labels, strict=True))
+    ]
+    return coco.CocoDataset(
+        [{"id": 7, "file_name": "dir/photo.jpg", "height": size[0], "width": size[1]}], anns, [dict(c) for c in CLASSES]
+    )
 
 
 def round_trip(ds, fmt, tmp, tolerance=0.0):
@@ -114,9 +122,15 @@ def test_voc_overlaps_keep_the_topmost_and_say_what_is_hidden(tmp_path):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(1, 24).flatmap(lambda h: st.integers(1, 24).flatmap(
-    lambda w: st.lists(st.booleans(), min_size=h * w, max_size=h * w).map(
-        lambda v: np.array(v, bool).reshape(h, w)))))
+@given(
+    st.integers(1, 24).flatmap(
+        lambda h: st.integers(1, 24).flatmap(
+            lambda w: st.lists(st.booleans(), min_size=h * w, max_size=h * w).map(
+                lambda v: np.array(v, bool).reshape(h, w)
+            )
+        )
+    )
+)
 def test_one_ring_per_object_is_exact_even_for_noise(mask):
     # YOLO writes every part and hole of a mask into one ring: bridges cancel under even-odd
     res = polygons.polygonise(rle_utils.encode(mask), single=True)
@@ -126,9 +140,15 @@ def test_one_ring_per_object_is_exact_even_for_noise(mask):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(1, 30).flatmap(lambda h: st.integers(1, 30).flatmap(
-    lambda w: st.lists(st.integers(0, 4), min_size=h * w, max_size=h * w).map(
-        lambda v: np.array(v, np.uint16).reshape(h, w)))))
+@given(
+    st.integers(1, 30).flatmap(
+        lambda h: st.integers(1, 30).flatmap(
+            lambda w: st.lists(st.integers(0, 4), min_size=h * w, max_size=h * w).map(
+                lambda v: np.array(v, np.uint16).reshape(h, w)
+            )
+        )
+    )
+)
 def test_rle_crops_and_label_maps(labels):
     per_value = rle_utils.from_label_map(labels)
     assert set(per_value) == set(np.unique(labels).tolist()) - {0}
@@ -138,7 +158,7 @@ def test_rle_crops_and_label_maps(labels):
         crop, x0, y0 = rle_utils.decode_bbox(rle)
         ys, xs = np.nonzero(m)
         assert (x0, y0) == (xs.min(), ys.min())
-        assert np.array_equal(crop, m[ys.min():ys.max() + 1, xs.min():xs.max() + 1])
+        assert np.array_equal(crop, m[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])
         assert rle_utils.encode_bbox(crop, x0, y0, labels.shape)["counts"] == rle["counts"]
 
 
@@ -146,8 +166,10 @@ def test_rle_crops_and_label_maps(labels):
 def pycoco_masks(path):
     with contextlib.redirect_stdout(io.StringIO()):
         c = COCO(str(path))
-    return c, [(c.cats[c.anns[a]["category_id"]]["name"], c.annToMask(c.anns[a]).astype(bool))
-               for a in sorted(c.anns, key=lambda a: (c.anns[a]["image_id"], a))]
+    return c, [
+        (c.cats[c.anns[a]["category_id"]]["name"], c.annToMask(c.anns[a]).astype(bool))
+        for a in sorted(c.anns, key=lambda a: (c.anns[a]["image_id"], a))
+    ]
 
 
 @pytest.mark.parametrize("fmt", ["coco-rle", "coco-polygon", "yolo", "labelme", "voc"])
@@ -177,7 +199,7 @@ def test_labelme_file_round_trip(tmp_path, fmt):
         for masks in (per_image[i] for i in sorted(per_image)):
             for k, m in enumerate(masks):
                 above = np.zeros_like(m)
-                for n in masks[k + 1:]:
+                for n in masks[k + 1 :]:
                     above |= n
                 visible.append(m & ~above)
         assert all(np.array_equal(a, b) for (_, a), b in zip(got, visible, strict=True))
@@ -194,10 +216,12 @@ def test_tolerance_costs_iou_and_is_reported(tmp_path):
     ds = coco.load(LABELME)
     exact = convert.export(ds, tmp_path / "exact.json", "coco-polygon")
     coarse = convert.export(ds, tmp_path / "coarse.json", "coco-polygon", tolerance=2)
-    n_exact = sum(len(p) for a in json.loads((tmp_path / "exact.json").read_text())["annotations"]
-                  for p in a["segmentation"])
-    n_coarse = sum(len(p) for a in json.loads((tmp_path / "coarse.json").read_text())["annotations"]
-                   for p in a["segmentation"])
+    n_exact = sum(
+        len(p) for a in json.loads((tmp_path / "exact.json").read_text())["annotations"] for p in a["segmentation"]
+    )
+    n_coarse = sum(
+        len(p) for a in json.loads((tmp_path / "coarse.json").read_text())["annotations"] for p in a["segmentation"]
+    )
     assert n_coarse < n_exact / 2
     assert exact.line() == "12 masks on 3 images · COCO polygons exact"
     assert 0.9 < coarse.min_iou < 1.0
@@ -285,9 +309,16 @@ def test_project_exports_keep_class_ids(tmp_path, truck):
         recs = []
         for k, label in enumerate(["dog", "cat", None]):
             mk = m.copy()
-            mk[5 + 15 * k:15 + 15 * k, 10:40] = True
-            recs.append({"id": k + 1, "size": [64, 96], "counts": rle_utils.encode(mk)["counts"].decode(),
-                         "label": label, "review": "accepted"})
+            mk[5 + 15 * k : 15 + 15 * k, 10:40] = True
+            recs.append(
+                {
+                    "id": k + 1,
+                    "size": [64, 96],
+                    "counts": rle_utils.encode(mk)["counts"].decode(),
+                    "label": label,
+                    "review": "accepted",
+                }
+            )
         p.save(image_id, recs)
         first = p.export(tmp_path / "y1", "yolo")
         p.add_category("bird")  # a new class after the first export
@@ -316,8 +347,9 @@ def test_documents_export_in_one_call(tmp_path):
     doc.add(blob([(45, 30, 9, 9, 0)], []))  # no label: "object"
     rejected = doc.add(blob([(10, 40, 5, 5, 0)], []), label="cat")
     doc.reject(rejected)
-    report = convert.export_documents([(doc, {"id": 1, "file_name": "a.png"})], tmp_path / "a", "labelme",
-                                      categories=[{"id": 4, "name": "dog"}])
+    report = convert.export_documents(
+        [(doc, {"id": 1, "file_name": "a.png"})], tmp_path / "a", "labelme", categories=[{"id": 4, "name": "dog"}]
+    )
     assert report.line() == "2 masks on 1 image · labelme exact"
     assert (tmp_path / "a" / "labels.txt").read_text().split("\n")[:2] == ["dog", "object"]
 
@@ -342,12 +374,20 @@ def test_unknown_folder_says_what_was_looked_for(tmp_path):
 
 
 def test_reads_other_tools_labelme_and_voc(tmp_path):
-    shapes = [{"label": "cat", "points": [[2, 2], [20, 2], [20, 20], [2, 20]], "group_id": None,
-               "shape_type": "polygon", "flags": {}},
-              {"label": "cat", "points": [[30, 5], [40, 15]], "group_id": None, "shape_type": "rectangle"},
-              {"label": "dog", "points": [[30, 30], [35, 35]], "group_id": None, "shape_type": "line"}]
-    (tmp_path / "a.json").write_text(json.dumps({"shapes": shapes, "imagePath": "a.jpg", "imageData": None,
-                                                 "imageHeight": H, "imageWidth": W}))
+    shapes = [
+        {
+            "label": "cat",
+            "points": [[2, 2], [20, 2], [20, 20], [2, 20]],
+            "group_id": None,
+            "shape_type": "polygon",
+            "flags": {},
+        },
+        {"label": "cat", "points": [[30, 5], [40, 15]], "group_id": None, "shape_type": "rectangle"},
+        {"label": "dog", "points": [[30, 30], [35, 35]], "group_id": None, "shape_type": "line"},
+    ]
+    (tmp_path / "a.json").write_text(
+        json.dumps({"shapes": shapes, "imagePath": "a.jpg", "imageData": None, "imageHeight": H, "imageWidth": W})
+    )
     got = convert.load(tmp_path)
     assert got.format == "labelme" and len(got.dataset.annotations) == 2
     assert got.notes == ["1 line shape left out (no area)"]
@@ -372,16 +412,14 @@ def test_cli_convert_to_each_format(tmp_path, capsys):
     from annotator import cli
 
     assert tuple(convert.FORMATS) == cli.FORMATS  # the parser's list, kept free of format imports
-    assert main(["convert", str(LABELME), "-o", str(tmp_path / "y"), "--to", "yolo",
-                 "--polygon-tolerance", "1"]) == 0
+    assert main(["convert", str(LABELME), "-o", str(tmp_path / "y"), "--to", "yolo", "--polygon-tolerance", "1"]) == 0
     err = capsys.readouterr().err
     assert "read coco from" in err and "12 masks on 3 images · YOLO min IoU 0.9" in err
     assert (tmp_path / "y" / "data.yaml").is_file() and len(list((tmp_path / "y" / "labels").iterdir())) == 3
     assert main(["convert", str(tmp_path / "y"), "-o", str(tmp_path / "l"), "--to", "labelme"]) == 0
     assert "read yolo from" in capsys.readouterr().err
     assert main(["convert", str(tmp_path / "l"), "-o", str(tmp_path / "v.zip"), "--to", "voc"]) == 0
-    assert main(["convert", str(LABELME), "-o", str(tmp_path / "x.json"), "--to", "yolo",
-                 "--segmentation", "rle"]) == 2
+    assert main(["convert", str(LABELME), "-o", str(tmp_path / "x.json"), "--to", "yolo", "--segmentation", "rle"]) == 2
     assert "disagree" in capsys.readouterr().err
     assert main(["convert", str(LABELME), "-o", str(tmp_path / "y"), "--to", "voc"]) == 2
     assert "not an empty folder" in capsys.readouterr().err

@@ -44,8 +44,10 @@ def test_semantic_metrics_by_hand():
 
 def test_class_agnostic_recall_thresholds():
     gt = [box(0, 0, 10, 10), box(10, 10, 20, 20), box(0, 15, 5, 20)]
-    pred = [box(0, 0, 10, 8),  # IoU 0.8 with gt 0
-            box(10, 10, 20, 16)]  # IoU 0.6 with gt 1; gt 2 is missed
+    pred = [
+        box(0, 0, 10, 8),  # IoU 0.8 with gt 0
+        box(10, 10, 20, 16),
+    ]  # IoU 0.6 with gt 1; gt 2 is missed
     r = metrics.recall(pred, gt)
     assert r[0.5] == pytest.approx(2 / 3) and r[0.75] == pytest.approx(1 / 3)
     assert metrics.best_ious(pred, gt) == pytest.approx([0.8, 0.6, 0.0])
@@ -107,8 +109,15 @@ def cocoeval_stats(pred, tmp_path) -> dict[str, float]:
     for k, ann in enumerate(gt_json["annotations"]):
         ann["id"] = k + 1
     (tmp_path / "gt.json").write_text(json.dumps(gt_json))
-    results = [{"image_id": a["image_id"], "category_id": a["category_id"], "score": a["score"],
-                "segmentation": rle_utils.to_json(a["segmentation"])} for a in pred.annotations]
+    results = [
+        {
+            "image_id": a["image_id"],
+            "category_id": a["category_id"],
+            "score": a["score"],
+            "segmentation": rle_utils.to_json(a["segmentation"]),
+        }
+        for a in pred.annotations
+    ]
     (tmp_path / "results.json").write_text(json.dumps(results))
     with contextlib.redirect_stdout(io.StringIO()):
         gt_coco = COCO(str(tmp_path / "gt.json"))
@@ -122,9 +131,18 @@ def cocoeval_stats(pred, tmp_path) -> dict[str, float]:
 def test_evaluate_class_agnostic_predictions_by_file_name(tmp_path):
     gt = coco.load(LABELME)
     image = gt.images[2]
-    amg = [{"segmentation": rle_utils.to_json(a["segmentation"]), "predicted_iou": 0.9, "bbox": a["bbox"],
-            "area": a["area"], "point_coords": [[0, 0]], "stability_score": 0.9, "crop_box": [0, 0, 1, 1]}
-           for a in gt.annotations_for(image["id"])[:3]]
+    amg = [
+        {
+            "segmentation": rle_utils.to_json(a["segmentation"]),
+            "predicted_iou": 0.9,
+            "bbox": a["bbox"],
+            "area": a["area"],
+            "point_coords": [[0, 0]],
+            "stability_score": 0.9,
+            "crop_box": [0, 0, 1, 1],
+        }
+        for a in gt.annotations_for(image["id"])[:3]
+    ]
     pred = coco.load_amg(amg, file_name="2011_000006")  # amg.py names output after the image
     assert metrics.match_images(pred, gt) == {1: image["id"]}
     report = metrics.evaluate(pred, gt)

@@ -53,8 +53,12 @@ def _assert_same(pred, ref, atol=1e-4):
 def test_sam2_loads_from_a_folder_and_records_its_provenance(sam2, sam2_dir):
     predictor, info = sam2
     assert isinstance(predictor, Predictor) and isinstance(predictor, PointBatchPredictor)
-    assert (info.backend, info.model, info.family, info.repo_id) == ("sam", "sam2.1-tiny", "sam2.1",
-                                                                      "facebook/sam2.1-hiera-tiny")
+    assert (info.backend, info.model, info.family, info.repo_id) == (
+        "sam",
+        "sam2.1-tiny",
+        "sam2.1",
+        "facebook/sam2.1-hiera-tiny",
+    )
     assert info.revision is None and "from the folder" in info.status
     assert info.model_tag == "sam2.1-tiny (facebook/sam2.1-hiera-tiny@local folder)"
 
@@ -78,8 +82,17 @@ def test_sam2_points_box_and_mask_input_equal_transformers(sam2, sam2_dir):
 
     low = pred.low_res_logits[pred.best()][None]
     refined = predictor.predict(np.array(pts[:1]), np.array(lbl[:1]), mask_input=low, multimask_output=False)
-    _assert_same(refined, _reference_sam2(sam2_dir, image, input_points=[[pts[:1]]], input_labels=[[lbl[:1]]],
-                                          input_masks=torch.as_tensor(low)[None], multimask_output=False))
+    _assert_same(
+        refined,
+        _reference_sam2(
+            sam2_dir,
+            image,
+            input_points=[[pts[:1]]],
+            input_labels=[[lbl[:1]]],
+            input_masks=torch.as_tensor(low)[None],
+            multimask_output=False,
+        ),
+    )
     without = predictor.predict(np.array(pts[:1]), np.array(lbl[:1]), multimask_output=False)
     assert not np.allclose(refined.low_res_logits, without.low_res_logits, atol=1e-3)  # the mask counts
 
@@ -102,11 +115,24 @@ def test_sam2_segment_everything_gives_the_predictors_masks(sam2):
 
     predictor, _ = sam2
     image = _image()
-    gen = MaskGenerator(predictor, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0,
-                        box_nms_thresh=1.0, output_mode="binary_mask")
+    gen = MaskGenerator(
+        predictor,
+        points_per_side=4,
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.0,
+        box_nms_thresh=1.0,
+        output_mode="binary_mask",
+    )
     records = gen.generate(image)
-    assert records and set(records[0]) >= {"segmentation", "area", "bbox", "predicted_iou", "point_coords",
-                                            "stability_score", "crop_box"}
+    assert records and set(records[0]) >= {
+        "segmentation",
+        "area",
+        "bbox",
+        "predicted_iou",
+        "point_coords",
+        "stability_score",
+        "crop_box",
+    }
     for r in records[:6]:
         pred = predictor.predict(np.array(r["point_coords"]), np.array([1]))
         k = int(np.argmin(np.abs(pred.scores - r["predicted_iou"])))
@@ -178,13 +204,13 @@ def test_sam3_clicks_use_its_tracker_and_equal_transformers(sam3, sam3_dir):
     _assert_same(pred, _reference_sam2(sam3_dir, image, tracker=True, input_points=[[pts]], input_labels=[[lbl]]))
     box = [25.0, 15.0, 95.0, 75.0]
     pred_box = predictor.predict(box=np.array(box), multimask_output=False)
-    _assert_same(pred_box, _reference_sam2(sam3_dir, image, tracker=True, input_boxes=[[box]],
-                                           multimask_output=False))
+    _assert_same(pred_box, _reference_sam2(sam3_dir, image, tracker=True, input_boxes=[[box]], multimask_output=False))
     # segment everything runs on SAM 3's tracker too (its 1008-pixel input, 288x288 logits at real size)
     from annotator.amg.generator import MaskGenerator
 
-    records = MaskGenerator(predictor, points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0,
-                            box_nms_thresh=1.0).generate(image)
+    records = MaskGenerator(
+        predictor, points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0
+    ).generate(image)
     assert len(records) == 12
     r = records[0]
     pred = predictor.predict(np.array(r["point_coords"]), np.array([1]))
@@ -223,8 +249,9 @@ def test_sam3_finds_all_by_text_and_by_exemplar_box_like_transformers(finder, sa
 
     box = [30.0, 20.0, 90.0, 70.0]
     by_box = finder.find_all(image, "car", boxes=[box], box_labels=[1], threshold=0.0)
-    _assert_same_instances(by_box, _reference_sam3(sam3_dir, image, 0.0, text="car", input_boxes=[[box]],
-                                                   input_boxes_labels=[[1]]))
+    _assert_same_instances(
+        by_box, _reference_sam3(sam3_dir, image, 0.0, text="car", input_boxes=[[box]], input_boxes_labels=[[1]])
+    )
     assert not np.allclose([i.score for i in by_box], [i.score for i in found])  # the box counts
     only_box = finder.find_all(image, boxes=[box], threshold=0.0)
     _assert_same_instances(only_box, _reference_sam3(sam3_dir, image, 0.0, input_boxes=[[box]]))

@@ -81,9 +81,10 @@ def test_load_image_applies_exif_orientation(tmp_path):
 
 # the colour (200, 100, 50) stored in each mode, and the RGB it must come back as: gray for
 # L (ITU-R 601 luma), the nearest web-palette colour for P, itself for RGBA and CMYK
-@pytest.mark.parametrize("mode, expected, tol", [
-    ("L", (124, 124, 124), 1), ("RGBA", (200, 100, 50), 0), ("P", (204, 102, 51), 0),
-    ("CMYK", (200, 100, 50), 1)])
+@pytest.mark.parametrize(
+    "mode, expected, tol",
+    [("L", (124, 124, 124), 1), ("RGBA", (200, 100, 50), 0), ("P", (204, 102, 51), 0), ("CMYK", (200, 100, 50), 1)],
+)
 def test_load_image_converts_modes_to_rgb(mode, expected, tol):
     rgb = Image.new("RGB", (16, 8), (200, 100, 50))
     img = rgb.convert("P", dither=Image.Dither.NONE) if mode == "P" else rgb.convert(mode)
@@ -119,15 +120,21 @@ def test_load_image_bad_input_messages(tmp_path):
         load_image(big.getvalue(), max_pixels=50_000)
 
 
-
 @pytest.mark.parametrize("entry", [["-m", "annotator", "serve"], ["app.py"]])
 def test_serve_starts_the_app_and_reports_the_backend(tiny_checkpoint, entry, tmp_path):
     port = free_port()
-    env = dict(os.environ, ANNOTATOR_MODEL="tiny", ANNOTATOR_CHECKPOINT=str(tiny_checkpoint),
-               ANNOTATOR_DEVICE="cpu", GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False")
+    env = dict(
+        os.environ,
+        ANNOTATOR_MODEL="tiny",
+        ANNOTATOR_CHECKPOINT=str(tiny_checkpoint),
+        ANNOTATOR_DEVICE="cpu",
+        GRADIO_SERVER_PORT=str(port),
+        GRADIO_ANALYTICS_ENABLED="False",
+    )
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    proc = subprocess.Popen([sys.executable, *entry], cwd=root, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, *entry], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -146,7 +153,10 @@ def test_serve_starts_the_app_and_reports_the_backend(tiny_checkpoint, entry, tm
 
 
 def test_serve_with_a_missing_checkpoint_explains(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "annotator", "serve", "--model", "vit_b",
-                          "--checkpoint", str(tmp_path / "missing.pth")],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "annotator", "serve", "--model", "vit_b", "--checkpoint", str(tmp_path / "missing.pth")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2 and "checkpoint file not found" in out.stderr

@@ -67,8 +67,7 @@ def test_refining_with_previous_logits_matches(official, ours):
     more_pts, more_lbl = np.array([[900.0, 600.0], [1300.0, 800.0]]), np.array([1, 0])
     m_ref, s_ref, _ = official.predict(more_pts, more_lbl, mask_input=logits[best][None], multimask_output=False)
     first = ours.predict(points, labels)
-    pred = ours.predict(more_pts, more_lbl, mask_input=first.low_res_logits[first.best()][None],
-                        multimask_output=False)
+    pred = ours.predict(more_pts, more_lbl, mask_input=first.low_res_logits[first.best()][None], multimask_output=False)
     np.testing.assert_allclose(pred.scores, s_ref, atol=1e-4)
     assert iou(pred.masks[0], m_ref[0]) > 0.999
 
@@ -78,7 +77,9 @@ def test_unfused_path_matches_the_official_one(tiny_checkpoint, official, truck)
     differently, so equal up to rounding (tighter than the fused path's tolerance)."""
     seg = SamSegmenter(load_sam(TINY, tiny_checkpoint), device="cpu", fused=False)
     emb = seg.embed(truck)
-    torch.testing.assert_close(emb.features, official.features, rtol=1e-5, atol=1e-5 * official.features.abs().max().item())
+    torch.testing.assert_close(
+        emb.features, official.features, rtol=1e-5, atol=1e-5 * official.features.abs().max().item()
+    )
     m_ref, s_ref, _ = official.predict(np.array([[900.0, 600.0]]), np.array([1]))
     pred = seg.predict(np.array([[900.0, 600.0]]), np.array([1]), embedding=emb)
     np.testing.assert_allclose(pred.scores, s_ref, rtol=0, atol=1e-5)
@@ -119,8 +120,11 @@ def test_bf16_encoder_stays_close_to_fp32(tiny_checkpoint, truck, ours):
     seg.set_image(truck)
     assert seg.embedding.features.dtype == torch.float32  # the decoder always sees fp32
     for points, labels, box in PROMPTS.values():
-        args = (None if points is None else np.array(points, float), labels,
-                None if box is None else np.array(box, float))
+        args = (
+            None if points is None else np.array(points, float),
+            labels,
+            None if box is None else np.array(box, float),
+        )
         a, b = seg.predict(*args), ours.predict(*args)
         best = b.best()
         assert iou(a.masks[best], b.masks[best]) > 0.95
@@ -136,14 +140,17 @@ def test_any_image_size_and_prompts_outside(tiny_checkpoint):
         assert pred.masks.shape == (3,) + shape[:2]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(), "at least one point or a box"),
-    (dict(box=[10, 10, 10, 50]), "no area"),
-    (dict(box=[5000, 5000, 6000, 6000]), "no area"),
-    (dict(point_coords=[[1, 2]]), "point_labels"),
-    (dict(point_coords=[[1, 2]], point_labels=[2]), "must be 1"),
-    (dict(point_coords=[[np.nan, 2]], point_labels=[1]), "finite"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(), "at least one point or a box"),
+        (dict(box=[10, 10, 10, 50]), "no area"),
+        (dict(box=[5000, 5000, 6000, 6000]), "no area"),
+        (dict(point_coords=[[1, 2]]), "point_labels"),
+        (dict(point_coords=[[1, 2]], point_labels=[2]), "must be 1"),
+        (dict(point_coords=[[np.nan, 2]], point_labels=[1]), "finite"),
+    ],
+)
 def test_bad_prompts_get_clear_errors(ours, kwargs, message):
     with pytest.raises(ValueError, match=message):
         ours.predict(**kwargs)

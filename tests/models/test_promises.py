@@ -27,8 +27,9 @@ def hardware(monkeypatch):
     return set_
 
 
-@pytest.mark.parametrize("cuda, mps, expected", [
-    (True, True, "cuda"), (False, True, "mps"), (False, False, "cpu"), (True, False, "cuda")])
+@pytest.mark.parametrize(
+    "cuda, mps, expected", [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu"), (True, False, "cuda")]
+)
 def test_device_order_is_cuda_then_mps_then_cpu(hardware, cuda, mps, expected):
     hardware(cuda=cuda, mps=mps)
     assert device.pick_device().type == expected
@@ -100,9 +101,24 @@ def test_auto_into_a_project_file_resumes_and_opens_in_the_app(tmp_path, tiny_ch
 
     project = tmp_path / "street.annotator"
     photos = sorted(IMAGES.glob("*.jpg"))[:2]
-    argv = ["auto", *map(str, photos), "--project", str(project), "--model", "tiny",
-            "--checkpoint", str(tiny_checkpoint), "--device", "cpu",
-            "--points-per-side", "2", "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
+    argv = [
+        "auto",
+        *map(str, photos),
+        "--project",
+        str(project),
+        "--model",
+        "tiny",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--device",
+        "cpu",
+        "--points-per-side",
+        "2",
+        "--pred-iou-thresh",
+        "0",
+        "--stability-score-thresh",
+        "0",
+    ]
     assert main(argv) == 0
     with Project(project) as p:
         infos = p.images()

@@ -58,8 +58,9 @@ def official(truck):
 
 @pytest.fixture(scope="module")
 def onnx_seg(truck, runtime_cache):
-    seg = SamSegmenter(random_sam("tiny", seed=0), device="cpu", runtime="onnx",
-                       runtime_cache=runtime_cache, progress=False)
+    seg = SamSegmenter(
+        random_sam("tiny", seed=0), device="cpu", runtime="onnx", runtime_cache=runtime_cache, progress=False
+    )
     seg.set_image(truck)
     return seg
 
@@ -107,8 +108,9 @@ def test_export_is_cached_per_weights(runtime_cache, onnx_seg):
 def test_prompts_of_several_sessions_decode_as_one_batch(truck, dog, runtime, runtime_cache):
     """predict_many stacks prompts on different images (and on one image) and gives what
     each prompt gives alone."""
-    seg = SamSegmenter(random_sam("tiny", seed=0), device="cpu", runtime=runtime,
-                       runtime_cache=runtime_cache, progress=False)
+    seg = SamSegmenter(
+        random_sam("tiny", seed=0), device="cpu", runtime=runtime, runtime_cache=runtime_cache, progress=False
+    )
     e_truck, e_dog = seg.embed(truck), seg.embed(dog)
     h, w = dog.shape[:2]
     specs = [
@@ -125,8 +127,13 @@ def test_prompts_of_several_sessions_decode_as_one_batch(truck, dog, runtime, ru
     # one point (+ padding) and a box are two tokens each: one call; two points (+ padding) another
     assert sorted(calls) == [1, 4]
     for spec, got in zip(specs, many):
-        alone = seg.predict(spec.point_coords, spec.point_labels, spec.box,
-                            multimask_output=spec.multimask_output, embedding=spec.embedding)
+        alone = seg.predict(
+            spec.point_coords,
+            spec.point_labels,
+            spec.box,
+            multimask_output=spec.multimask_output,
+            embedding=spec.embedding,
+        )
         assert got.masks.shape == alone.masks.shape
         np.testing.assert_allclose(got.scores, alone.scores, atol=1e-4)
         assert min(iou(a, b) for a, b in zip(got.masks, alone.masks)) >= 0.99
@@ -135,16 +142,18 @@ def test_prompts_of_several_sessions_decode_as_one_batch(truck, dog, runtime, ru
 def test_a_bad_prompt_in_a_batch_is_refused_before_anything_runs(onnx_seg):
     emb = onnx_seg.embedding
     with pytest.raises(ValueError, match="labels"):
-        onnx_seg.predict_many([PromptSpec(emb, np.array([[1.0, 2]]), np.array([1])),
-                               PromptSpec(emb, np.array([[1.0, 2]]), np.array([7]))])
+        onnx_seg.predict_many(
+            [PromptSpec(emb, np.array([[1.0, 2]]), np.array([1])), PromptSpec(emb, np.array([[1.0, 2]]), np.array([7]))]
+        )
 
 
 @pytest.mark.parametrize("runtime", ["torch", "onnx"])
 def test_lazy_candidates_match_the_full_resolution_path(truck, runtime, runtime_cache):
     """Only the shown candidate is upscaled, at the canvas's size; the mask read on accept
     is exactly the full-resolution path's, and so is the RLE kept."""
-    seg = SamSegmenter(random_sam("tiny", seed=0), device="cpu", runtime=runtime,
-                       runtime_cache=runtime_cache, progress=False)
+    seg = SamSegmenter(
+        random_sam("tiny", seed=0), device="cpu", runtime=runtime, runtime_cache=runtime_cache, progress=False
+    )
     seg.set_image(truck)
     args = args_of([[900, 600]], [1], None)
     full = seg.predict(**args)
@@ -166,8 +175,14 @@ def test_lazy_candidates_match_the_full_resolution_path(truck, runtime, runtime_
 
 
 def test_int8_encoder_runs_and_is_labelled(truck, runtime_cache, official):
-    seg = SamSegmenter(random_sam("tiny", seed=0), device="cpu", runtime="onnx", precision="int8",
-                       runtime_cache=runtime_cache, progress=False)
+    seg = SamSegmenter(
+        random_sam("tiny", seed=0),
+        device="cpu",
+        runtime="onnx",
+        precision="int8",
+        runtime_cache=runtime_cache,
+        progress=False,
+    )
     emb = seg.embed(truck)
     assert emb.features.shape == official.features.shape
     assert torch.isfinite(emb.features).all()
@@ -183,7 +198,8 @@ def test_unknown_or_unavailable_runtime_is_a_clear_error():
 
 
 def test_onnx_is_the_default_on_a_cpu_and_the_kept_rle_is_the_full_resolution_one(
-        tiny_checkpoint, truck, cache_root, monkeypatch, onnx_seg):
+    tiny_checkpoint, truck, cache_root, monkeypatch, onnx_seg
+):
     """The app on the default CPU runtime: a click shows one candidate at canvas size; the
     mask accepted is exactly what the full-resolution path (``predict``) gives."""
     from annotator.annotations.rle import normalize
@@ -212,11 +228,15 @@ def test_areas_of_smooth_masks_come_from_the_low_res_logits(truck, onnx_seg):
     """Real masks are smooth blobs (random weights give ragged ones): their areas are counted
     from the low-res logits, exactly, with no candidate upscaled to full resolution."""
     yy, xx = np.mgrid[0:256, 0:256].astype(np.float32)
-    blobs = np.stack([30 - np.hypot(yy - 80, xx - 120), 60 - np.hypot(yy - 100, xx - 100),
-                      10 - np.abs(yy - 120) - np.abs(xx - 60) / 2])
+    blobs = np.stack(
+        [
+            30 - np.hypot(yy - 80, xx - 120),
+            60 - np.hypot(yy - 100, xx - 100),
+            10 - np.abs(yy - 120) - np.abs(xx - 60) / 2,
+        ]
+    )
     emb = onnx_seg.embedding
-    lazy = LazyPrediction(torch.as_tensor(blobs), np.zeros(3, np.float32), emb,
-                          onnx_seg.model.postprocess_masks, 0.0)
+    lazy = LazyPrediction(torch.as_tensor(blobs), np.zeros(3, np.float32), emb, onnx_seg.model.postprocess_masks, 0.0)
     areas = lazy.areas
     assert lazy._masks is None and not lazy._one
     full = onnx_seg.model.postprocess_masks(torch.as_tensor(blobs)[None], emb.input_size, emb.original_size)

@@ -30,11 +30,25 @@ def rect_record(ann_id: int, box, size=(H, W), z: int | None = None, **fields) -
     m = np.zeros(size, np.uint8)
     m[y0:y1, x0:x1] = 1
     rle = mask_utils.encode(np.asfortranarray(m))
-    rec = {"id": ann_id, "size": list(size), "counts": rle["counts"].decode("ascii"),
-           "area": int(m.sum()), "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
-           "label": None, "source": "prompt", "prompts": {"points": [[x0, y0]], "labels": [1]},
-           "predicted_iou": 0.9, "stability_score": 0.95, "point_coords": None, "crop_box": None,
-           "visible": True, "review": "pending", "parents": [], "subtracted": [], "meta": None}
+    rec = {
+        "id": ann_id,
+        "size": list(size),
+        "counts": rle["counts"].decode("ascii"),
+        "area": int(m.sum()),
+        "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+        "label": None,
+        "source": "prompt",
+        "prompts": {"points": [[x0, y0]], "labels": [1]},
+        "predicted_iou": 0.9,
+        "stability_score": 0.95,
+        "point_coords": None,
+        "crop_box": None,
+        "visible": True,
+        "review": "pending",
+        "parents": [],
+        "subtracted": [],
+        "meta": None,
+    }
     rec.update(fields)
     if z is not None:
         rec["z"] = z
@@ -111,9 +125,13 @@ def test_a_server_file_that_changed_is_refused(project, tmp_path):
 
 
 def test_save_round_trips_records_and_reports_progress(project, image_id):
-    recs = with_z([rect_record(1, (0, 0, 10, 10), label="dog"),
-                   rect_record(2, (5, 5, 30, 20), review="accepted", meta={"coco": {"iscrowd": 0}}),
-                   rect_record(7, (40, 10, 60, 40), review="accepted", visible=False)])
+    recs = with_z(
+        [
+            rect_record(1, (0, 0, 10, 10), label="dog"),
+            rect_record(2, (5, 5, 30, 20), review="accepted", meta={"coco": {"iscrowd": 0}}),
+            rect_record(7, (40, 10, 60, 40), review="accepted", visible=False),
+        ]
+    )
     rev = project.save(image_id, recs, action="add 3 masks")
     assert rev == 1
     assert project.records(image_id) == recs
@@ -153,10 +171,15 @@ def test_bad_records_are_refused_and_nothing_is_written(project, image_id):
 
 def test_undo_and_redo_survive_a_restart(tmp_path):
     path = tmp_path / "p.annotator"
-    a, b, c = (rect_record(1, (0, 0, 10, 10)), rect_record(2, (10, 10, 20, 20)),
-               rect_record(3, (20, 20, 30, 30)))
-    states = [[], with_z([a]), with_z([a, b]), with_z([a, {**b, "label": "cat"}]),
-              with_z([{**b, "label": "cat"}, a]), with_z([a, c])]
+    a, b, c = (rect_record(1, (0, 0, 10, 10)), rect_record(2, (10, 10, 20, 20)), rect_record(3, (20, 20, 30, 30)))
+    states = [
+        [],
+        with_z([a]),
+        with_z([a, b]),
+        with_z([a, {**b, "label": "cat"}]),
+        with_z([{**b, "label": "cat"}, a]),
+        with_z([a, c]),
+    ]
     with Project(path) as p:
         img = p.add_image(write_png(tmp_path / "a.png")).id
         for k, s in enumerate(states[1:]):
@@ -250,12 +273,17 @@ def test_an_older_file_is_upgraded_in_place(tmp_path):
     for statement in MIGRATIONS[0]:
         conn.execute(statement)
     conn.execute("PRAGMA user_version = 1")
-    conn.execute("INSERT INTO images (name, path, sha256, width, height, position, added_at) "
-                 "VALUES ('a.png', NULL, 'abc', 64, 48, 0, 0)")
+    conn.execute(
+        "INSERT INTO images (name, path, sha256, width, height, position, added_at) "
+        "VALUES ('a.png', NULL, 'abc', 64, 48, 0, 0)"
+    )
     rec = rect_record(1, (0, 0, 10, 10), label="dog")
     import json
-    conn.execute("INSERT INTO annotations (image_id, ann_id, z, counts, record) VALUES (1, 1, 0, ?, ?)",
-                 (rec["counts"], json.dumps({k: v for k, v in rec.items() if k != "counts"})))
+
+    conn.execute(
+        "INSERT INTO annotations (image_id, ann_id, z, counts, record) VALUES (1, 1, 0, ?, ?)",
+        (rec["counts"], json.dumps({k: v for k, v in rec.items() if k != "counts"})),
+    )
     conn.close()
     with Project(path) as p:
         assert p.schema_version == SCHEMA_VERSION > 1
@@ -304,8 +332,14 @@ CHILD_PRELUDE = textwrap.dedent("""
 
 
 def run_child(code: str, *args, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", CHILD_PRELUDE + textwrap.dedent(code), *map(str, args)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD_PRELUDE + textwrap.dedent(code), *map(str, args)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def mask_of(rec) -> np.ndarray:
@@ -318,7 +352,8 @@ def test_a_killed_process_loses_no_committed_edit(tmp_path):
         img = p.add_image(write_png(tmp_path / "a.png")).id
     # the child saves one more accepted mask per edit, as fast as it can, reporting each
     # commit; it is killed while it goes on writing
-    child = run_child("""
+    child = run_child(
+        """
         p = Project(sys.argv[1])
         img = int(sys.argv[2])
         records = []
@@ -326,7 +361,10 @@ def test_a_killed_process_loses_no_committed_edit(tmp_path):
             records.append(rect(k, k % 60, k % 40, k % 60 + 4, k % 40 + 8))
             rev = p.save(img, records, action=f"add mask {k}")
             print(k, rev, flush=True)
-    """, path, img)
+    """,
+        path,
+        img,
+    )
     reported = 0
     while reported < 25:
         line = child.stdout.readline()
@@ -344,7 +382,7 @@ def test_a_killed_process_loses_no_committed_edit(tmp_path):
         for k, rec in enumerate(records[:reported], start=1):
             assert rec["id"] == k and rec["review"] == "accepted"
             expected = np.zeros((H, W), np.uint8)
-            expected[k % 40:k % 40 + 8, k % 60:k % 60 + 4] = 1
+            expected[k % 40 : k % 40 + 8, k % 60 : k % 60 + 4] = 1
             np.testing.assert_array_equal(mask_of(rec), expected)
         # and the undo log is intact too: one step back removes the last mask
         assert [r["id"] for r in p.undo(img)] == list(range(1, len(records)))
@@ -408,7 +446,7 @@ def test_two_processes_writing_at_once_do_not_corrupt_the_file(tmp_path):
         writers = [r.action.split()[0] for r in p.history(shared)]
         assert len(writers) == 2 * n_saves
         # in lockstep every pair of saves k comes before either writer's save k + 1
-        assert all(sorted(writers[2 * k: 2 * k + 2]) == ["w0", "w1"] for k in range(n_saves))
+        assert all(sorted(writers[2 * k : 2 * k + 2]) == ["w0", "w1"] for k in range(n_saves))
 
 
 # -- with the annotation document ----------------------------------------------------------
@@ -417,8 +455,7 @@ def test_a_document_round_trips_and_saves_only_what_changed(project, image_id):
 
     doc = AnnotationDocument(H, W)
     a = doc.add(np.pad(np.ones((10, 10), bool), ((0, H - 10), (0, W - 10))), label="dog")
-    doc.add_many([{"segmentation": np.pad(np.ones((5, 5), bool), ((30, H - 35), (30, W - 35))),
-                   "predicted_iou": 0.5}])
+    doc.add_many([{"segmentation": np.pad(np.ones((5, 5), bool), ((30, H - 35), (30, W - 35))), "predicted_iou": 0.5}])
     assert project.save(image_id, doc) == 1
     assert project.history(image_id)[0].action == "add 1 mask"
     loaded = project.load_document(image_id)
@@ -429,8 +466,7 @@ def test_a_document_round_trips_and_saves_only_what_changed(project, image_id):
     assert project.records(image_id) == doc.records()
     # the undo step holds only the mask that changed
     conn = sqlite3.connect(project.path)
-    changed = conn.execute("SELECT ann_id FROM revision_changes WHERE image_id = ? AND rev = 2",
-                           (image_id,)).fetchall()
+    changed = conn.execute("SELECT ann_id FROM revision_changes WHERE image_id = ? AND rev = 2", (image_id,)).fetchall()
     conn.close()
     assert changed == [(a,)]
     assert {c.name for c in project.categories()} == {"dog", "cat"}
@@ -457,7 +493,9 @@ def test_another_connections_writes_are_never_overwritten_from_memory(tmp_path):
 
 def test_processes_creating_one_project_at_once_all_open_it(tmp_path):
     n_files, go = 20, tmp_path / "go"
-    children = [run_child("""
+    children = [
+        run_child(
+            """
         import os
         folder, go, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
         while not os.path.exists(go):
@@ -466,7 +504,13 @@ def test_processes_creating_one_project_at_once_all_open_it(tmp_path):
             with Project(f"{folder}/new{k}.annotator") as p:
                 p.set_state(f"opened by {os.getpid()}", True)
         print("ok")
-    """, tmp_path, go, n_files) for _ in range(5)]
+    """,
+            tmp_path,
+            go,
+            n_files,
+        )
+        for _ in range(5)
+    ]
     time.sleep(1.0)  # all started and waiting
     go.touch()
     for child in children:

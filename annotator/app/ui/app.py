@@ -49,8 +49,7 @@ RESUME_KEY = "annotator-resume"
 RESUME_SECRET = "annotator-resume-v1"
 
 
-def launch_kwargs(limits: Limits | None = None, info: BackendInfo | None = None,
-                  private: Sequence = ()) -> dict:
+def launch_kwargs(limits: Limits | None = None, info: BackendInfo | None = None, private: Sequence = ()) -> dict:
     """What ``Blocks.launch`` needs besides host and port (Gradio 6 wants these there).
 
     Gradio serves only its upload and cache folders (no ``allowed_paths`` are given); the
@@ -58,24 +57,42 @@ def launch_kwargs(limits: Limits | None = None, info: BackendInfo | None = None,
     as well, so that even an operator's ``GRADIO_ALLOWED_PATHS`` cannot expose them
     (blocked paths win over allowed ones)."""
     limits = limits or Limits()
-    theme = gr.themes.Default(primary_hue="blue", neutral_hue="slate", spacing_size="sm",
-                              radius_size="sm", text_size="sm")
+    theme = gr.themes.Default(
+        primary_hue="blue", neutral_hue="slate", spacing_size="sm", radius_size="sm", text_size="sm"
+    )
     blocked = [str(cache_dir())]
     if info is not None and info.checkpoint:
         blocked.append(str(Path(info.checkpoint).resolve()))
     blocked += [str(Path(p).resolve()) for p in private]
-    return {"css": static_text("app.css"), "js": static_text("shortcuts.js"), "theme": theme,
-            "max_file_size": limits.upload_bytes, "blocked_paths": blocked}
+    return {
+        "css": static_text("app.css"),
+        "js": static_text("shortcuts.js"),
+        "theme": theme,
+        "max_file_size": limits.upload_bytes,
+        "blocked_paths": blocked,
+    }
 
 
-def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = None,
-              examples: list[str] | None = None, limits: Limits | None = None,
-              projects_dir: str | Path | None = None, allow_folders=()) -> gr.Blocks:
+def build_app(
+    segmenter,
+    info: BackendInfo,
+    *,
+    workbench: Workbench | None = None,
+    examples: list[str] | None = None,
+    limits: Limits | None = None,
+    projects_dir: str | Path | None = None,
+    allow_folders=(),
+) -> gr.Blocks:
     """The app's Blocks. ``demo.workbench`` is its ``Workbench`` (for tests). Projects live
     in ``projects_dir``; ``allow_folders`` are the server folders images may be added from
     (both only used when no ``workbench`` is given)."""
-    wb = workbench or Workbench(segmenter, info, limits=limits, projects=ProjectLibrary(projects_dir),
-                                folders=FolderPolicy.from_env(allow_folders))
+    wb = workbench or Workbench(
+        segmenter,
+        info,
+        limits=limits,
+        projects=ProjectLibrary(projects_dir),
+        folders=FolderPolicy.from_env(allow_folders),
+    )
     if examples is None:
         examples = [str(p) for p in sorted(ASSETS.glob("*.jpg"))]
 
@@ -83,8 +100,15 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
         # -- layout: no events here --
         with gr.Row(equal_height=True):
             gr.Markdown("### annotator", elem_id="title")
-            status = gr.Textbox(info.status, label="Status", show_label=False, interactive=False,
-                                container=False, elem_id="status", scale=8)
+            status = gr.Textbox(
+                info.status,
+                label="Status",
+                show_label=False,
+                interactive=False,
+                container=False,
+                elem_id="status",
+                scale=8,
+            )
         with gr.Row():
             col = canvas.layout()
             with gr.Column(scale=5, min_width=420), gr.Tabs(selected="image") as tabs:
@@ -98,10 +122,23 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
         resume = gr.BrowserState(None, storage_key=RESUME_KEY, secret=RESUME_SECRET)
         heartbeat = gr.Timer(min(300.0, wb.limits.idle_seconds / 3))
 
-        out = Outputs(canvas=col.canvas, status=status, message=col.message, candidates=col.candidates,
-                      table=masks.table, progress=project.progress, mode=col.mode, tabs=tabs,
-                      resume=resume, nav_row=col.nav_row, project_name=project.name, alpha=col.alpha,
-                      outlines=col.outlines, only_selected=col.only_selected, coverage=col.coverage)
+        out = Outputs(
+            canvas=col.canvas,
+            status=status,
+            message=col.message,
+            candidates=col.candidates,
+            table=masks.table,
+            progress=project.progress,
+            mode=col.mode,
+            tabs=tabs,
+            resume=resume,
+            nav_row=col.nav_row,
+            project_name=project.name,
+            alpha=col.alpha,
+            outlines=col.outlines,
+            only_selected=col.only_selected,
+            coverage=col.coverage,
+        )
 
         # -- events: no components here --
         image_tab.wire(image, out, wb, examples)
@@ -121,6 +158,7 @@ def build_app(segmenter, info: BackendInfo, *, workbench: Workbench | None = Non
 def _wire_session(demo: gr.Blocks, heartbeat: gr.Timer, out: Outputs, wb: Workbench) -> None:
     """A page's life: it reopens its place on load, keeps its session while open, frees it
     when closed."""
+
     def on_load(state, request: gr.Request):
         # a reloaded page (new session hash) or a restarted server: reopen its project
         key = sid(request)
@@ -140,5 +178,4 @@ def _wire_session(demo: gr.Blocks, heartbeat: gr.Timer, out: Outputs, wb: Workbe
     def on_heartbeat(request: gr.Request):
         wb.keep_alive(sid(request))
 
-    heartbeat.tick(on_heartbeat, None, None, show_progress="hidden", concurrency_limit=None,
-                   api_visibility="private")
+    heartbeat.tick(on_heartbeat, None, None, show_progress="hidden", concurrency_limit=None, api_visibility="private")

@@ -47,6 +47,7 @@ def read_by_the_app(image: gr.Image) -> gr.Image:
     a ``.pyi`` file beside this module at import. So the component must never be an event's
     output: Gradio would then keep a new instance per session, without this.) An inline
     ``data:`` image is decoded here and read by the app too."""
+
     def preprocess(payload):
         if payload is None:
             return None
@@ -66,12 +67,14 @@ def read_by_the_app(image: gr.Image) -> gr.Image:
 def user_errors(fn):
     """Turn ``WorkbenchError`` into a Gradio error toast (the session is left as it was)."""
     if inspect.isgeneratorfunction(fn):
+
         @functools.wraps(fn)
         def gen_wrapper(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
             except WorkbenchError as e:
                 raise gr.Error(str(e), duration=8, print_exception=False) from None
+
         return gen_wrapper
 
     @functools.wraps(fn)
@@ -80,6 +83,7 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except WorkbenchError as e:
             raise gr.Error(str(e), duration=8, print_exception=False) from None
+
     return wrapper
 
 
@@ -121,8 +125,11 @@ class Outputs:
 
     def show(self, v: View) -> dict:
         """The View in the ``view`` components; what it leaves out as unchanged is not sent."""
-        shown = {self.status: v.status, self.message: v.message,
-                 self.candidates: gr.Radio(choices=v.candidates, value=v.candidate)}
+        shown = {
+            self.status: v.status,
+            self.message: v.message,
+            self.candidates: gr.Radio(choices=v.candidates, value=v.candidate),
+        }
         if v.canvas is not None:
             shown[self.canvas] = v.canvas
         if v.table is not None:
@@ -134,8 +141,10 @@ class Outputs:
 
 def action(method, out: Outputs):
     """A handler for a Workbench method that takes only the session (undo, merge, ...)."""
+
     @user_errors
     def run(request: gr.Request):
         return out.show(method(sid(request)))
+
     run.__name__ = method.__name__
     return run

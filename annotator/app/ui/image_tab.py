@@ -26,17 +26,29 @@ def upload_limit_text(limits: Limits) -> str:
 
 def layout(examples: list[str], limits: Limits) -> ImageTab:
     with gr.Tab("Image", id="image"):
-        upload = read_by_the_app(gr.Image(
-            None, type="filepath", sources=["upload", "clipboard"],
-            label=f"Upload or paste an image ({upload_limit_text(limits)})", elem_id="upload", height=220))
+        upload = read_by_the_app(
+            gr.Image(
+                None,
+                type="filepath",
+                sources=["upload", "clipboard"],
+                label=f"Upload or paste an image ({upload_limit_text(limits)})",
+                elem_id="upload",
+                height=220,
+            )
+        )
         # not gr.Examples: it writes the example into the upload component, and Gradio then
         # keeps a fresh copy of that component per session, without read_by_the_app, so the
         # next upload was read by PIL (a traceback for a non-image). An example is opened by
         # the app's reader like any upload.
-        example_list = gr.Dataset(components=["textbox"], samples=[[e] for e in examples],
-                                  sample_labels=[Path(e).stem for e in examples],
-                                  label="Examples (assets/)", elem_id="examples",
-                                  type="index", samples_per_page=len(examples) or 1)
+        example_list = gr.Dataset(
+            components=["textbox"],
+            samples=[[e] for e in examples],
+            sample_labels=[Path(e).stem for e in examples],
+            label="Examples (assets/)",
+            elem_id="examples",
+            type="index",
+            samples_per_page=len(examples) or 1,
+        )
         gr.Markdown(static_text("help.md"))
     return ImageTab(upload=upload, examples=example_list)
 
@@ -61,8 +73,16 @@ def wire(tab: ImageTab, out: Outputs, wb: Workbench, examples: list[str]) -> Non
             return
         yield from open_file(path, request)
 
-    tab.upload.change(on_upload, [tab.upload], opened, concurrency_limit=1, concurrency_id=MODEL,
-                      show_progress="full", show_progress_on=[out.status], api_name="upload")
+    tab.upload.change(
+        on_upload,
+        [tab.upload],
+        opened,
+        concurrency_limit=1,
+        concurrency_id=MODEL,
+        show_progress="full",
+        show_progress_on=[out.status],
+        api_name="upload",
+    )
 
     @user_errors
     def on_example(index, request: gr.Request):
@@ -70,5 +90,13 @@ def wire(tab: ImageTab, out: Outputs, wb: Workbench, examples: list[str]) -> Non
             return
         yield from open_file(examples[int(index)], request)
 
-    tab.examples.click(on_example, [tab.examples], opened, concurrency_limit=1, concurrency_id=MODEL,
-                       show_progress="full", show_progress_on=[out.status], api_visibility="private")
+    tab.examples.click(
+        on_example,
+        [tab.examples],
+        opened,
+        concurrency_limit=1,
+        concurrency_id=MODEL,
+        show_progress="full",
+        show_progress_on=[out.status],
+        api_visibility="private",
+    )

@@ -12,8 +12,7 @@ from annotator.app.ui.canvas import LeftColumn
 from annotator.app.ui.common import QUICK, Outputs, action, sid, user_errors
 from annotator.app.workbench import REVIEW_FILTERS, TABLE_HEADERS, Workbench
 
-SORT_CHOICES = [("id", "id"), ("predicted IoU", "predicted_iou"), ("stability", "stability_score"),
-                ("area", "area")]
+SORT_CHOICES = [("id", "id"), ("predicted IoU", "predicted_iou"), ("stability", "stability_score"), ("area", "area")]
 
 
 @dataclass(frozen=True, eq=False)
@@ -39,8 +38,7 @@ class MasksTab:
 
     @property
     def filters(self) -> list:
-        return [self.min_iou, self.min_stability, self.min_area, self.review_filter, self.sort_by,
-                self.descending]
+        return [self.min_iou, self.min_stability, self.min_area, self.review_filter, self.sort_by, self.descending]
 
 
 # -- layout ------------------------------------------------------------------------------
@@ -48,17 +46,23 @@ def layout() -> MasksTab:
     with gr.Tab("Masks", id="masks"):
         with gr.Row(elem_classes="tight"):
             min_iou = gr.Slider(0.0, 1.0, 0.0, step=0.01, label="min predicted IoU", elem_id="min-iou")
-            min_stability = gr.Slider(0.0, 1.0, 0.0, step=0.01, label="min stability",
-                                      elem_id="min-stability")
+            min_stability = gr.Slider(0.0, 1.0, 0.0, step=0.01, label="min stability", elem_id="min-stability")
         with gr.Row(elem_classes="tight"):
             min_area = gr.Number(0, label="min area (px)", precision=0, minimum=0, elem_id="min-area")
-            review_filter = gr.Dropdown(list(REVIEW_FILTERS), value="all", label="review",
-                                        elem_id="review-filter")
+            review_filter = gr.Dropdown(list(REVIEW_FILTERS), value="all", label="review", elem_id="review-filter")
             sort_by = gr.Dropdown(SORT_CHOICES, value="id", label="sort by", elem_id="sort-by")
             descending = gr.Checkbox(False, label="desc.", elem_id="descending", scale=0, min_width=70)
-        table = gr.Dataframe(headers=TABLE_HEADERS, value=[], interactive=False, label="Masks",
-                             show_label=False, elem_id="masks-table", max_height=380, wrap=False,
-                             datatype="str")
+        table = gr.Dataframe(
+            headers=TABLE_HEADERS,
+            value=[],
+            interactive=False,
+            label="Masks",
+            show_label=False,
+            elem_id="masks-table",
+            max_height=380,
+            wrap=False,
+            datatype="str",
+        )
         with gr.Row(elem_classes="tight"):
             merge = gr.Button("Merge (M)", elem_id="merge", size="sm", min_width=80)
             subtract = gr.Button("Subtract from 1st selected", elem_id="subtract", size="sm", min_width=80)
@@ -75,11 +79,26 @@ def layout() -> MasksTab:
             review_accept = gr.Button("✓ Accept (Y)", elem_id="review-accept", **small)
             review_reject = gr.Button("✗ Reject (X)", elem_id="review-reject", **small)
             review_next = gr.Button("Next (J) ▶", elem_id="review-next", **small)
-    return MasksTab(min_iou=min_iou, min_stability=min_stability, min_area=min_area,
-                    review_filter=review_filter, sort_by=sort_by, descending=descending, table=table,
-                    merge=merge, subtract=subtract, delete=delete, hide=hide, relabel=relabel,
-                    select_shown=select_shown, clear_selection=clear_selection, review_prev=review_prev,
-                    review_accept=review_accept, review_reject=review_reject, review_next=review_next)
+    return MasksTab(
+        min_iou=min_iou,
+        min_stability=min_stability,
+        min_area=min_area,
+        review_filter=review_filter,
+        sort_by=sort_by,
+        descending=descending,
+        table=table,
+        merge=merge,
+        subtract=subtract,
+        delete=delete,
+        hide=hide,
+        relabel=relabel,
+        select_shown=select_shown,
+        clear_selection=clear_selection,
+        review_prev=review_prev,
+        review_accept=review_accept,
+        review_reject=review_reject,
+        review_next=review_next,
+    )
 
 
 # -- wiring ------------------------------------------------------------------------------
@@ -90,9 +109,14 @@ def wire(tab: MasksTab, col: LeftColumn, out: Outputs, api: ApiInputs, wb: Workb
 
 
 def _wire_edits(tab: MasksTab, col: LeftColumn, out: Outputs, wb: Workbench) -> None:
-    for button, method in ((tab.merge, wb.merge), (tab.subtract, wb.subtract), (tab.delete, wb.delete),
-                           (tab.hide, wb.toggle_visibility), (tab.select_shown, wb.select_shown),
-                           (tab.clear_selection, wb.clear_selection)):
+    for button, method in (
+        (tab.merge, wb.merge),
+        (tab.subtract, wb.subtract),
+        (tab.delete, wb.delete),
+        (tab.hide, wb.toggle_visibility),
+        (tab.select_shown, wb.select_shown),
+        (tab.clear_selection, wb.clear_selection),
+    ):
         button.click(action(method, out), None, out.view, api_name=method.__name__, **QUICK)
 
     @user_errors
@@ -107,12 +131,14 @@ def _wire_review(tab: MasksTab, out: Outputs, wb: Workbench) -> None:
         @user_errors
         def run(request: gr.Request):
             return out.show(wb.review(sid(request), state))
+
         return run
 
     def step(delta):
         @user_errors
         def run(request: gr.Request):
             return out.show(wb.step(sid(request), delta))
+
         return run
 
     tab.review_accept.click(review("accepted"), None, out.view, api_name="review_accept", **QUICK)

@@ -22,9 +22,14 @@ from annotator.app.workbench import COMPUTING, View, Workbench
 PROGRESS_HEADERS = ["", "#", "image", "status", "masks", "accepted"]
 
 
-PROJECT_FORMATS = [("COCO JSON, RLE masks", "coco-rle"), ("COCO JSON, polygons", "coco-polygon"),
-                   ("YOLO segmentation (zip, with images)", "yolo"), ("labelme JSON (zip, with images)", "labelme"),
-                   ("Pascal VOC PNGs (zip, with images)", "voc")]
+PROJECT_FORMATS = [
+    ("COCO JSON, RLE masks", "coco-rle"),
+    ("COCO JSON, polygons", "coco-polygon"),
+    ("YOLO segmentation (zip, with images)", "yolo"),
+    ("labelme JSON (zip, with images)", "labelme"),
+    ("Pascal VOC PNGs (zip, with images)", "voc"),
+]
+
 
 @dataclass(frozen=True, eq=False)
 class ProjectTab:
@@ -44,37 +49,73 @@ class ProjectTab:
 # -- layout ------------------------------------------------------------------------------
 def layout(wb: Workbench) -> ProjectTab:
     with gr.Tab("Project", id="project"):
-        gr.Markdown("A **project** keeps many images and saves every edit as you go; "
-                    "reload the page or restart the server and it reopens here.")
+        gr.Markdown(
+            "A **project** keeps many images and saves every edit as you go; "
+            "reload the page or restart the server and it reopens here."
+        )
         with gr.Row(equal_height=True):
-            name = gr.Dropdown(wb.project_names(), value=None, allow_custom_value=True,
-                               label="Project (pick one, or type a new name)", elem_id="project-name", scale=3)
+            name = gr.Dropdown(
+                wb.project_names(),
+                value=None,
+                allow_custom_value=True,
+                label="Project (pick one, or type a new name)",
+                elem_id="project-name",
+                scale=3,
+            )
             with gr.Column(scale=1, min_width=120):
                 open_btn = gr.Button("Open / create", variant="primary", elem_id="open-project", size="sm")
                 close_btn = gr.Button("Close project", elem_id="close-project", size="sm")
-        add_images = gr.File(None, file_count="multiple", file_types=["image"], type="filepath",
-                             label=f"Add images (several at once; {upload_limit_text(wb.limits)})",
-                             elem_id="add-images", height=120)
+        add_images = gr.File(
+            None,
+            file_count="multiple",
+            file_types=["image"],
+            type="filepath",
+            label=f"Add images (several at once; {upload_limit_text(wb.limits)})",
+            elem_id="add-images",
+            height=120,
+        )
         with gr.Row(equal_height=True, visible=bool(wb.folders)):
-            folder = gr.Textbox("", label="Add a server folder (allowed: "
-                                + ", ".join(str(a) for a in wb.folders.allowed) + ")",
-                                elem_id="folder", scale=3, max_lines=1)
+            folder = gr.Textbox(
+                "",
+                label="Add a server folder (allowed: " + ", ".join(str(a) for a in wb.folders.allowed) + ")",
+                elem_id="folder",
+                scale=3,
+                max_lines=1,
+            )
             recursive = gr.Checkbox(False, label="subfolders", elem_id="recursive", scale=0, min_width=90)
             add_folder = gr.Button("Add folder", elem_id="add-folder", size="sm", scale=1)
-        progress = gr.Dataframe(headers=PROGRESS_HEADERS, value=[], interactive=False,
-                                label="Images (click one to open it)", elem_id="progress-table",
-                                max_height=300, wrap=False, datatype="str")
+        progress = gr.Dataframe(
+            headers=PROGRESS_HEADERS,
+            value=[],
+            interactive=False,
+            label="Images (click one to open it)",
+            elem_id="progress-table",
+            max_height=300,
+            wrap=False,
+            datatype="str",
+        )
         with gr.Row(equal_height=True):
             # every format keeps the project's class ids (COCO category id, YOLO index, VOC value)
-            export_format = gr.Dropdown(PROJECT_FORMATS, value="coco-rle", label="Export as",
-                                        elem_id="project-format", scale=2)
+            export_format = gr.Dropdown(
+                PROJECT_FORMATS, value="coco-rle", label="Export as", elem_id="project-format", scale=2
+            )
             export = gr.Button("Prepare project export", elem_id="export-project", size="sm", scale=1)
-            download = gr.DownloadButton("Download project export", interactive=False,
-                                         elem_id="download-project", size="sm", scale=1)
-    return ProjectTab(name=name, open=open_btn, close=close_btn, add_images=add_images, folder=folder,
-                      recursive=recursive, add_folder=add_folder, progress=progress,
-                      export_format=export_format, export=export,
-                      download=download)
+            download = gr.DownloadButton(
+                "Download project export", interactive=False, elem_id="download-project", size="sm", scale=1
+            )
+    return ProjectTab(
+        name=name,
+        open=open_btn,
+        close=close_btn,
+        add_images=add_images,
+        folder=folder,
+        recursive=recursive,
+        add_folder=add_folder,
+        progress=progress,
+        export_format=export_format,
+        export=export,
+        download=download,
+    )
 
 
 # -- showing a project's View --------------------------------------------------------------
@@ -88,10 +129,16 @@ def show_project(out: Outputs, wb: Workbench, key: str, v: View, full: bool = Fa
     if name is None and full:
         shown[out.progress] = []
     opts = v.options
-    return {**shown, out.resume: wb.resume_state(key), out.nav_row: gr.Row(visible=name is not None),
-            out.project_name: gr.Dropdown(choices=wb.project_names(), value=name),
-            out.alpha: opts.alpha, out.outlines: opts.outlines, out.only_selected: opts.only_selected,
-            out.coverage: opts.coverage}
+    return {
+        **shown,
+        out.resume: wb.resume_state(key),
+        out.nav_row: gr.Row(visible=name is not None),
+        out.project_name: gr.Dropdown(choices=wb.project_names(), value=name),
+        out.alpha: opts.alpha,
+        out.outlines: opts.outlines,
+        out.only_selected: opts.only_selected,
+        out.coverage: opts.coverage,
+    }
 
 
 def then_encode(out: Outputs, wb: Workbench, key: str, first: View) -> Iterator[dict]:
@@ -120,10 +167,24 @@ def _wire_open(tab: ProjectTab, out: Outputs, wb: Workbench) -> None:
         key = sid(request)
         yield from then_encode(out, wb, key, wb.open_project(key, name or "", encode=False))
 
-    tab.open.click(on_open_project, [tab.name], out.project, concurrency_limit=1, concurrency_id=MODEL,
-                   api_name="open_project", **QUICK)
-    tab.name.select(on_open_project, [tab.name], out.project, concurrency_limit=1, concurrency_id=MODEL,
-                    api_visibility="private", **QUICK)
+    tab.open.click(
+        on_open_project,
+        [tab.name],
+        out.project,
+        concurrency_limit=1,
+        concurrency_id=MODEL,
+        api_name="open_project",
+        **QUICK,
+    )
+    tab.name.select(
+        on_open_project,
+        [tab.name],
+        out.project,
+        concurrency_limit=1,
+        concurrency_id=MODEL,
+        api_visibility="private",
+        **QUICK,
+    )
 
     @user_errors
     def on_close_project(request: gr.Request):
@@ -141,18 +202,32 @@ def _wire_add(tab: ProjectTab, out: Outputs, wb: Workbench) -> None:
         key = sid(request)
         yield from then_encode(out, wb, key, wb.add_uploads(key, paths, encode=False))
 
-    tab.add_images.upload(on_add_images, [tab.add_images], out.project, concurrency_limit=1,
-                          concurrency_id=MODEL, show_progress="full", show_progress_on=[tab.progress],
-                          api_name="add_images")
+    tab.add_images.upload(
+        on_add_images,
+        [tab.add_images],
+        out.project,
+        concurrency_limit=1,
+        concurrency_id=MODEL,
+        show_progress="full",
+        show_progress_on=[tab.progress],
+        api_name="add_images",
+    )
 
     @user_errors
     def on_add_folder(path, sub, request: gr.Request):
         key = sid(request)
         yield from then_encode(out, wb, key, wb.add_folder(key, path, recursive=bool(sub), encode=False))
 
-    tab.add_folder.click(on_add_folder, [tab.folder, tab.recursive], out.project, concurrency_limit=1,
-                         concurrency_id=MODEL, show_progress="full", show_progress_on=[tab.progress],
-                         api_name="add_folder")
+    tab.add_folder.click(
+        on_add_folder,
+        [tab.folder, tab.recursive],
+        out.project,
+        concurrency_limit=1,
+        concurrency_id=MODEL,
+        show_progress="full",
+        show_progress_on=[tab.progress],
+        api_name="add_folder",
+    )
 
 
 def _wire_navigation(tab: ProjectTab, col: LeftColumn, out: Outputs, api: ApiInputs, wb: Workbench) -> None:
@@ -161,6 +236,7 @@ def _wire_navigation(tab: ProjectTab, col: LeftColumn, out: Outputs, api: ApiInp
         def run(request: gr.Request):
             key = sid(request)
             yield from then_encode(out, wb, key, wb.step_image(key, delta, encode=False))
+
         return run
 
     col.next_image.click(go(1), None, out.project, api_name="next_image", **MODEL_QUICK)
@@ -197,8 +273,9 @@ def _wire_export(tab: ProjectTab, out: Outputs, api: ApiInputs, wb: Workbench) -
         path = wb.export_project(sid(request), fmt=fmt or "coco-rle")
         return gr.DownloadButton(value=str(path), interactive=True)
 
-    tab.export.click(on_export_project, [tab.export_format], tab.download, api_name="export_project",
-                     show_progress="minimal")
+    tab.export.click(
+        on_export_project, [tab.export_format], tab.download, api_name="export_project", show_progress="minimal"
+    )
 
     def on_progress(request: gr.Request):
         return wb.progress_rows(sid(request))

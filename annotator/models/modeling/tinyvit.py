@@ -31,11 +31,11 @@ MOBILE_SAM_CONFIG = dict(
 class ConvBN(nn.Sequential):
     """Conv2d without bias followed by BatchNorm2d (children named ``c`` and ``bn``)."""
 
-    def __init__(self, in_chans: int, out_chans: int, kernel_size: int = 1, stride: int = 1,
-                 padding: int = 0, groups: int = 1):
+    def __init__(
+        self, in_chans: int, out_chans: int, kernel_size: int = 1, stride: int = 1, padding: int = 0, groups: int = 1
+    ):
         super().__init__()
-        self.add_module("c", nn.Conv2d(in_chans, out_chans, kernel_size, stride, padding,
-                                       groups=groups, bias=False))
+        self.add_module("c", nn.Conv2d(in_chans, out_chans, kernel_size, stride, padding, groups=groups, bias=False))
         self.add_module("bn", nn.BatchNorm2d(out_chans))
 
 
@@ -146,8 +146,10 @@ class WindowAttention(nn.Module):
 
     def split_heads(self, x: torch.Tensor):
         B, N, _ = x.shape
-        q, k, v = self.qkv(self.norm(x)).view(B, N, self.num_heads, -1).split(
-            [self.key_dim, self.key_dim, self.value_dim], dim=3
+        q, k, v = (
+            self.qkv(self.norm(x))
+            .view(B, N, self.num_heads, -1)
+            .split([self.key_dim, self.key_dim, self.value_dim], dim=3)
         )
         return q.permute(0, 2, 1, 3), k.permute(0, 2, 1, 3), v.permute(0, 2, 1, 3)
 
@@ -164,8 +166,15 @@ class WindowAttention(nn.Module):
 class TinyViTBlock(nn.Module):
     """Windowed attention, a depthwise 3x3 conv mixing across windows, then an MLP."""
 
-    def __init__(self, dim: int, resolution: tuple[int, int], num_heads: int, window_size: int,
-                 mlp_ratio: float = 4.0, local_conv_size: int = 3):
+    def __init__(
+        self,
+        dim: int,
+        resolution: tuple[int, int],
+        num_heads: int,
+        window_size: int,
+        mlp_ratio: float = 4.0,
+        local_conv_size: int = 3,
+    ):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"width {dim} is not divisible by {num_heads} heads")
@@ -220,8 +229,9 @@ class ConvLayer(nn.Module):
 class BasicLayer(nn.Module):
     """Stages 1-3: TinyViT blocks on tokens, then patch merging (except the last stage)."""
 
-    def __init__(self, dim, resolution, depth, num_heads, window_size, out_dim=None, stride=None,
-                 mlp_ratio: float = 4.0):
+    def __init__(
+        self, dim, resolution, depth, num_heads, window_size, out_dim=None, stride=None, mlp_ratio: float = 4.0
+    ):
         super().__init__()
         self.blocks = nn.ModuleList(
             TinyViTBlock(dim, resolution, num_heads, window_size, mlp_ratio) for _ in range(depth)
@@ -252,8 +262,9 @@ class TinyViT(nn.Module):
     ):
         super().__init__()
         if not len(embed_dims) == len(depths) == len(num_heads) == len(window_sizes) == len(merge_strides) + 1:
-            raise ValueError("embed_dims, depths, num_heads and window_sizes need one entry per stage, "
-                             "merge_strides one fewer")
+            raise ValueError(
+                "embed_dims, depths, num_heads and window_sizes need one entry per stage, merge_strides one fewer"
+            )
         self.img_size = img_size
         self.patch_embed = PatchEmbed(in_chans, embed_dims[0])
         side = img_size // 4
@@ -266,8 +277,7 @@ class TinyViT(nn.Module):
             if i == 0:
                 layer = ConvLayer(dim, resolution, depth, out_dim, stride)
             else:
-                layer = BasicLayer(dim, resolution, depth, num_heads[i], window_sizes[i], out_dim, stride,
-                                   mlp_ratio)
+                layer = BasicLayer(dim, resolution, depth, num_heads[i], window_sizes[i], out_dim, stride, mlp_ratio)
             self.layers.append(layer)
             if not last:
                 side = (side - 1) // stride + 1  # 3x3 conv, padding 1
