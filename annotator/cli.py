@@ -327,7 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="annotator", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_serve, _add_auto, _add_convert, _add_eval):
+        add(sub)
+    return parser
 
+
+def _add_serve(sub) -> None:
     serve = sub.add_parser("serve", help="start the annotation app in the browser")
     add_model_args(serve)
     serve.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
@@ -349,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=cmd_serve)
 
+
+def _add_auto(sub) -> None:
     auto = sub.add_parser("auto", help="pre-label images with segment everything (resumable)")
     auto.add_argument("inputs", nargs="+", metavar="IMAGES_OR_DIR", help="image files and/or folders")
     auto.add_argument(
@@ -388,6 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--batch-size", type=int, default=4, help="images per actor call (default: 4)")
     auto.set_defaults(func=cmd_auto)
 
+
+def _add_convert(sub) -> None:
     convert = sub.add_parser(
         "convert",
         help="convert annotations between COCO, YOLO-seg, labelme and VOC; every export is read back and checked",
@@ -425,12 +434,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.set_defaults(func=cmd_convert)
 
+
+def _add_eval(sub) -> None:
     ev = sub.add_parser("eval", help="compare predicted masks with ground truth and print metrics")
     ev.add_argument("predictions", help="COCO instances, COCO results list or SAM amg.py output")
     ev.add_argument("ground_truth", help="COCO instances JSON")
     ev.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     ev.set_defaults(func=cmd_eval)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
