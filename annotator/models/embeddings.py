@@ -59,6 +59,20 @@ class EmbeddingCache:
         with self._lock:
             return key in self._items
 
+    def get_or_compute(self, key: str, compute, lock):
+        """The entry for ``key``, computed once under ``lock`` when missing (two sessions
+        opening one image compute it once) and kept."""
+        hit = self.get(key)
+        if hit is not None:
+            return hit
+        with lock:
+            hit = self.get(key)
+            if hit is not None:
+                return hit
+            value = compute()
+            self.put(value)
+            return value
+
     def put(self, embedding: ImageEmbedding) -> None:
         with self._lock:
             old = self._items.pop(embedding.key, None)

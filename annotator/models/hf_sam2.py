@@ -125,16 +125,7 @@ class HFSamPredictor:
     def embed(self, image: np.ndarray) -> MultiScaleEmbedding:
         image = as_rgb_array(image)
         key = image_key(image)
-        hit = self.cache.get(key)
-        if hit is not None:
-            return hit
-        with self._encoder_lock:  # two sessions uploading one image encode it once
-            hit = self.cache.get(key)
-            if hit is not None:
-                return hit
-            embedding = self._encode(image, key)
-            self.cache.put(embedding)
-            return embedding
+        return self.cache.get_or_compute(key, lambda: self._encode(image, key), self._encoder_lock)
 
     def set_image(self, image: np.ndarray) -> MultiScaleEmbedding:
         self.embedding = self.embed(image)

@@ -555,27 +555,7 @@ class Project:
         file with RLE masks, atomically. Category ids are the project's; image ids too."""
         from annotator.formats import coco
 
-        with self._read() as c:
-            infos = {i.id: i for i in self.images()}
-            ids = [i for i in infos] if image_ids is None else list(image_ids)
-            missing = [i for i in ids if i not in infos]
-            if missing:
-                raise KeyError(f"no image with id {missing[0]} in {self.path.name}")
-            cats = [{"id": k.id, "name": k.name, "supercategory": k.supercategory or ""} for k in self.categories()]
-            records = {i: self._records(c, i) for i in ids}
-        items = (
-            (self._document(infos[i], records.pop(i)), {"id": i, "file_name": infos[i].name, "sha256": infos[i].sha256})
-            for i in ids
-        )
-        dataset = coco.from_documents(
-            items,
-            categories=cats,
-            model=model,
-            parameters=parameters,
-            include_rejected=include_rejected,
-            description=f"annotator project {self.path.name}",
-        )
-        return coco.save(dataset, path)
+        return coco.save(self._dataset(image_ids, include_rejected, model, parameters), path)
 
     def export(
         self,
@@ -594,7 +574,24 @@ class Project:
         ``ExportReport`` (``report.line()``: what the export cost). Class ids are the project's
         categories in id order, so a class keeps its id, YOLO index and VOC value in every export;
         unlabeled masks get the category ``object``, stored in the project the first time."""
-        from annotator.formats import coco, convert
+        from annotator.formats import convert
+
+        dataset = self._dataset(image_ids, include_rejected, model, parameters, store_default_category=True)
+        return convert.export(dataset, path, fmt, tolerance=tolerance, images=self._image_source)
+
+    def _dataset(
+        self,
+        image_ids: Sequence[int] | None,
+        include_rejected: bool,
+        model: str | None,
+        parameters: Mapping | None,
+        *,
+        store_default_category: bool = False,
+    ):
+        """The project (or the images ``image_ids``, in that order) as a COCO dataset with the
+        project's category ids; ``store_default_category`` first gives unlabeled masks'
+        category its id in the project, so every export of it keeps that id."""
+        from annotator.formats import coco
 
         with self._read() as c:
             infos = {i.id: i for i in self.images()}
@@ -608,7 +605,7 @@ class Project:
                     f"({','.join('?' * len(ids))})" + ("" if include_rejected else " AND review != 'rejected'"),
                     ids,
                 ).fetchone()[0]
-                if ids
+                if ids and store_default_category
                 else 0
             )
         if unlabeled:
@@ -628,7 +625,7 @@ class Project:
             include_rejected=include_rejected,
             description=f"annotator project {self.path.name}",
         )
-        return convert.export(dataset, path, fmt, tolerance=tolerance, images=self._image_source)
+        return dataset
 
     def _image_source(self, image: Mapping):
         """The bytes of a project image (uploaded, or its server file if unchanged); None when

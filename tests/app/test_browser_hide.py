@@ -5,30 +5,12 @@ Same set-up as test_browser.py: the app in-process on a free port with a small r
 Debian chromium through playwright, screenshots in test-artifacts/.
 """
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 from conftest import IMAGES
-
-from annotator.testing import free_port
+from test_browser import ARTIFACTS, LOADED, app, browser, page, wait_message  # noqa: F401  (shared fixtures)
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = os.environ.get("ANNOTATOR_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-LAUNCH_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-TIMEOUT_MS = 60_000
 
 # The RGB values of a square of the image the browser shows (same origin, so readable).
 PATCH = """(el, [x, y, r]) => { const c = document.createElement('canvas');
@@ -36,59 +18,7 @@ PATCH = """(el, [x, y, r]) => { const c = document.createElement('canvas');
   g.drawImage(el, 0, 0); const d = g.getImageData(x - r, y - r, 2 * r + 1, 2 * r + 1).data;
   const out = []; for (let i = 0; i < d.length; i += 4) out.push(d[i], d[i + 1], d[i + 2]);
   return out; }"""
-LOADED = """([sel, old]) => { const el = document.querySelector(sel);
-  return el && el.src && el.src !== old && el.complete && el.naturalWidth > 0; }"""
 MARK_CELLS = "#masks-table [role=gridcell][data-col='0']"
-
-
-def _chromium_or_skip():
-    if Path(CHROMIUM).is_file():
-        return CHROMIUM
-    reason = f"chromium not found at {CHROMIUM} (apt-get install chromium)"
-    if os.environ.get("ANNOTATOR_REQUIRE_BROWSER") == "1":
-        pytest.fail(reason + "; ANNOTATOR_REQUIRE_BROWSER=1 requires the browser tests to run")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def app(tiny_checkpoint, tmp_path_factory):
-    from annotator.app.ui import build_app, launch_kwargs
-    from annotator.models.loading import load_segmenter
-
-    segmenter, info = load_segmenter("tiny", str(tiny_checkpoint), device="cpu")
-    demo = build_app(segmenter, info, projects_dir=tmp_path_factory.mktemp("projects"))
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
-    yield demo, f"http://127.0.0.1:{port}/"
-    demo.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    path = _chromium_or_skip()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=path, args=LAUNCH_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser, app, request):
-    ARTIFACTS.mkdir(exist_ok=True)
-    context = browser.new_context(viewport={"width": 1440, "height": 960})
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(app[1], wait_until="load")
-    page.wait_for_selector("#canvas")
-    yield page
-    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-last.png"))
-    context.close()
-
-
-def wait_message(page, text: str) -> None:
-    page.wait_for_function("t => document.querySelector('#message textarea').value.includes(t)", arg=text)
 
 
 def canvas_src(page) -> str:
