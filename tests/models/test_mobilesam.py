@@ -144,8 +144,8 @@ def test_checkpoint_mixups_name_the_right_model(upstream_checkpoint, tiny_checkp
 def test_automatic_masks_match_upstream_generator(upstream_sam, upstream_checkpoint, dog):
     """Segment everything through annotator.amg.generator.MaskGenerator on our vit_t (loaded from the
     upstream file, fused attention) finds the masks upstream's own generator finds."""
+    from amg_parity import EVERY_CANDIDATE, assert_parity
     from mobile_sam import SamAutomaticMaskGenerator as UpstreamGenerator
-    from test_amg import EVERY_CANDIDATE, assert_parity
 
     from annotator.amg.generator import MaskGenerator
 
