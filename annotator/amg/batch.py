@@ -101,27 +101,37 @@ def prelabel(
     """Segment everything on each image not yet pre-labelled (nor marked done), committing
     each image's masks as soon as they are made. An image that cannot be read is reported
     in ``failed`` and the run goes on."""
-    from tqdm.auto import tqdm
-
     result = BatchResult()
-    todo = []
-    for image_id in image_ids:
-        (todo if needs_prelabel(project.image(image_id)) else result.skipped).append(image_id)
-    bar = tqdm(todo, desc=ACTION, unit="image", disable=not progress, dynamic_ncols=True)
-    for image_id in bar:
-        info = project.image(image_id)
-        bar.set_postfix_str(info.name, refresh=False)
-        try:
-            pixels = project.load_pixels(image_id)
-        except ImageError as e:
-            result.failed[image_id] = str(e)
-            log.warning("skipping %s: %s", info.name, e)
-            continue
+    for image_id, info, pixels, bar in _images_to_label(project, image_ids, result, ACTION, progress):
         records = generator.generate(pixels, **_progress_kwargs(generator, bar, info.name))
         result.n_masks += store_prelabels(project, image_id, records, settings)
         result.processed.append(image_id)
-    bar.close()
     return result
+
+
+def _images_to_label(project: Project, image_ids: Sequence[int], result: BatchResult, desc: str, progress: bool):
+    """``(image_id, info, pixels, progress bar)`` for each image not yet pre-labelled (nor
+    marked done); the others go to ``result.skipped``, and an image that cannot be read to
+    ``result.failed`` (the run goes on)."""
+    from tqdm.auto import tqdm
+
+    todo = []
+    for image_id in image_ids:
+        (todo if needs_prelabel(project.image(image_id)) else result.skipped).append(image_id)
+    bar = tqdm(todo, desc=desc, unit="image", disable=not progress, dynamic_ncols=True)
+    try:
+        for image_id in bar:
+            info = project.image(image_id)
+            bar.set_postfix_str(info.name, refresh=False)
+            try:
+                pixels = project.load_pixels(image_id)
+            except ImageError as e:
+                result.failed[image_id] = str(e)
+                log.warning("skipping %s: %s", info.name, e)
+                continue
+            yield image_id, info, pixels, bar
+    finally:
+        bar.close()
 
 
 CONCEPT_ACTION = "find all"
@@ -141,23 +151,9 @@ def find_all_into(
     committing each image's instances (pending, labelled with the text, best score first) and
     the pre-labelled mark together, like ``prelabel``. ``finder``: a ``ConceptFinder``; it
     keeps each text's embedding, so a text is encoded once per run."""
-    from tqdm.auto import tqdm
-
     result = BatchResult()
-    todo = []
-    for image_id in image_ids:
-        (todo if needs_prelabel(project.image(image_id)) else result.skipped).append(image_id)
-    bar = tqdm(todo, desc=CONCEPT_ACTION, unit="image", disable=not progress, dynamic_ncols=True)
     model = settings.get("model")
-    for image_id in bar:
-        info = project.image(image_id)
-        bar.set_postfix_str(info.name, refresh=False)
-        try:
-            pixels = project.load_pixels(image_id)
-        except ImageError as e:
-            result.failed[image_id] = str(e)
-            log.warning("skipping %s: %s", info.name, e)
-            continue
+    for image_id, _info, pixels, _bar in _images_to_label(project, image_ids, result, CONCEPT_ACTION, progress):
         embedding = finder.embed(pixels)  # once per image, whatever the number of texts
         doc = project.load_document(image_id)
         added = 0
@@ -173,5 +169,4 @@ def find_all_into(
         project.save(image_id, doc, action=CONCEPT_ACTION, prelabel=settings)
         result.n_masks += added
         result.processed.append(image_id)
-    bar.close()
     return result
