@@ -49,7 +49,8 @@ def weights_key(model: Sam) -> str:
     for name, t in list(model.state_dict().items()):
         t = t.detach().cpu().contiguous()
         h.update(f"{name} {tuple(t.shape)} {t.dtype}".encode())
-        h.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
+        # flattened first: a 0-d tensor (BatchNorm's num_batches_tracked in vit_t) has no byte view
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data if t.numel() else b"")
     return h.hexdigest()
 
 
