@@ -31,6 +31,9 @@ class Limits:
     max_pixels: int = _limit(50_000_000, "largest image, pixels (width x height), checked before decoding")
     max_masks: int = _limit(2000, "masks per image (accept, segment everything and import stop there)")
     max_queue: int = _limit(64, "events waiting in the queue; more are refused with 'queue is full'")
+    model_workers: int = _limit(
+        8, "clicks and uploads of different sessions handled at once (the model still runs one call at a time)"
+    )
     max_session_mb: float = _limit(
         512.0, "memory per session, MB: image, embedding, masks (older images' masks are dropped first)"
     )

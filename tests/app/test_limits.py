@@ -301,7 +301,7 @@ def test_a_full_queue_refuses_new_events_and_then_serves_again(model):
 
     from annotator.app.ui import build_app
 
-    limits = Limits(max_queue=1)
+    limits = Limits(max_queue=1, model_workers=1)  # one upload in work fills the workers
     wb = BlockingWorkbench(*model, limits=limits)
     demo = build_app(*model, workbench=wb)
     with socket.socket() as s:

@@ -186,6 +186,32 @@ def test_a_click_is_answered_while_another_session_segments_everything(app, monk
     assert "Cancelled after" in final[MESSAGE]
 
 
+def test_one_sessions_slow_click_does_not_hold_up_another_sessions_click(app, monkeypatch):
+    """Clicks of different sessions overlap (Limits.model_workers); only model calls take
+    turns. With the old concurrency limit of 1, the second click waited for the first."""
+    from annotator.app import prompting
+
+    one, two = client(app[1]), client(app[1])
+    for c in (one, two):
+        c.predict(handle_file(str(IMAGES / "dog.jpg")), api_name="/upload")
+    click, entered, answered, held_out = prompting.click, threading.Event(), threading.Event(), []
+
+    def slow_first_click(ctx, s, *args, **kwargs):
+        if not entered.is_set():
+            entered.set()
+            held_out.append(not answered.wait(30))
+        return click(ctx, s, *args, **kwargs)
+
+    monkeypatch.setattr(prompting, "click", slow_first_click)
+    job = one.submit(300, 300, "positive", api_name="/click")
+    assert entered.wait(60), "the first click did not start"
+    out = two.predict(300, 300, "positive", api_name="/click")
+    answered.set()
+    assert len(job.result()[CANDIDATES]["choices"]) == 3
+    assert len(out[CANDIDATES]["choices"]) == 3
+    assert held_out == [False], "the second session's click waited for the first session's"
+
+
 def test_duplicate_inspector(app):
     c = client(app[1])
     c.predict(handle_file(str(IMAGES / "dog.jpg")), api_name="/upload")

@@ -4,9 +4,12 @@
 Every event calls one ``Workbench`` method with the browser session's hash and plain
 values, and shows the ``View`` it returns (``common.Outputs``). Model events (upload,
 clicks, segment everything) take the workbench's model lock, one model call at a time;
-clicks and uploads also share one concurrency group, while segment everything has its own
-and holds the lock only for its model calls, so other sessions' clicks are answered while
-it runs; clicks use ``trigger_mode="multiple"`` so fast clicks are queued, never dropped.
+clicks and uploads share one concurrency group of ``Limits.model_workers`` sessions at a
+time (drawing and encoding overlap; the decoder calls of clicks that wait together run as one
+batch), while segment everything has its own and holds the lock only for its model calls, so
+other sessions' clicks are answered while it runs. A session's events run in the order they
+came (its lock is ordered); clicks use ``trigger_mode="multiple"`` so fast clicks are queued,
+never dropped.
 ``.select`` events cannot be driven by ``gradio_client``, so the same logic is also exposed
 through hidden buttons with explicit API names (``/click``, ``/select_mask``, ...; ``api``).
 
@@ -150,7 +153,9 @@ def build_app(
         project_tab.wire(project, col, out, hidden, wb)
         _wire_session(demo, heartbeat, out, wb)
 
-    demo.queue(max_size=wb.limits.max_queue)
+    # other events (accept, select, ...) of different sessions may overlap too: each session's
+    # own events still run one at a time, in order
+    demo.queue(max_size=wb.limits.max_queue, default_concurrency_limit=wb.limits.model_workers)
     demo.workbench = wb
     return demo
 

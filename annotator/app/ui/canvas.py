@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from annotator.app.ui.api import ApiInputs
-from annotator.app.ui.common import MODEL, QUICK, Outputs, action, sid, user_errors
+from annotator.app.ui.common import QUICK, Outputs, action, model_events, sid, user_errors
 from annotator.app.workbench import Workbench
 
 MODE_CHOICES = [
@@ -134,8 +134,7 @@ def wire_canvas(col: LeftColumn, out: Outputs, api: ApiInputs, wb: Workbench) ->
         out.view,
         trigger_mode="multiple",
         show_progress="minimal",
-        concurrency_limit=1,
-        concurrency_id=MODEL,
+        **model_events(wb),
         api_visibility="private",
     )
 
@@ -143,9 +142,7 @@ def wire_canvas(col: LeftColumn, out: Outputs, api: ApiInputs, wb: Workbench) ->
     def on_api_click(x, y, mode_value, request: gr.Request):
         return out.show(wb.click(sid(request), float(x), float(y), mode_value))
 
-    api.click.click(
-        on_api_click, [api.x, api.y, col.mode], out.view, concurrency_limit=1, concurrency_id=MODEL, api_name="click"
-    )
+    api.click.click(on_api_click, [api.x, api.y, col.mode], out.view, **model_events(wb), api_name="click")
 
 
 def _wire_prompt(col: LeftColumn, out: Outputs, wb: Workbench) -> None:
@@ -171,9 +168,7 @@ def _wire_prompt(col: LeftColumn, out: Outputs, wb: Workbench) -> None:
     col.accept.click(on_accept, [col.label], [*out.view, out.mode], api_name="accept", **QUICK)
     col.label.submit(on_accept, [col.label], [*out.view, out.mode], api_visibility="private", **QUICK)
     # undo may re-run the model (the last prompt point), so it queues with the clicks
-    col.undo.click(
-        action(wb.undo, out), None, out.view, concurrency_limit=1, concurrency_id=MODEL, api_name="undo", **QUICK
-    )
+    col.undo.click(action(wb.undo, out), None, out.view, **model_events(wb), api_name="undo", **QUICK)
     for button, method in ((col.clear, wb.clear_prompt), (col.redo, wb.redo)):
         button.click(action(method, out), None, out.view, api_name=method.__name__, **QUICK)
 

@@ -24,7 +24,15 @@ from annotator.app.workbench import View, WorkbenchError
 MODEL = "model"  # the concurrency group of the events that run the model once (upload, clicks)
 EVERYTHING = "everything"  # segment-everything runs; they share the model call by call (Workbench.model_lock)
 QUICK = {"show_progress": "minimal"}  # no overlay over the canvas for fast actions
-MODEL_QUICK = {"concurrency_limit": 1, "concurrency_id": MODEL, **QUICK}
+
+
+def model_events(wb) -> dict:
+    """Concurrency of the events that run the model once (uploads, clicks, next image): one
+    group, ``Limits.model_workers`` sessions at a time. The model itself runs one call at a
+    time (``Workbench.model_lock``) and one session's events run in the order they came (its
+    lock is ordered), so the limit decides how many sessions' drawing and encoding overlap,
+    not the model's use: with 1, every click waited for every other session's whole handler."""
+    return {"concurrency_limit": wb.limits.model_workers, "concurrency_id": MODEL}
 
 
 def static_text(name: str) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from annotator.app.ui.common import MODEL, Outputs, sid, user_errors
+from annotator.app.ui.common import Outputs, model_events, sid, user_errors
 from annotator.app.workbench import Workbench
 
 
@@ -56,8 +56,7 @@ def wire(tab: FindAllTab, out: Outputs, wb: Workbench) -> None:
         on_find_all,
         inputs,
         out.view,
-        concurrency_limit=1,
-        concurrency_id=MODEL,
+        **model_events(wb),
         show_progress="full",
         api_name="find_all",
     )
@@ -65,8 +64,7 @@ def wire(tab: FindAllTab, out: Outputs, wb: Workbench) -> None:
         on_find_all,
         inputs,
         out.view,
-        concurrency_limit=1,
-        concurrency_id=MODEL,
+        **model_events(wb),
         show_progress="full",
         api_visibility="private",
     )

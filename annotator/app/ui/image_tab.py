@@ -7,7 +7,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from annotator.app.ui.common import MODEL, Outputs, read_by_the_app, sid, static_text, user_errors
+from annotator.app.ui.common import Outputs, model_events, read_by_the_app, sid, static_text, user_errors
 from annotator.app.workbench import Workbench
 from annotator.limits import Limits
 
@@ -77,8 +77,7 @@ def wire(tab: ImageTab, out: Outputs, wb: Workbench, examples: list[str]) -> Non
         on_upload,
         [tab.upload],
         opened,
-        concurrency_limit=1,
-        concurrency_id=MODEL,
+        **model_events(wb),
         show_progress="full",
         show_progress_on=[out.status],
         api_name="upload",
@@ -94,8 +93,7 @@ def wire(tab: ImageTab, out: Outputs, wb: Workbench, examples: list[str]) -> Non
         on_example,
         [tab.examples],
         opened,
-        concurrency_limit=1,
-        concurrency_id=MODEL,
+        **model_events(wb),
         show_progress="full",
         show_progress_on=[out.status],
         api_visibility="private",

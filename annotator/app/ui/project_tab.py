@@ -15,7 +15,7 @@ import gradio as gr
 
 from annotator.app.ui.api import ApiInputs
 from annotator.app.ui.canvas import LeftColumn
-from annotator.app.ui.common import MODEL, MODEL_QUICK, QUICK, Outputs, sid, user_errors
+from annotator.app.ui.common import QUICK, Outputs, model_events, sid, user_errors
 from annotator.app.ui.image_tab import upload_limit_text
 from annotator.app.workbench import COMPUTING, View, Workbench
 
@@ -171,8 +171,7 @@ def _wire_open(tab: ProjectTab, out: Outputs, wb: Workbench) -> None:
         on_open_project,
         [tab.name],
         out.project,
-        concurrency_limit=1,
-        concurrency_id=MODEL,
+        **model_events(wb),
         api_name="open_project",
         **QUICK,
     )
@@ -180,8 +179,7 @@ def _wire_open(tab: ProjectTab, out: Outputs, wb: Workbench) -> None:
         on_open_project,
         [tab.name],
         out.project,
-        concurrency_limit=1,
-        concurrency_id=MODEL,
+        **model_events(wb),
         api_visibility="private",
         **QUICK,
     )
@@ -206,8 +204,7 @@ def _wire_add(tab: ProjectTab, out: Outputs, wb: Workbench) -> None:
         on_add_images,
         [tab.add_images],
         out.project,
-        concurrency_limit=1,
-        concurrency_id=MODEL,
+        **model_events(wb),
         show_progress="full",
         show_progress_on=[tab.progress],
         api_name="add_images",
@@ -222,8 +219,7 @@ def _wire_add(tab: ProjectTab, out: Outputs, wb: Workbench) -> None:
         on_add_folder,
         [tab.folder, tab.recursive],
         out.project,
-        concurrency_limit=1,
-        concurrency_id=MODEL,
+        **model_events(wb),
         show_progress="full",
         show_progress_on=[tab.progress],
         api_name="add_folder",
@@ -239,15 +235,15 @@ def _wire_navigation(tab: ProjectTab, col: LeftColumn, out: Outputs, api: ApiInp
 
         return run
 
-    col.next_image.click(go(1), None, out.project, api_name="next_image", **MODEL_QUICK)
-    col.prev_image.click(go(-1), None, out.project, api_name="prev_image", **MODEL_QUICK)
+    col.next_image.click(go(1), None, out.project, api_name="next_image", **model_events(wb), **QUICK)
+    col.prev_image.click(go(-1), None, out.project, api_name="prev_image", **model_events(wb), **QUICK)
 
     @user_errors
     def on_go_to(position, request: gr.Request):
         key = sid(request)
         yield from then_encode(out, wb, key, wb.go_to_position(key, int(position), encode=False))
 
-    api.go.click(on_go_to, [api.position], out.project, api_name="go_to_image", **MODEL_QUICK)
+    api.go.click(on_go_to, [api.position], out.project, api_name="go_to_image", **model_events(wb), **QUICK)
 
     @user_errors
     def on_progress_row(evt: gr.SelectData, request: gr.Request):
@@ -258,7 +254,7 @@ def _wire_navigation(tab: ProjectTab, col: LeftColumn, out: Outputs, api: ApiInp
             return
         yield from then_encode(out, wb, key, wb.go_to_position(key, int(row[1]) - 1, encode=False))
 
-    tab.progress.select(on_progress_row, None, out.project, api_visibility="private", **MODEL_QUICK)
+    tab.progress.select(on_progress_row, None, out.project, api_visibility="private", **model_events(wb), **QUICK)
 
     @user_errors
     def on_done(request: gr.Request):

@@ -1,0 +1,60 @@
+"""The session lock: re-entrant, and granted in the order it was asked for."""
+
+import threading
+import time
+
+import pytest
+
+from annotator.app.state import OrderedLock, Session
+
+
+def _wait_for(condition, timeout=30.0):
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.001)
+
+
+def test_waiting_threads_get_the_lock_in_the_order_they_asked():
+    lock, order, threads = OrderedLock(), [], []
+    lock.acquire()
+
+    def event(i):
+        with lock:
+            order.append(i)
+
+    for i in range(12):
+        threads.append(threading.Thread(target=event, args=(i,)))
+        threads[-1].start()
+        _wait_for(lambda i=i: lock.waiting() == i + 1)  # event i holds its place in the line
+    lock.release()
+    for t in threads:
+        t.join(30)
+    assert order == list(range(12))
+    assert lock.waiting() == 0
+
+
+def test_the_lock_is_reentrant_and_only_its_holder_releases_it():
+    lock = Session().lock
+    assert isinstance(lock, OrderedLock)
+    with lock, lock:  # a Workbench method calling another on the same session
+        refused = []
+
+        def release_from_another_thread():
+            try:
+                lock.release()
+            except RuntimeError as e:
+                refused.append(str(e))
+
+        other = threading.Thread(target=release_from_another_thread)
+        other.start()
+        other.join()
+        assert refused and "does not hold" in refused[0]
+        got = []
+        waiter = threading.Thread(target=lambda: (lock.acquire(), got.append(1), lock.release()))
+        waiter.start()
+        _wait_for(lambda: lock.waiting() == 1)
+    waiter.join(30)
+    assert got == [1]
+    with pytest.raises(RuntimeError, match="does not hold"):
+        lock.release()
