@@ -21,6 +21,8 @@ and 288x288 for SAM 3 (feed them back unchanged as ``mask_input``), and with one
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,7 @@ from annotator.models.device import autocast_dtype, pick_device
 from annotator.models.embeddings import EmbeddingCache, image_key
 from annotator.models.predictor import Prediction, check_prompts
 
+log = logging.getLogger(__name__)
 MASK_THRESHOLD = 0.0  # logits above this are in the mask (SAM 2's and SAM 1's threshold)
 
 
@@ -119,6 +122,22 @@ class HFSamPredictor:
         return self._input_hw
 
     # -- image ---------------------------------------------------------------------------
+    @functools.cached_property
+    def embedding_bytes(self) -> int:
+        """Bytes of one image's cached feature maps (float32), from the encoder's output
+        shapes: the encoder runs on fake tensors, which carry shapes and do no arithmetic
+        (about 16 MB for SAM 2.1 at 1024x1024; SAM 3's tracker at 1008x1008 its own)."""
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        ih, iw = self._input_hw
+        try:
+            with torch.no_grad(), FakeTensorMode(allow_non_fake_inputs=True):
+                features = self.model.get_image_embeddings(torch.empty(1, 3, ih, iw, device=self.device))
+                return sum(f.numel() for f in features) * 4
+        except Exception as e:  # noqa: BLE001 - a model fake tensors cannot run: encode a blank image once
+            log.info("embedding size of %s from a real encoding (%s: %s)", self.name, type(e).__name__, e)
+            return self._encode(np.zeros((ih, iw, 3), np.uint8), "size probe").nbytes
+
     def is_cached(self, image: np.ndarray) -> bool:
         return image_key(as_rgb_array(image)) in self.cache
 
