@@ -119,21 +119,36 @@ def run_project(ctx: Context, s: Session, text: str | None, threshold: float = 0
             words, _, _ = check_concept(text, None, None, (1, 1))
         except ValueError as e:
             raise WorkbenchError(f"{e}. Nothing was changed.") from None
+        if s.find_running:
+            raise WorkbenchError("Find all is already running over this project; cancel it or wait for it.")
         store = p.store
         infos = store.images()
         if not infos:
             raise WorkbenchError(projects.empty_message(s))
         marked_done = [i for i in infos if i.status == "done"]
         searched = [i for i in infos if i.status != "done" and words in batch.concepts_searched(store, i.id)]
-        todo = [i for i in infos if i.status != "done" and i not in searched]
+        searched_ids = {i.id for i in searched}
+        todo = [i for i in infos if i.status != "done" and i.id not in searched_ids]
         s.find_cancel = threading.Event()
-        cancel = s.find_cancel
         skipped = _skipped_text(words, searched, marked_done)
         if not todo:
-            yield AmgStep(make_view(ctx, s, f"Nothing to search: {skipped.strip()}"), 0, 0, None, True)
-            return
-        names = {i.id: i.name for i in todo}
-        start = make_view(ctx, s, f"Find all '{words}' in {plural(len(todo), 'image')}.{skipped}")
+            nothing = AmgStep(make_view(ctx, s, f"Nothing to search: {skipped.strip()}"), 0, 0, None, True)
+        else:
+            start = make_view(ctx, s, f"Find all '{words}' in {plural(len(todo), 'image')}.{skipped}")
+            s.find_running = True
+    # steps are yielded without the session lock (see annotator.app.everything)
+    if not todo:
+        yield nothing
+        return
+    try:
+        yield from _run(ctx, s, store, finder, words, threshold, todo, skipped, start)
+    finally:
+        s.find_running = False
+
+
+def _run(ctx, s, store, finder, words, threshold, todo, skipped, start) -> Iterator[AmgStep]:
+    names = {i.id: i.name for i in todo}
+    cancel = s.find_cancel
     yield AmgStep(start, 0, len(todo), None, False)
     result, t0, stopped, hits = batch.BatchResult(), time.perf_counter(), "", 0
     steps = batch.find_concepts(

@@ -1,9 +1,9 @@
 """A session's memory and the mask cap: what it holds, and room made or refused.
 
 Estimates, not measurements: an open image costs its pixels, a prompt's three candidate
-masks, the rendered canvas and one embedding of the loaded model (its
-``embedding_bytes``: 4 MB for SAM 1, about 16 MB for SAM 2.1); every document kept costs its RLE bytes
-with undo history (``AnnotationDocument.nbytes``).
+masks, the rendered canvas and one embedding of the loaded model (its ``embedding_bytes``:
+4 MB for SAM 1, 16 MB for SAM 2.1); every document kept costs its RLE bytes with undo
+history (``AnnotationDocument.nbytes``).
 """
 
 from __future__ import annotations

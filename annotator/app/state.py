@@ -111,6 +111,7 @@ class Session:
     # a running "find all in every image" of the project; apart from ``cancel``, which opening
     # another image sets, since the project run goes on while the person moves between images
     find_cancel: threading.Event = field(default_factory=threading.Event)
+    find_running: bool = False  # one such run per session: two would add an image's masks twice
     amg_params: dict = field(default_factory=dict)
     preview: list = field(default_factory=list)  # RLEs a running "segment everything" has found
     duplicates: list = field(default_factory=list)  # groups of ids (best first) from find_duplicates
