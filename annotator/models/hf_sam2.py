@@ -124,18 +124,20 @@ class HFSamPredictor:
     # -- image ---------------------------------------------------------------------------
     @functools.cached_property
     def embedding_bytes(self) -> int:
-        """Bytes of one image's cached feature maps (float32), from the encoder's output
-        shapes: the encoder runs on fake tensors, which carry shapes and do no arithmetic
-        (about 16 MB for SAM 2.1 at 1024x1024; SAM 3's tracker at 1008x1008 its own)."""
-        from torch._subclasses.fake_tensor import FakeTensorMode
-
-        ih, iw = self._input_hw
+        """Bytes of one image's cached feature maps (float32), read off the model: the two
+        high-resolution maps projected by the decoder's ``conv_s0``/``conv_s1`` and the
+        last at the decoder's width, at ``backbone_feature_sizes`` (16 MB for SAM 2.1 at
+        1024x1024, 21 MB for SAM 3's tracker at 1008x1008). A model laid out otherwise is
+        measured by encoding a blank image once. (Not by running the encoder on fake tensors:
+        transformers caches position tables by shape, and a fake one would stay there.)"""
         try:
-            with torch.no_grad(), FakeTensorMode(allow_non_fake_inputs=True):
-                features = self.model.get_image_embeddings(torch.empty(1, 3, ih, iw, device=self.device))
-                return sum(f.numel() for f in features) * 4
-        except Exception as e:  # noqa: BLE001 - a model fake tensors cannot run: encode a blank image once
+            decoder = self.model.mask_decoder
+            channels = (decoder.conv_s0.out_channels, decoder.conv_s1.out_channels, decoder.conv_s0.in_channels)
+            sizes = self.model.backbone_feature_sizes
+            return sum(c * int(h) * int(w) for c, (h, w) in zip(channels, sizes, strict=True)) * 4
+        except (AttributeError, TypeError, ValueError) as e:
             log.info("embedding size of %s from a real encoding (%s: %s)", self.name, type(e).__name__, e)
+            ih, iw = self._input_hw
             return self._encode(np.zeros((ih, iw, 3), np.uint8), "size probe").nbytes
 
     def is_cached(self, image: np.ndarray) -> bool:

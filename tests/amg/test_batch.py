@@ -321,7 +321,7 @@ def test_find_concepts_resumes_per_text_and_keeps_what_people_accepted(tmp_path)
         ids = [i.id for i in project.add_images(paths)]
         # a mask a person accepted on the first image, and a finished fourth image
         doc = project.load_document(ids[0])
-        (accepted,) = doc.add_many([np.ones((24, 32), bool)], source="manual", label="road")
+        (accepted,) = doc.add_many([np.ones((24, 32), bool)], source="prompt", label="road")
         doc.set_review([accepted], "accepted")
         project.save(ids[0], doc)
         before = project.records(ids[0])
