@@ -22,7 +22,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="vit_h, vit_l, vit_b, vit_t (MobileSAM), sam2.1-tiny, sam2.1-small, sam2.1-base-plus, "
         "sam2.1-large or sam3; default: $ANNOTATOR_MODEL, else the model a --checkpoint file "
-        "holds, else vit_h on CUDA, vit_b on MPS, vit_t on CPU",
+        "holds, else sam2.1-large on CUDA (vit_h without transformers), vit_b on MPS, vit_t on CPU",
     )
     p.add_argument(
         "--checkpoint",
@@ -208,14 +208,12 @@ def _local_runner(args, params: dict):
 
 def _concept_runner(args):
     """(run, settings) for ``--text``: SAM 3 finds every instance of each text in each image;
-    each text is encoded once for the whole run. (None, None) after saying why it cannot run."""
+    each text is encoded once for the whole run (with ``--ray``, once per actor). (None, None)
+    after saying why it cannot run."""
     from annotator.amg.batch import find_all_into
     from annotator.models.checkpoints import CheckpointError
     from annotator.models.hub import get_hub_model, resolve_hub_checkpoint
 
-    if args.ray:
-        print("annotator: --text runs in this process; --ray is for segment everything", file=sys.stderr)
-        return None, None
     if args.model not in (None, "sam3"):
         print(f"annotator: --text needs SAM 3 (--model sam3), not {args.model}", file=sys.stderr)
         return None, None
@@ -225,7 +223,7 @@ def _concept_runner(args):
         from annotator.models.loading import load_concept_finder
 
         resolved = resolve_hub_checkpoint(hub, args.checkpoint, download=not args.no_download)
-        finder = load_concept_finder(resolved.path, device=pick_device(args.device))
+        finder = None if args.ray else load_concept_finder(resolved.path, device=pick_device(args.device))
     except (CheckpointError, ValueError) as e:
         print(f"annotator: {e}", file=sys.stderr)
         return None, None
@@ -237,12 +235,15 @@ def _concept_runner(args):
         file=sys.stderr,
     )
     settings = {"model": tag, "texts": texts, "threshold": args.threshold}
+    if args.ray:  # the actors load the folder resolved here (a shared file system, as for --checkpoint)
+        run, _ = _ray_runner(args, {}, checkpoint=str(resolved.path))
+        return (run, settings) if run is not None else (None, None)
     return (
         lambda project, ids, settings: find_all_into(project, finder, ids, texts, settings, threshold=args.threshold)
     ), settings
 
 
-def _ray_runner(args, params: dict):
+def _ray_runner(args, params: dict, checkpoint: str | None = None):
     from annotator.amg import distributed
 
     # the cluster is asked first, so a request it cannot hold fails now, naming its flag
@@ -268,7 +269,7 @@ def _ray_runner(args, params: dict):
             num_gpus=num_gpus,
             batch_size=args.batch_size,
             model=args.model,
-            checkpoint=args.checkpoint,
+            checkpoint=checkpoint or args.checkpoint,
             device=args.device,
             precision=args.precision,
             generator_params=params,

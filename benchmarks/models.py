@@ -1,13 +1,19 @@
 """Every model family at its real size, random weights, side by side on this machine: image
-encoder time, click time (one point, 3 candidates, masks at image size), memory.
+encoder time, click time (one point, 3 candidates, masks at image size; SAM 3: find all
+"car"), peak memory of that work, each also relative to vit_b.
 
 No checkpoint is downloaded: each model is built from its real architecture (SAM 1's registry
 variants; SAM 2.1's Hiera configurations; SAM 3's default transformers configuration) with
-random weights, which cost the same time as trained ones. Repeats are interleaved (model A,
-B, C, then again), so a machine that gets busier affects all alike.
+random weights, which cost the same time as trained ones. The Hugging Face models are built
+without transformers' weight initialisation (minutes for SAM 3's 840M parameters on a busy
+CPU) and filled from one seeded generator instead (``random_hf_model``). Repeats are
+interleaved (model A, B, C, then again), so a machine that gets busier affects all alike.
 
-    python benchmarks/models.py                       # vit_t, vit_b, SAM 2.1 t/s/b+/l, SAM 3; 2 repeats
-    python benchmarks/models.py --models vit_t sam2.1-tiny --repeats 3
+Peak memory: the process's peak RSS (VmHWM, reset before each model's work through
+/proc/self/clear_refs) less its RSS before: activations plus the embedding, not the weights.
+
+    python benchmarks/models.py                       # vit_t, vit_b, vit_h, SAM 2.1 t/s/b+/l, SAM 3; 2 repeats
+    python benchmarks/models.py --models vit_h sam2.1-large --repeats 3
 """
 
 from __future__ import annotations
@@ -59,15 +65,54 @@ HIERA = {
         window_size_per_stage=[8, 4, 16, 8],
     ),
 }
-DEFAULT_MODELS = ["vit_t", "vit_b", *HIERA, "sam3"]
+DEFAULT_MODELS = ["vit_t", "vit_b", "vit_h", *HIERA, "sam3"]
+
+
+def status_mb(field: str = "VmRSS") -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    return status_mb("VmRSS")
+
+
+def reset_peak() -> bool:
+    """Reset the process's peak RSS (VmHWM) to its RSS now (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def random_hf_model(model_cls, config, seed: int = 0):
+    """``model_cls(config)`` with random weights, built fast: transformers' weight init (and
+    torch's in each layer) is skipped, then every parameter is filled from one seeded
+    generator (normal(0, 0.02) for matrices, ones for other weights, zeros for biases), and
+    the modules that own buffers get their usual init (position tables, ids)."""
+    import torch
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():
+        model = model_cls(config)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim >= 2:
+                p.normal_(0.0, 0.02, generator=g)
+            elif name.endswith("bias"):
+                p.zero_()
+            else:
+                p.fill_(1.0)
+        for module in model.modules():
+            if next(module.buffers(recurse=False), None) is not None:
+                model._init_weights(module)
+    return model.eval()
 
 
 def build(name: str):
@@ -95,7 +140,8 @@ def build(name: str):
         config = Sam2Config(
             vision_config=dict(backbone_config=h, backbone_channel_list=[8 * dim, 4 * dim, 2 * dim, dim])
         )
-        return HFSamPredictor(Sam2Model(config).eval(), Sam2Processor(Sam2ImageProcessor()), device="cpu", name=name)
+        model = random_hf_model(Sam2Model, config)
+        return HFSamPredictor(model, Sam2Processor(Sam2ImageProcessor()), device="cpu", name=name)
     if name == "sam3":
         from transformers import Sam3Config, Sam3ImageProcessor, Sam3Model, Sam3Processor
 
@@ -104,7 +150,7 @@ def build(name: str):
 
         # the real image processor; a tiny tokenizer (its vocabulary does not change the cost)
         processor = Sam3Processor(Sam3ImageProcessor(), tiny_clip_tokenizer())
-        return Sam3ConceptFinder(Sam3Model(Sam3Config()).eval(), processor, device="cpu")
+        return Sam3ConceptFinder(random_hf_model(Sam3Model, Sam3Config()), processor, device="cpu")
     raise SystemExit(f"unknown model {name}")
 
 
@@ -117,6 +163,9 @@ def main() -> int:
     p.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
     p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args()
+    unknown = [n for n in args.models if n not in DEFAULT_MODELS and n not in ("vit_l", "tiny")]
+    if unknown:
+        p.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(DEFAULT_MODELS)}, vit_l")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import numpy as np
     import torch
@@ -150,11 +199,15 @@ def main() -> int:
         )
     enc = {n: [] for n in models}
     click = {n: [] for n in models}
+    peak = {n: [] for n in models}
     for r in range(args.repeats):
         image = images[r % len(images)]
         h, w = image.shape[:2]
         for name, m in models.items():
             m.cache.clear()
+            gc.collect()
+            before = rss_mb()
+            can_reset = reset_peak()
             t0 = time.perf_counter()
             emb = m.embed(image)
             enc[name].append(time.perf_counter() - t0)
@@ -165,22 +218,37 @@ def main() -> int:
             else:
                 m.predict(np.array([[w / 2, h / 2]]), np.array([1]), embedding=emb)
             click[name].append(time.perf_counter() - t0)
+            peak[name].append(status_mb("VmHWM") - before if can_reset else float("nan"))
             print(
                 f"  repeat {r + 1} {name}: encoder {enc[name][-1]:.2f} s, "
-                f"{'find all' if name == 'sam3' else 'click'} {click[name][-1] * 1000:.0f} ms",
+                f"{'find all' if name == 'sam3' else 'click'} {click[name][-1] * 1000:.0f} ms, "
+                f"peak +{peak[name][-1]:.0f} MB",
                 flush=True,
             )
-    base = statistics.median(enc["vit_b"]) if "vit_b" in enc else None
-    print(f"\n{'model':18} {'weights MB':>10} {'embedding MB':>12} {'encoder s':>10} {'x vit_b':>8} {'click ms':>9}")
+    med = {n: (statistics.median(enc[n]), statistics.median(click[n]), statistics.median(peak[n])) for n in models}
+    base = med.get("vit_b")
+
+    def rel(value: float, k: int) -> str:
+        return f"{value / base[k]:.2f}" if base and base[k] > 0 else "-"
+
+    print(
+        f"\n{'model':18} {'weights MB':>10} {'embed MB':>8} {'encoder s':>9} {'x vit_b':>7} "
+        f"{'click ms':>8} {'x vit_b':>7} {'peak MB':>8} {'x vit_b':>7}"
+    )
     for name in models:
-        e = statistics.median(enc[name])
-        ratio = f"{e / base:.2f}" if base else "-"
-        what = " (find all 'car')" if name == "sam3" else ""
+        e, c, pk = med[name]
+        what = " (click = find all 'car')" if name == "sam3" else ""
         print(
-            f"{name:18} {memory[name]['weights']:10.0f} {memory[name]['embedding']:12.1f} {e:10.2f} "
-            f"{ratio:>8} {statistics.median(click[name]) * 1000:9.0f}{what}"
+            f"{name:18} {memory[name]['weights']:10.0f} {memory[name]['embedding']:8.1f} {e:9.2f} {rel(e, 0):>7} "
+            f"{c * 1000:8.0f} {rel(c, 1):>7} {pk:8.0f} {rel(pk, 2):>7}{what}"
         )
-    print(f"\nprocess RSS at the end: {rss_mb():.0f} MB (all models loaded)")
+    if "vit_h" in med and "sam2.1-large" in med:
+        (eh, ch, _), (el, cl, _) = med["vit_h"], med["sam2.1-large"]
+        print(
+            f"\nsam2.1-large / vit_h: encoder {el / eh:.2f}, click {cl / ch:.2f}, "
+            f"encoder + one click {(el + cl) / (eh + ch):.2f}"
+        )
+    print(f"\nprocess RSS at the end: {rss_mb():.0f} MB (all models loaded); load: {os.getloadavg()}")
     return 0
 
 

@@ -9,6 +9,7 @@ with ``generate(image) -> list of SAM records`` in ``coco_rle`` output mode
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -109,15 +110,17 @@ def prelabel(
     return result
 
 
-def _images_to_label(project: Project, image_ids: Sequence[int], result: BatchResult, desc: str, progress: bool):
-    """``(image_id, info, pixels, progress bar)`` for each image not yet pre-labelled (nor
-    marked done); the others go to ``result.skipped``, and an image that cannot be read to
-    ``result.failed`` (the run goes on)."""
+def _images_to_label(
+    project: Project, image_ids: Sequence[int], result: BatchResult, desc: str, progress: bool, needs=needs_prelabel
+):
+    """``(image_id, info, pixels, progress bar)`` for each image that ``needs`` it (default:
+    not yet pre-labelled nor marked done); the others go to ``result.skipped``, and an image
+    that cannot be read to ``result.failed`` (the run goes on)."""
     from tqdm.auto import tqdm
 
     todo = []
     for image_id in image_ids:
-        (todo if needs_prelabel(project.image(image_id)) else result.skipped).append(image_id)
+        (todo if needs(project.image(image_id)) else result.skipped).append(image_id)
     bar = tqdm(todo, desc=desc, unit="image", disable=not progress, dynamic_ncols=True)
     try:
         for image_id in bar:
@@ -137,6 +140,118 @@ def _images_to_label(project: Project, image_ids: Sequence[int], result: BatchRe
 CONCEPT_ACTION = "find all"
 
 
+def concepts_key(image_id: int) -> str:
+    """The project state key listing the texts an image was searched for (find all)."""
+    return f"find all/{int(image_id)}"
+
+
+def concepts_searched(project: Project, image_id: int) -> list[str]:
+    """The texts "find all" already searched this image for (whatever it found)."""
+    return list(project.get_state(concepts_key(image_id), []))
+
+
+def needs_concepts(project: Project, texts: Sequence[str]):
+    """``needs(info)`` for ``find_concepts``: an image not marked done and not yet searched for
+    every one of ``texts``."""
+    wanted = set(texts)
+    return lambda info: info.status != "done" and not wanted <= set(concepts_searched(project, info.id))
+
+
+def concept_records(instances: Sequence, text: str, model: str | None) -> list[dict]:
+    """``Instance``s of ``text`` (best first) as document records: the mask, and the model,
+    score and concept in ``meta``. Empty masks are left out."""
+    return [
+        {"segmentation": i.mask, "meta": {"model": model, "score": round(i.score, 4), "concept": text}}
+        for i in instances
+        if i.mask.any()
+    ]
+
+
+def store_concepts(
+    project: Project,
+    image_id: int,
+    found: Mapping[str, Sequence[Mapping]],
+    *,
+    prelabel: Mapping | None = None,
+    max_masks: int | None = None,
+) -> int:
+    """Add each text's records (``concept_records``; the segmentation a mask or an RLE) to
+    the image as pending masks labelled with the text, and mark the image searched for
+    those texts (and pre-labelled with ``prelabel`` when given), in one transaction. Masks
+    already there, accepted or not, are kept as they are; ``max_masks`` caps the image's
+    masks (the first records, the best, are kept). An edit another session saves meanwhile
+    is never overwritten: the image is reloaded and the records added to what it holds
+    then. Returns the masks added."""
+    from annotator.projects.store import ConflictError
+
+    for attempt in range(3):
+        rev = project.image(image_id).rev
+        doc = project.load_document(image_id)
+        room = None if max_masks is None else max(0, max_masks - len(doc))
+        added = 0
+        for text, records in found.items():
+            records = list(records)
+            if room is not None:
+                records = records[:room]
+                room -= len(records)
+            if records:
+                doc.add_many(records, source="concept", label=text, action=f"{CONCEPT_ACTION} '{text}'")
+                added += len(records)
+        searched = sorted(set(concepts_searched(project, image_id)) | set(found))
+        try:
+            project.save(
+                image_id,
+                doc,
+                action=CONCEPT_ACTION,
+                base_rev=rev,
+                prelabel=prelabel,
+                state={concepts_key(image_id): searched},
+            )
+            return added
+        except ConflictError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def find_concepts(
+    project: Project,
+    finder,
+    image_ids: Sequence[int],
+    texts: Sequence[str],
+    *,
+    threshold: float = 0.5,
+    model: str | None = None,
+    prelabel: Mapping | None = None,
+    needs=needs_prelabel,
+    model_lock=None,
+    max_masks: int | None = None,
+    result: BatchResult | None = None,
+    progress: bool = True,
+):
+    """SAM 3 "find all" for each text on each image that ``needs`` it, committing each image
+    (``store_concepts``) before yielding ``(image_id, masks added)``: a caller that stops
+    iterating stops between images, with every image so far saved. ``finder``: a
+    ``ConceptFinder``; it keeps each text's embedding, so a text is encoded once per run.
+    ``model_lock``: a reusable context held for each image's model calls. Unreadable images
+    go to ``result.failed``, skipped ones to ``result.skipped``."""
+    result = result if result is not None else BatchResult()
+    lock = model_lock if model_lock is not None else contextlib.nullcontext()
+    walk = _images_to_label(project, image_ids, result, CONCEPT_ACTION, progress, needs)
+    try:
+        for image_id, _info, pixels, _bar in walk:
+            with lock:
+                embedding = finder.embed(pixels)  # once per image, whatever the number of texts
+                found = {text: finder.find_all(embedding, text, threshold=threshold) for text in texts}
+            records = {text: concept_records(found[text], text, model) for text in texts}
+            added = store_concepts(project, image_id, records, prelabel=prelabel, max_masks=max_masks)
+            result.n_masks += added
+            result.processed.append(image_id)
+            yield image_id, added
+    finally:
+        walk.close()
+
+
 def find_all_into(
     project: Project,
     finder,
@@ -149,24 +264,19 @@ def find_all_into(
 ) -> BatchResult:
     """SAM 3 "find all" for each text on each image not yet pre-labelled (nor marked done),
     committing each image's instances (pending, labelled with the text, best score first) and
-    the pre-labelled mark together, like ``prelabel``. ``finder``: a ``ConceptFinder``; it
-    keeps each text's embedding, so a text is encoded once per run."""
+    the pre-labelled mark together, like ``prelabel`` (``find_concepts``)."""
     result = BatchResult()
-    model = settings.get("model")
-    for image_id, _info, pixels, _bar in _images_to_label(project, image_ids, result, CONCEPT_ACTION, progress):
-        embedding = finder.embed(pixels)  # once per image, whatever the number of texts
-        doc = project.load_document(image_id)
-        added = 0
-        for text in texts:
-            found = [i for i in finder.find_all(embedding, text, threshold=threshold) if i.mask.any()]
-            records = [
-                {"segmentation": i.mask, "meta": {"model": model, "score": round(i.score, 4), "concept": text}}
-                for i in found
-            ]
-            if records:
-                doc.add_many(records, source="concept", label=text, action=f"{CONCEPT_ACTION} '{text}'")
-                added += len(records)
-        project.save(image_id, doc, action=CONCEPT_ACTION, prelabel=settings)
-        result.n_masks += added
-        result.processed.append(image_id)
+    steps = find_concepts(
+        project,
+        finder,
+        image_ids,
+        texts,
+        threshold=threshold,
+        model=settings.get("model"),
+        prelabel=settings,
+        result=result,
+        progress=progress,
+    )
+    for _ in steps:
+        pass
     return result

@@ -2,7 +2,8 @@
 
 The driver adds the images to a project and sends the paths of those not yet pre-labelled
 through ``map_batches`` to GPU actors (``SegmentEverything``: each loads SAM once and
-segments batches of paths into SAM's RLE records); results stream back to the driver, which
+segments batches of paths into SAM's RLE records; with texts, ``FindConcepts``: each loads
+SAM 3 and embeds the texts once, then finds every instance of each text in each image); results stream back to the driver, which
 commits each image into the project as it arrives (``store_prelabels``: the same step a
 local run takes), so a stopped job resumes like a local one. ``Project.export_coco`` merges
 everything into one COCO file. See docs/distributed.md.
@@ -20,7 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
-from annotator.amg.batch import ACTION, BatchResult, needs_prelabel, store_prelabels
+from annotator.amg.batch import (
+    ACTION,
+    CONCEPT_ACTION,
+    BatchResult,
+    concept_records,
+    needs_prelabel,
+    store_concepts,
+    store_prelabels,
+)
+from annotator.annotations.rle import encode as encode_rle
+from annotator.annotations.rle import to_json as rle_json
 from annotator.formats.coco import json_value
 from annotator.formats.images import ImageError, load_image
 from annotator.projects.store import Project
@@ -110,6 +121,35 @@ def segment_batch(generator, batch: Mapping[str, Sequence]) -> dict[str, np.ndar
     }
 
 
+def find_concepts_batch(finder, batch: Mapping[str, Sequence], texts: Sequence[str], threshold: float, model: str):
+    """SAM 3 "find all" for each text on each image of a batch, like ``segment_batch``: the
+    ``records`` column holds, per image, ``{text: [records]}`` as JSON text (masks as RLE)."""
+    records, errors = [], []
+    digests = batch.get("sha256", [None] * len(batch["path"]))
+    for path, digest in zip(batch["path"], digests):
+        try:
+            image = _read_checked(str(path), digest)
+        except ImageError as e:
+            records.append("{}")
+            errors.append(str(e))
+            continue
+        embedding = finder.embed(image)  # once per image, whatever the number of texts
+        found = {}
+        for text in texts:
+            found[text] = [
+                {**r, "segmentation": rle_json(encode_rle(r["segmentation"]))}
+                for r in concept_records(finder.find_all(embedding, text, threshold=threshold), text, model)
+            ]
+        records.append(json.dumps(found, default=json_value))
+        errors.append("")
+    return {
+        "image_id": np.asarray(batch["image_id"], dtype=np.int64),
+        "path": np.asarray([str(p) for p in batch["path"]], dtype=object),
+        "records": np.asarray(records, dtype=object),
+        "error": np.asarray(errors, dtype=object),
+    }
+
+
 def _read_checked(path: str, sha256: str | None) -> np.ndarray:
     """The image at ``path``, refused when it is not the file the project holds."""
     try:
@@ -150,6 +190,36 @@ class SegmentEverything:
         return segment_batch(self.generator, batch)
 
 
+class FindConcepts:
+    """The Ray Data actor for ``--text``: loads SAM 3's concept finder once per actor; each
+    text is embedded once per actor (the finder keeps text embeddings), then batches of image
+    paths become each text's instances (``find_concepts_batch``)."""
+
+    def __init__(
+        self,
+        texts: Sequence[str],
+        *,
+        checkpoint: str | None = None,
+        device: str | None = None,
+        download: bool = False,
+        threshold: float = 0.5,
+        model: str | None = None,
+    ):
+        from annotator.models.device import pick_device
+        from annotator.models.hub import get_hub_model, resolve_hub_checkpoint
+        from annotator.models.loading import load_concept_finder
+
+        resolved = resolve_hub_checkpoint(get_hub_model("sam3"), checkpoint, download=download, progress=False)
+        self.finder = load_concept_finder(resolved.path, device=pick_device(device))
+        self.texts, self.threshold, self.model = list(texts), float(threshold), model
+        for text in self.texts:  # embedded now, once: every batch of this actor reuses them
+            self.finder.text_features(text)
+        log.info("actor ready: SAM 3 from %s, texts %s", resolved.path, ", ".join(self.texts))
+
+    def __call__(self, batch: Mapping[str, Sequence]) -> dict[str, np.ndarray]:
+        return find_concepts_batch(self.finder, batch, self.texts, self.threshold, self.model)
+
+
 def merge_rows(
     project: Project,
     rows: Iterable[Mapping],
@@ -159,17 +229,24 @@ def merge_rows(
     progress: bool = True,
     total: int | None = None,
 ) -> BatchResult:
-    """Commit the actors' output rows into the project, one image per transaction."""
+    """Commit the actors' output rows into the project, one image per transaction (settings
+    with ``texts``: rows of ``FindConcepts``)."""
     from tqdm.auto import tqdm
 
     result = result or BatchResult()
-    for row in tqdm(rows, desc=ACTION, unit="image", total=total, disable=not progress):
+    concepts = bool(settings.get("texts"))  # rows of FindConcepts: {text: records} per image
+    desc = CONCEPT_ACTION if concepts else ACTION
+    for row in tqdm(rows, desc=desc, unit="image", total=total, disable=not progress):
         image_id = int(row["image_id"])
         if row["error"]:
             result.failed[image_id] = str(row["error"])
             log.warning("failed on %s: %s", row["path"], row["error"])
             continue
-        result.n_masks += store_prelabels(project, image_id, json.loads(row["records"]), settings)
+        records = json.loads(row["records"])
+        if concepts:
+            result.n_masks += store_concepts(project, image_id, records, prelabel=settings)
+        else:
+            result.n_masks += store_prelabels(project, image_id, records, settings)
         result.processed.append(image_id)
     return result
 
@@ -193,7 +270,9 @@ def run(
     each (default: what ``gpus_per_actor`` picks for the cluster; connects to the cluster
     ``ray.init()`` finds, or starts a local one). Image paths must be readable on every node
     (a shared file system); the checkpoint too. Raises ValueError, before any work, when the
-    cluster cannot hold ``concurrency`` such actors."""
+    cluster cannot hold ``concurrency`` such actors. Settings with ``texts`` (and
+    ``threshold``, ``model``: what ``annotator auto --text`` records): SAM 3 finds every
+    instance of each text (``FindConcepts``) instead of segmenting everything."""
     require_ray()
     result = BatchResult()
     todo = []
@@ -211,15 +290,31 @@ def run(
     num_gpus = gpus_per_actor(ray.cluster_resources(), concurrency, num_gpus)
     if checkpoint is not None:
         checkpoint = str(Path(checkpoint).resolve())
+    if settings.get("texts"):
+        actor, kwargs = (
+            FindConcepts,
+            {
+                "texts": list(settings["texts"]),
+                "checkpoint": checkpoint,
+                "device": device,
+                "threshold": float(settings.get("threshold", 0.5)),
+                "model": settings.get("model"),
+            },
+        )
+    else:
+        actor, kwargs = (
+            SegmentEverything,
+            {
+                "model": model,
+                "checkpoint": checkpoint,
+                "device": device,
+                "precision": precision,
+                "generator_params": dict(generator_params or {}),
+            },
+        )
     ds = ray.data.from_items(todo).map_batches(
-        SegmentEverything,
-        fn_constructor_kwargs={
-            "model": model,
-            "checkpoint": checkpoint,
-            "device": device,
-            "precision": precision,
-            "generator_params": dict(generator_params or {}),
-        },
+        actor,
+        fn_constructor_kwargs=kwargs,
         batch_size=batch_size,
         compute=ray.data.ActorPoolStrategy(size=concurrency),
         num_cpus=CPUS_PER_ACTOR,

@@ -59,7 +59,9 @@ def open_image(ctx: Context, s: Session, image: np.ndarray, name: str, notes: li
     key = image_key(image)
     # checked before anything changes: what this image needs can never be dropped
     reopened = s.documents.get(key)
-    need = memory.image_bytes(image.shape[:2], scale) + (reopened.nbytes() if reopened is not None else 0)
+    need = memory.image_bytes(image.shape[:2], scale, memory.model_embedding_bytes(ctx.segmenter)) + (
+        reopened.nbytes() if reopened is not None else 0
+    )
     if need > ctx.limits.session_bytes:
         raise WorkbenchError(
             f"{name} ({image.shape[1]}x{image.shape[0]}) needs about {human_bytes(need)} of memory "
@@ -106,6 +108,7 @@ def show_image(ctx: Context, s: Session, image: np.ndarray, name: str, doc: Anno
     s.image, s.name, s.doc = image, name, doc
     s.scale = markers.display_scale(image.shape[:2], ctx.max_display_side)
     s.embedding = None
+    s.embedding_bytes = memory.model_embedding_bytes(ctx.segmenter)
     s.prompt, s.cursor, s.last_pick, s.preview, s.duplicates = Prompt(), None, None, [], []
     s.layer_key = s.sent_canvas_key = s.sent_table_key = None
 

@@ -1,8 +1,9 @@
 """A session's memory and the mask cap: what it holds, and room made or refused.
 
 Estimates, not measurements: an open image costs its pixels, a prompt's three candidate
-masks, the rendered canvas and one SAM embedding; every document kept costs its RLE bytes
-with undo history (``AnnotationDocument.nbytes``).
+masks, the rendered canvas and one embedding of the loaded model (its ``embedding_bytes``:
+4 MB for SAM 1, 16 MB for SAM 2.1); every document kept costs its RLE bytes with undo
+history (``AnnotationDocument.nbytes``).
 """
 
 from __future__ import annotations
@@ -12,18 +13,23 @@ from annotator.app.text import plural
 from annotator.limits import Limits, human_bytes
 
 
-def image_bytes(size_hw: tuple[int, int], scale: float) -> int:
+def model_embedding_bytes(segmenter) -> int:
+    """Bytes of one image's embedding for the loaded model (``Predictor.embedding_bytes``)."""
+    return int(getattr(segmenter, "embedding_bytes", EMBEDDING_BYTES))
+
+
+def image_bytes(size_hw: tuple[int, int], scale: float, embedding_bytes: int = EMBEDDING_BYTES) -> int:
     """Memory an open image costs a session: its pixels, a prompt's three candidate masks
-    (one byte a pixel each), the rendered canvas and SAM's embedding."""
+    (one byte a pixel each), the rendered canvas and the model's embedding of it."""
     h, w = size_hw
-    return h * w * 3 + h * w * 3 + int(h * scale) * int(w * scale) * 3 + EMBEDDING_BYTES
+    return h * w * 3 + h * w * 3 + int(h * scale) * int(w * scale) * 3 + embedding_bytes
 
 
 def session_bytes(s: Session) -> int:
     """Memory the session holds: the open image (``image_bytes``) and every document kept."""
     total = sum(doc.nbytes() for doc in s.documents.values())
     if s.image is not None:
-        total += image_bytes(s.image.shape[:2], s.scale)
+        total += image_bytes(s.image.shape[:2], s.scale, s.embedding_bytes)
     return total
 
 

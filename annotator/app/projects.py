@@ -57,6 +57,7 @@ def enter(ctx: Context, s: Session, name: str, store, image_id: int | None) -> i
     """Make ``store`` the session's project with its saved view options; the image to show
     (``image_id``, else where it was left, else the first), or None for an empty project."""
     s.cancel.set()
+    s.find_cancel.set()
     s.project = OpenProject(name=ctx.projects.path(name).stem, store=store)
     saved = store.get_state("view")
     if isinstance(saved, dict):
@@ -93,6 +94,7 @@ def close(s: Session) -> str:
         raise WorkbenchError("No project is open.")
     name = s.project.name
     s.cancel.set()
+    s.find_cancel.set()
     s.project = None
     images.clear_image(s)
     return f"Closed project {name}; everything in it was saved."

@@ -22,7 +22,9 @@ MODES = ("positive", "negative", "box", "select")
 COMPUTING = "Computing the image embedding…"
 MAX_DOCUMENTS = 16  # per session: empty documents kept for reopening (ones with masks are all kept)
 KEEP_EXPORTS = 3  # per session: export folders kept for download
-EMBEDDING_BYTES = 256 * 64 * 64 * 4  # one SAM image embedding (float32), every model size
+# one SAM 1 image embedding (float32); the session counts the loaded model's own
+# (``Predictor.embedding_bytes``: SAM 2.1 and SAM 3 keep several feature maps)
+EMBEDDING_BYTES = 256 * 64 * 64 * 4
 SORT_KEYS = ("id", "predicted_iou", "stability_score", "area")
 REVIEW_FILTERS = ("all", "pending", "accepted", "rejected")
 PREVIEW_COLOR_BASE = 1 << 20  # palette keys for masks still being found, apart from real ids
@@ -154,6 +156,10 @@ class Session:
     cursor: int | None = None  # triage: the mask under review
     last_pick: tuple[float, float, int] | None = None  # select mode: for cycling nested masks
     cancel: threading.Event = field(default_factory=threading.Event)
+    # a running "find all in every image" of the project; apart from ``cancel``, which opening
+    # another image sets, since the project run goes on while the person moves between images
+    find_cancel: threading.Event = field(default_factory=threading.Event)
+    find_running: bool = False  # one such run per session: two would add an image's masks twice
     amg_params: dict = field(default_factory=dict)
     preview: list = field(default_factory=list)  # RLEs a running "segment everything" has found
     duplicates: list = field(default_factory=list)  # groups of ids (best first) from find_duplicates
@@ -165,6 +171,7 @@ class Session:
     layer: np.ndarray | None = None
     sent_canvas_key: tuple | None = None
     sent_table_key: tuple | None = None
+    embedding_bytes: int = EMBEDDING_BYTES  # the model's, set when an image is shown (memory estimate)
     note: str = ""  # what opening the image had to say (animated, masks dropped), kept for encode
     project: OpenProject | None = None
     notice: str = ""  # said once, before the next action's message (e.g. why a session was freed)

@@ -283,6 +283,18 @@ class Workbench:
 
         return self._act(sid, act)
 
+    def find_all_in_project(self, sid: str, text: str | None, threshold: float = 0.5) -> Iterator[AmgStep]:
+        """Find all ``text`` in every image of the open project, a step per image (each saved
+        before its step: pending masks labelled with the text); images already searched for
+        the text and images marked done are skipped (``annotator.app.concepts``)."""
+        return concepts.run_project(self.ctx, self.sessions.get(sid), text, threshold)
+
+    def cancel_find_all(self, sid: str) -> None:
+        """Stop this session's "find all in every image" after the image it is on (kept)."""
+        s = self.sessions.peek(sid)
+        if s is not None:
+            s.find_cancel.set()
+
     # -- review --------------------------------------------------------------------------
     def review(self, sid: str, state: str) -> View:
         """Mark the mask under review (or the selection) and move to the next pending one."""
@@ -517,6 +529,7 @@ def _release_session(sid: str, s: Session, prefetcher: Prefetcher | None = None)
     """What a session holds outside the store: a running generator, its export folders,
     its prefetch."""
     s.cancel.set()  # a running "segment everything" stops at its next batch
+    s.find_cancel.set()  # a running "find all in every image" at its next image
     if prefetcher is not None:
         prefetcher.cancel(sid)
     for folder in s.exports:

@@ -28,6 +28,11 @@ class GrabCutSegmenter:
         self.embedding: ImageEmbedding | None = None
         self._images: dict[str, np.ndarray] = {}
 
+    @property
+    def embedding_bytes(self) -> int:
+        """The downscaled copy GrabCut works on, at most."""
+        return self.work_size * self.work_size * 3
+
     def is_cached(self, image: np.ndarray) -> bool:
         return image_key(as_rgb_array(image)) in self._images
 

@@ -21,6 +21,8 @@ and 288x288 for SAM 3 (feed them back unchanged as ``mask_input``), and with one
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,7 @@ from annotator.models.device import autocast_dtype, pick_device
 from annotator.models.embeddings import EmbeddingCache, image_key
 from annotator.models.predictor import Prediction, check_prompts
 
+log = logging.getLogger(__name__)
 MASK_THRESHOLD = 0.0  # logits above this are in the mask (SAM 2's and SAM 1's threshold)
 
 
@@ -119,6 +122,24 @@ class HFSamPredictor:
         return self._input_hw
 
     # -- image ---------------------------------------------------------------------------
+    @functools.cached_property
+    def embedding_bytes(self) -> int:
+        """Bytes of one image's cached feature maps (float32), read off the model: the two
+        high-resolution maps projected by the decoder's ``conv_s0``/``conv_s1`` and the
+        last at the decoder's width, at ``backbone_feature_sizes`` (16 MB for SAM 2.1 at
+        1024x1024, 21 MB for SAM 3's tracker at 1008x1008). A model laid out otherwise is
+        measured by encoding a blank image once. (Not by running the encoder on fake tensors:
+        transformers caches position tables by shape, and a fake one would stay there.)"""
+        try:
+            decoder = self.model.mask_decoder
+            channels = (decoder.conv_s0.out_channels, decoder.conv_s1.out_channels, decoder.conv_s0.in_channels)
+            sizes = self.model.backbone_feature_sizes
+            return sum(c * int(h) * int(w) for c, (h, w) in zip(channels, sizes, strict=True)) * 4
+        except (AttributeError, TypeError, ValueError) as e:
+            log.info("embedding size of %s from a real encoding (%s: %s)", self.name, type(e).__name__, e)
+            ih, iw = self._input_hw
+            return self._encode(np.zeros((ih, iw, 3), np.uint8), "size probe").nbytes
+
     def is_cached(self, image: np.ndarray) -> bool:
         return image_key(as_rgb_array(image)) in self.cache
 

@@ -5,10 +5,11 @@ backend only when they cannot, and then loudly: ``BackendInfo.status`` says whic
 and model run and why, for the UI's status line and the log.
 
 Which model: the one named (``--model`` or ``ANNOTATOR_MODEL``) over everything; else the
-one a given checkpoint file holds; else the device's default, the best the hardware can
-afford: vit_h on CUDA, vit_b on Apple MPS, MobileSAM's vit_t on CPU. When the default's
-checkpoint can be neither found nor downloaded, a checkpoint of another model already in
-the cache is used rather than dropping to GrabCut.
+one a given checkpoint file holds; else the device's default (``default_model``, the one
+place the CLI, the app and the Space take it from), the best the hardware can afford:
+SAM 2.1 large on CUDA (vit_h when ``transformers`` is not installed), vit_b on Apple MPS,
+MobileSAM's vit_t on CPU. When the default's checkpoint can be neither found nor downloaded,
+a SAM 1 checkpoint already in the cache is used rather than dropping to GrabCut.
 """
 
 from __future__ import annotations
@@ -80,11 +81,30 @@ class BackendInfo:
         return f"Classical backend (GrabCut), NOT SAM: {self.reason}"
 
 
+# On CUDA: SAM 2.1 large. The SAM 2 paper measures Hiera-L more accurate than SAM ViT-H on
+# images (SA-23 zero-shot) and several times faster on a GPU; benchmarks/models.py measured it
+# faster on this project's CPU too (encoder and click side by side, README's model table).
+CUDA_DEFAULT = "sam2.1-large"
+NO_TRANSFORMERS = (
+    f"{CUDA_DEFAULT}, the CUDA default, runs through Hugging Face transformers, which is not "
+    "installed (pip install 'transformers==5.24.0'); running SAM 1's vit_h instead"
+)
+
+
+def transformers_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("transformers") is not None
+
+
 def model_preference(device) -> tuple[str, ...]:
-    """Official models in the order the app picks them on ``device`` when none is named."""
+    """Official models in the order the app picks them on ``device`` when none is named
+    (the first is the default; the SAM 1 ones after it are tried from the cache when its
+    checkpoint cannot be had)."""
     kind = torch.device(device).type
     if kind == "cuda":
-        return ("vit_h", "vit_l", "vit_b", "vit_t")
+        sam1 = ("vit_h", "vit_l", "vit_b", "vit_t")
+        return (CUDA_DEFAULT, *sam1) if transformers_available() else sam1
     if kind == "mps":
         return ("vit_b", "vit_t", "vit_l", "vit_h")
     return ("vit_t", "vit_b", "vit_l", "vit_h")  # CPU: the encoder time is what users wait for
@@ -93,6 +113,10 @@ def model_preference(device) -> tuple[str, ...]:
 def default_model(device) -> str:
     """The model to run when the user names none: the best one the hardware can afford."""
     return model_preference(device)[0]
+
+
+def sam1_preference(device) -> tuple[str, ...]:
+    return tuple(name for name in model_preference(device) if name in VARIANTS)
 
 
 def choose_model(
@@ -114,7 +138,7 @@ def choose_model(
         why = "chosen with --model" if model else f"chosen with {MODEL_ENV}"
         return name, resolve_checkpoint(get_variant(name), checkpoint, download=download), why, None
 
-    fallback = default_model(device)
+    fallback = sam1_preference(device)[0]
     label = f"default on {torch.device(device).type.upper()}"
     if checkpoint or os.environ.get(CHECKPOINT_ENV):
         path = resolve_checkpoint(get_variant(fallback), checkpoint, download=False)
@@ -122,7 +146,7 @@ def choose_model(
         guessed = guess_variant(state, VARIANTS.values())
         return guessed or fallback, path, "recognised from the checkpoint" if guessed else label, state
 
-    first, *others = model_preference(device)
+    first, *others = sam1_preference(device)
     try:
         return first, resolve_checkpoint(get_variant(first), download=download), label, None
     except CheckpointError as e:
@@ -170,12 +194,32 @@ def load_segmenter(
             why="chosen with --model" if model else f"chosen with {MODEL_ENV}",
             cache_bytes=cache_bytes,
         )
+    unavailable = ""  # why the device's default (a Hugging Face model) does not run
+    if hub_name is None and not (checkpoint or os.environ.get(CHECKPOINT_ENV)):
+        default = default_model(dev)
+        if default in HUB_MODELS:
+            try:
+                return load_hub_segmenter(
+                    default,
+                    device=dev,
+                    precision=prec,
+                    download=download,
+                    why=f"default on {dev.type.upper()}",
+                    cache_bytes=cache_bytes,
+                )
+            except CheckpointError as e:
+                unavailable = f"{default} unavailable ({str(e).splitlines()[0]})"
+                log.warning("%s; trying SAM 1 checkpoints", unavailable)
+        elif dev.type == "cuda":
+            unavailable = NO_TRANSFORMERS
+            log.warning("%s", NO_TRANSFORMERS)
     try:
         name, path, why, state = choose_model(dev, model, checkpoint, download=download)
     except CheckpointError as e:
         if not fallback or checkpoint or os.environ.get(CHECKPOINT_ENV):
             raise
-        info = BackendInfo("classical", None, None, "cpu", "n/a", reason=f"no SAM weights ({e})")
+        why_not = f"{unavailable}; {e}" if unavailable else str(e)
+        info = BackendInfo("classical", None, None, "cpu", "n/a", reason=f"no SAM weights ({why_not})")
         log.warning("running WITHOUT SAM: %s", info.status)
         return GrabCutSegmenter(), info
     chosen = check_runtime(runtime, dev) if runtime else default_runtime(dev)
@@ -190,6 +234,8 @@ def load_segmenter(
         log.warning("the %s runtime could not be prepared (%s: %s); running PyTorch", chosen, type(e).__name__, e)
         chosen = "torch"
         segmenter = SamSegmenter(sam, device=dev, precision=prec, cache=EmbeddingCache(cache_bytes), name=name)
+    if unavailable:
+        why = f"{why}; {unavailable}"
     info = BackendInfo("sam", name, str(path), str(dev), prec, why=why, runtime=chosen)
     log.info("backend: %s", info.status)
     return segmenter, info

@@ -220,6 +220,12 @@ class SamSegmenter:
             self._dense_pe = self.model.prompt_encoder.get_dense_pe()
 
     # -- image ---------------------------------------------------------------------------
+    @property
+    def embedding_bytes(self) -> int:
+        """One image's features: (C, 64, 64) float32, whatever the encoder (4 MB)."""
+        h, w = self.model.prompt_encoder.image_embedding_size
+        return self.model.prompt_encoder.embed_dim * h * w * 4
+
     def is_cached(self, image: np.ndarray) -> bool:
         return image_key(as_rgb_array(image)) in self.cache
 

@@ -35,6 +35,11 @@ class Predictor(Protocol):
     name: str  # the model's name as --model takes it
     cache: object  # annotator.embeddings.EmbeddingCache
 
+    @property
+    def embedding_bytes(self) -> int:
+        """Bytes of one image's cached encoder output (what an open image costs a session
+        besides its pixels): 4 MB for SAM 1, about 16 MB for SAM 2.1, more for SAM 3."""
+
     def is_cached(self, image: np.ndarray) -> bool: ...
 
     def embed(self, image: np.ndarray) -> Embedding: ...

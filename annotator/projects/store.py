@@ -369,6 +369,7 @@ class Project:
         action: str | None = None,
         base_rev: int | None = None,
         prelabel: Mapping | None = None,
+        state: Mapping[str, object] | None = None,
     ) -> int:
         """Store the image's annotations: an ``AnnotationDocument``, or records as its
         ``records()`` gives them (validated like ``Annotation.from_record``; area and bbox
@@ -380,7 +381,8 @@ class Project:
         ``base_rev``, when given, must be the revision the caller loaded: if another session
         saved since, ``ConflictError`` is raised and nothing is written. ``prelabel`` (the
         batch run's settings) marks the image pre-labelled in the same transaction, so a batch
-        run killed at any moment never adds an image's masks twice.
+        run killed at any moment never adds an image's masks twice; ``state`` (key -> JSON value,
+        as ``set_state``) is written in that transaction too.
         """
         if hasattr(annotations, "annotations"):  # an AnnotationDocument
             action = action or annotations.undo_action
@@ -411,6 +413,8 @@ class Project:
                     "UPDATE images SET prelabel = ? WHERE id = ?",
                     (canonical_json({**prelabel, "at": time.time()}), image_id),
                 )
+            for key, value in (state or {}).items():
+                c.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, canonical_json(value)))
             rev = head
             if changes or order != old_order:
                 rev = head + 1

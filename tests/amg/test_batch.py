@@ -290,3 +290,113 @@ def test_the_ray_actor_loads_sam_once_and_segments_batches(tiny_checkpoint, coun
     records = json.loads(out["records"][0])
     assert records and records[0]["segmentation"]["size"] == [534, 800]
     assert len(counted_generate) == 1
+
+
+class RectFinder:
+    """Stands in for SAM 3's concept finder where the model is not what is tested: each text
+    finds one rectangle per image (its place depends on the text), scored 0.9; counts calls."""
+
+    def __init__(self):
+        self.embedded = 0
+        self.searches: list[str] = []
+
+    def embed(self, image):
+        self.embedded += 1
+        return image
+
+    def find_all(self, image, text, threshold=0.5):
+        from annotator.models.protocol import Instance
+
+        self.searches.append(text)
+        h, w = image.shape[:2]
+        m = np.zeros((h, w), bool)
+        k = len(text) % 3
+        m[k : k + h // 2, k : k + w // 2] = True
+        return [Instance(m, 0.9, (k, k, k + w // 2, k + h // 2))]
+
+
+def test_find_concepts_resumes_per_text_and_keeps_what_people_accepted(tmp_path):
+    paths = make_images(tmp_path / "imgs", 4)
+    with Project(tmp_path / "p.annotator") as project:
+        ids = [i.id for i in project.add_images(paths)]
+        # a mask a person accepted on the first image, and a finished fourth image
+        doc = project.load_document(ids[0])
+        (accepted,) = doc.add_many([np.ones((24, 32), bool)], source="prompt", label="road")
+        doc.set_review([accepted], "accepted")
+        project.save(ids[0], doc)
+        before = project.records(ids[0])
+        project.set_status(ids[3], "done")
+        finder = RectFinder()
+        needs = batch.needs_concepts(project, ["car"])
+        # stopped after the first image (a Cancel between images): that image is saved
+        steps = batch.find_concepts(project, finder, ids, ["car"], model="m", needs=needs, progress=False)
+        assert next(steps) == (ids[0], 1)
+        steps.close()
+        assert batch.concepts_searched(project, ids[0]) == ["car"]
+        assert [i.n_annotations for i in project.images()] == [2, 0, 0, 0]
+        # run again: goes on with the images not yet searched for "car"; the done one is skipped
+        result = batch.BatchResult()
+        done = list(
+            batch.find_concepts(project, finder, ids, ["car"], needs=needs, result=result, model="m", progress=False)
+        )
+        assert done == [(ids[1], 1), (ids[2], 1)] and result.skipped == [ids[0], ids[3]]
+        assert finder.searches == ["car"] * 3
+        records = project.records(ids[0])
+        assert records[0] == before[0]  # the accepted mask, untouched
+        found = records[1]
+        assert (found["label"], found["review"], found["source"]) == ("car", "pending", "concept")
+        assert found["meta"] == {"model": "m", "score": 0.9, "concept": "car"}
+        # another text searches every image not done again, adding to what is there
+        person = batch.needs_concepts(project, ["person"])
+        assert len(list(batch.find_concepts(project, finder, ids, ["person"], needs=person, progress=False))) == 3
+        assert [i.n_annotations for i in project.images()] == [3, 2, 2, 0]
+        assert batch.concepts_searched(project, ids[1]) == ["car", "person"]
+        assert project.records(ids[0])[0] == before[0]
+
+
+def test_find_concepts_keeps_the_best_under_the_mask_cap(tmp_path):
+    paths = make_images(tmp_path / "imgs", 1)
+    with Project(tmp_path / "p.annotator") as project:
+        (image_id,) = [i.id for i in project.add_images(paths)]
+        records = {
+            "car": [{"segmentation": np.eye(24, 32, k, dtype=bool), "meta": {"score": 0.9 - k / 10}} for k in range(4)]
+        }
+        assert batch.store_concepts(project, image_id, records, max_masks=3) == 3
+        assert [r["meta"]["score"] for r in project.records(image_id)] == [0.9, 0.8, 0.7]
+        assert batch.store_concepts(project, image_id, records, max_masks=3) == 0  # full: nothing dropped
+        assert project.image(image_id).n_annotations == 3
+
+
+def test_the_ray_text_actor_embeds_each_text_once_and_gives_what_a_local_run_gives(tmp_path, sam3_dir):
+    import cv2
+
+    from annotator.models import hf_testing
+    from annotator.models.loading import load_concept_finder
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    paths = []
+    for k in range(2):
+        paths.append(folder / f"street{k}.png")
+        cv2.imwrite(str(paths[-1]), hf_testing.shapes_image(seed=k)[..., ::-1])
+    texts, settings = ["car", "person"], {"model": "m", "texts": ["car", "person"], "threshold": 0.0}
+    actor = distributed.FindConcepts(texts, checkpoint=str(sam3_dir), device="cpu", threshold=0.0, model="m")
+    assert actor.finder.text_encoder_calls == 2  # embedded when the actor starts
+    with Project(tmp_path / "local.annotator") as local, Project(tmp_path / "dist.annotator") as dist:
+        local_ids = [i.id for i in local.add_images(paths)]
+        finder = load_concept_finder(sam3_dir, device="cpu")
+        batch.find_all_into(local, finder, local_ids, texts, settings, threshold=0.0, progress=False)
+        infos = dist.add_images(paths)
+        rows = []
+        for info in infos:  # one image per batch
+            out = actor({"image_id": [info.id], "path": [info.path], "sha256": [info.sha256]})
+            assert out["error"][0] == ""
+            rows.append(dict(zip(out, [v[0] for v in out.values()])))
+        assert actor.finder.text_encoder_calls == 2  # not again for each batch
+        result = distributed.merge_rows(dist, rows, settings, progress=False)
+        assert result.processed == [i.id for i in infos] and result.n_masks > 0
+        for a, b in zip(local_ids, result.processed):
+            assert local.records(a) == dist.records(b)
+            assert dist.image(b).prelabel["texts"] == texts
+            assert batch.concepts_searched(dist, b) == texts
+        assert {r["label"] for r in dist.records(infos[0].id)} <= set(texts)

@@ -107,3 +107,53 @@ def test_a_gpu_request_the_cluster_cannot_hold_fails_at_once(cluster, tmp_path, 
     assert "--gpus-per-actor 1 with --ray 2 needs 2 GPUs and the Ray cluster has 0" in err
     assert "--gpus-per-actor 0" in err
     assert not (tmp_path / "prelabels.json").exists()
+
+
+@pytest.mark.slow
+def test_auto_text_on_ray_finds_each_text_and_resumes(cluster, tmp_path, sam3_dir, capsys):
+    """``--text`` through the real Ray Data pipeline, on the same cluster: SAM 3 actors, the
+    texts' COCO categories, masks on both images, and a second run with nothing to do."""
+    import cv2
+
+    from annotator.cli import main
+    from annotator.models import hf_testing
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for k in range(2):
+        cv2.imwrite(str(folder / f"street{k}.png"), hf_testing.shapes_image(seed=k)[..., ::-1])
+    out = tmp_path / "found.json"
+    argv = [
+        "auto",
+        str(folder),
+        "--text",
+        "car",
+        "--text",
+        "person",
+        "--model",
+        "sam3",
+        "--checkpoint",
+        str(sam3_dir),
+        "--threshold",
+        "0",
+        "-o",
+        str(out),
+        "--device",
+        "cpu",
+        "--ray",
+        "2",
+        "--batch-size",
+        "1",
+    ]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "2 actors with 0 GPUs each" in err and "2 to segment" in err
+    data = json.loads(out.read_text())
+    assert [c["name"] for c in data["categories"]][:2] == ["car", "person"]
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    assert {names[a["category_id"]] for a in data["annotations"]} == {"car", "person"}
+    assert len({a["image_id"] for a in data["annotations"]}) == 2
+    assert all(a["model"].startswith("sam3 (facebook/sam3@local folder)") for a in data["annotations"])
+    assert main(argv) == 0
+    assert "2 already done, 0 to segment" in capsys.readouterr().err
+    assert json.loads(out.read_text())["annotations"] == data["annotations"]

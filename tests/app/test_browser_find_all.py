@@ -41,3 +41,35 @@ def test_find_all_from_the_tab_adds_pending_labelled_masks(app, page, tmp_path):
     assert anns and {a.label for a in anns} == {"car"} and {a.source for a in anns} == {"concept"}
     assert {a.review for a in anns} == {"pending"}
     shot(page, "find-all")
+
+
+def test_find_all_in_every_image_of_a_project(app, page, tmp_path):
+    """The project run from the tab: progress as the images go, then every image has the
+    concept's pending masks (the Workbench and API tests cover cancel and resume)."""
+    from annotator.projects.store import Project
+
+    demo, _ = app
+    path = demo.workbench.projects.path("browser-streets")
+    with Project(path) as project:
+        pngs = [cv2.imencode(".png", hf_testing.shapes_image(seed=k)[..., ::-1])[1].tobytes() for k in range(2)]
+        project.add_images(pngs, names=["a.png", "b.png"])
+    page.get_by_role("tab", name="Project").click()
+    name = page.locator("#project-name input")
+    name.fill("browser-streets")
+    name.press("Enter")
+    page.locator("#open-project").click()
+    wait_status(page, "a.png")
+    page.get_by_role("tab", name="Find all").click()
+    page.locator("#find-text input, #find-text textarea").first.fill("car")
+    box = page.locator("#find-threshold input[type=number]")
+    box.fill("0")
+    box.press("Enter")
+    page.locator("#find-all-project").click()
+    page.wait_for_function(
+        "t => document.querySelector('#find-all-progress textarea').value.includes(t)", arg="in 2 images searched"
+    )
+    shot(page, "find-all-project")
+    with Project(path) as project:
+        records = [r for i in project.images() for r in project.records(i.id)]
+        assert all(i.n_annotations > 0 for i in project.images())
+    assert {(r["label"], r["review"]) for r in records} == {("car", "pending")}

@@ -268,3 +268,31 @@ def test_sam3_bad_concepts_get_a_message(finder):
         finder.find_all(image, "car", boxes=[[10, 10, 10, 50]])
     with pytest.raises(ValueError, match="must be positive"):
         finder.find_all(image, boxes=[[10, 10, 50, 50]], box_labels=[0])
+
+
+def test_each_family_reports_its_real_embedding_size_and_the_session_counts_it(sam2, sam3, tiny_checkpoint):
+    """The session memory estimate counts the loaded model's own embedding: what its
+    ``embedding_bytes`` says before any image is encoded equals what an encoding holds."""
+    from annotator.app import memory
+    from annotator.app.workbench import Workbench
+
+    sam1 = load_segmenter("tiny", str(tiny_checkpoint), device="cpu")
+    image = hf_testing.shapes_image()
+    sizes = {}
+    for family, (predictor, info) in {"sam": sam1, "sam2.1": sam2, "sam3": sam3}.items():
+        predictor.cache.clear()
+        expected = predictor.embedding_bytes  # from the shapes alone: nothing encoded yet
+        embedding = predictor.embed(image)
+        assert expected == embedding.nbytes, family
+        sizes[family] = expected
+        if family != "sam":  # SAM 2.1 and SAM 3's tracker keep three feature maps
+            assert len(embedding.features) == 3
+        wb = Workbench(predictor, info, prefetch=False)
+        wb.open_image("s", image, "shapes.png")
+        s = wb.session("s")
+        assert s.embedding_bytes == expected
+        pixels = memory.image_bytes(image.shape[:2], s.scale, 0)
+        assert wb.session_bytes("s") == pixels + expected + s.doc.nbytes()
+    assert sizes["sam"] == 256 * 64 * 64 * 4  # the tiny SAM 1 has SAM's 1024-pixel input
+    # not SAM 1's 4 MB: the tiny SAM 2.1 and SAM 3 folders have small inputs and features
+    assert sizes["sam2.1"] < sizes["sam"] and sizes["sam3"] < sizes["sam"]

@@ -35,10 +35,65 @@ def offline(monkeypatch, name):
     monkeypatch.setitem(VARIANTS, name, variant)
 
 
-def test_default_model_by_device():
+def test_default_model_by_device(monkeypatch):
+    from annotator.models import loading
+
     assert default_model(CPU) == "vit_t"
-    assert default_model("cuda:1") == "vit_h"
+    assert default_model("cuda:1") == "sam2.1-large"
     assert default_model("mps") == "vit_b"
+    monkeypatch.setattr(loading, "transformers_available", lambda: False)
+    assert default_model("cuda") == "vit_h"  # SAM 2.1 needs transformers
+
+
+def on_fake_cuda(monkeypatch):
+    """CUDA looks available (this machine has none); nothing may touch a GPU then."""
+    from annotator.models import loading
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(loading, "default_precision", lambda device: "bf16")
+    monkeypatch.setattr(loading, "load_sam", lambda variant, path, state=None: variant.name)
+    monkeypatch.setattr(loading, "SamSegmenter", lambda sam, **kwargs: sam)
+
+
+def test_cuda_default_is_sam21_large_from_one_place(cache, monkeypatch):
+    """With CUDA (monkeypatched: this machine has none) and no model named, the CLI's loader
+    runs SAM 2.1 large, from the Hub cache; without transformers vit_h, saying why."""
+    from annotator.cli import build_parser, load_backend
+    from annotator.models import device as devices
+    from annotator.models import loading
+
+    on_fake_cuda(monkeypatch)
+    asked = []
+
+    def fake_hub(name, checkpoint=None, **kwargs):
+        asked.append((name, str(kwargs["device"]), kwargs["why"]))
+        return "predictor", "info"
+
+    monkeypatch.setattr(loading, "load_hub_segmenter", fake_hub)
+    assert devices.pick_device().type == "cuda"
+    args = build_parser().parse_args(["serve", "--no-download"])
+    assert load_backend(args) == ("predictor", "info")
+    assert asked == [("sam2.1-large", "cuda", "default on CUDA")]
+    # no transformers: vit_h (from the cache here), and the status line says why
+    monkeypatch.setattr(loading, "transformers_available", lambda: False)
+    (cache / "sam_vit_h_4b8939.pth").write_bytes(b"cached")
+    assert choose_model(CUDA, download=False)[:3] == ("vit_h", cache / "sam_vit_h_4b8939.pth", "default on CUDA")
+    segmenter, info = loading.load_segmenter(download=False, runtime="torch")
+    assert segmenter == "vit_h" and info.model == "vit_h"
+    assert "sam2.1-large" in info.status and "transformers, which is not installed" in info.status
+
+
+def test_unavailable_cuda_default_falls_back_to_cached_sam1(cache, monkeypatch):
+    from huggingface_hub import constants
+
+    from annotator.models import loading
+
+    on_fake_cuda(monkeypatch)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache / "hub"))  # an empty Hub cache
+    (cache / "sam_vit_b_01ec64.pth").write_bytes(b"cached")
+    segmenter, info = loading.load_segmenter(download=False, runtime="torch")
+    assert segmenter == "vit_b"
+    assert "sam2.1-large unavailable" in info.why and "facebook/sam2.1-hiera-large" in info.why
 
 
 def test_cpu_default_is_vit_t_from_the_cache(cache, vit_t_checkpoint):
@@ -57,7 +112,7 @@ def test_cpu_default_downloads_vit_t(cache, vit_t_checkpoint, monkeypatch):
     assert sha256_of(path) == local.sha256
 
 
-def test_cuda_default_is_vit_h(cache):
+def test_cuda_sam1_default_is_vit_h(cache):
     (cache / "sam_vit_h_4b8939.pth").write_bytes(b"cached")  # resolution does not open the file
     assert choose_model(CUDA, download=False)[:3] == ("vit_h", cache / "sam_vit_h_4b8939.pth", "default on CUDA")
 

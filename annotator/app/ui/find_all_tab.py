@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from annotator.app.ui.common import Outputs, model_events, sid, user_errors
+from annotator.app.ui.common import EVERYTHING, Outputs, model_events, sid, user_errors
 from annotator.app.workbench import Workbench
 
 
@@ -17,6 +17,9 @@ class FindAllTab:
     threshold: gr.Slider
     exemplar: gr.Radio
     run: gr.Button
+    run_project: gr.Button
+    cancel_project: gr.Button
+    project_progress: gr.Textbox
 
 
 def layout(wb: Workbench) -> FindAllTab:
@@ -41,7 +44,26 @@ def layout(wb: Workbench) -> FindAllTab:
             elem_id="find-exemplar",
         )
         run = gr.Button("Find all", variant="primary", elem_id="find-all", size="sm")
-    return FindAllTab(text=text, threshold=threshold, exemplar=exemplar, run=run)
+        gr.Markdown(
+            "**In every image of the open project** (the text only): each image's instances are "
+            "saved as pending masks labelled with the text as it goes; masks already there, "
+            "accepted or not, stay as they are. Cancel stops after the current image and keeps "
+            "what was found; running it again goes on with the images not yet searched for "
+            "that text (images marked done are skipped)."
+        )
+        with gr.Row():
+            run_project = gr.Button("Find all in every image", variant="primary", elem_id="find-all-project", size="sm")
+            cancel_project = gr.Button("Cancel", variant="stop", elem_id="cancel-find-all", size="sm")
+        project_progress = gr.Textbox("", label="Progress", interactive=False, lines=2, elem_id="find-all-progress")
+    return FindAllTab(
+        text=text,
+        threshold=threshold,
+        exemplar=exemplar,
+        run=run,
+        run_project=run_project,
+        cancel_project=cancel_project,
+        project_progress=project_progress,
+    )
 
 
 def wire(tab: FindAllTab, out: Outputs, wb: Workbench) -> None:
@@ -67,4 +89,38 @@ def wire(tab: FindAllTab, out: Outputs, wb: Workbench) -> None:
         **model_events(wb),
         show_progress="full",
         api_visibility="private",
+    )
+
+    _wire_project(tab, out, wb)
+
+
+def _wire_project(tab: FindAllTab, out: Outputs, wb: Workbench) -> None:
+    @user_errors
+    def on_find_all_in_project(text, threshold, request: gr.Request, progress=gr.Progress()):
+        progress(0.0, desc="Find all: first image")
+        for step in wb.find_all_in_project(sid(request), text or None, threshold=float(threshold)):
+            if not step.final and step.total:
+                eta = f", ETA {step.eta_s:.0f} s" if step.eta_s is not None else ""
+                progress((step.done, step.total), desc=f"Find all{eta}", unit="images")
+            yield {**out.show(step.view), tab.project_progress: step.view.message}
+
+    # like segment everything: the run takes the model image by image (Workbench.model_lock),
+    # so clicks are answered while it goes, and the canvas stays visible
+    tab.run_project.click(
+        on_find_all_in_project,
+        [tab.text, tab.threshold],
+        [*out.view, tab.project_progress],
+        concurrency_limit=2,
+        concurrency_id=EVERYTHING,
+        show_progress="full",
+        show_progress_on=[tab.project_progress],
+        api_name="find_all_in_project",
+    )
+
+    def on_cancel(request: gr.Request):
+        wb.cancel_find_all(sid(request))
+
+    # in no group: it must run while a run is going
+    tab.cancel_project.click(
+        on_cancel, None, None, concurrency_limit=None, show_progress="hidden", api_name="cancel_find_all"
     )
