@@ -16,6 +16,7 @@ from pathlib import Path
 
 from annotator.annotations.document import AnnotationDocument
 from annotator.app import images
+from annotator.app.classes import forget as forget_classes
 from annotator.app.context import Context
 from annotator.app.state import COMPUTING, OpenProject, Session, ViewOptions, WorkbenchError
 from annotator.app.text import plural
@@ -58,6 +59,7 @@ def enter(ctx: Context, s: Session, name: str, store, image_id: int | None) -> i
     (``image_id``, else where it was left, else the first), or None for an empty project."""
     s.cancel.set()
     s.project = OpenProject(name=ctx.projects.path(name).stem, store=store)
+    forget_classes(s)  # the project's own class list
     saved = store.get_state("view")
     if isinstance(saved, dict):
         with contextlib.suppress(TypeError, ValueError):
@@ -94,6 +96,7 @@ def close(s: Session) -> str:
     name = s.project.name
     s.cancel.set()
     s.project = None
+    forget_classes(s)
     images.clear_image(s)
     return f"Closed project {name}; everything in it was saved."
 
