@@ -139,7 +139,7 @@ def apply(ctx: Context, s: Session, message, label: str | None = None) -> str:
 def _one(ctx: Context, s: Session, a: dict, label: str | None) -> str | None:
     kind = a["type"]
     if kind == "point":
-        return prompting.click(ctx, s, a["x"], a["y"], a["mode"])
+        return prompting.point(ctx, s, a["x"], a["y"], a["mode"])
     if kind == "box":
         return prompting.drag_box(ctx, s, *a["box"])
     if kind == "remove_point":

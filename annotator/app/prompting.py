@@ -128,6 +128,16 @@ def remove_point(ctx: Context, s: Session, index: int) -> str:
     return f"Removed point {int(index) + 1}." + score_text(s.prompt)
 
 
+def point(ctx: Context, s: Session, x: float, y: float, kind: str) -> str:
+    """A click on the browser canvas adding a ``kind`` point ("positive", "negative") or box
+    corner whatever the mode: a right click adds the opposite point, and the mode stays."""
+    mode = s.mode
+    try:
+        return click(ctx, s, x, y, kind)
+    finally:
+        s.mode = mode
+
+
 def drag_box(ctx: Context, s: Session, x0: float, y0: float, x1: float, y1: float) -> str:
     """A box drawn in one drag: the same as its two corners clicked in box mode (the mode
     itself is left as it was)."""
