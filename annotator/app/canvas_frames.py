@@ -52,6 +52,7 @@ ACTION_TYPES = (
     "delete",
     "resync",
 )
+UNCHANGED = object()  # a frame's prompt that the browser has already
 POINT_MODES = ("positive", "negative", "box")  # what a plain click on the image adds
 MODES = ("positive", "negative", "box", "select")
 VIEW_KEYS = ("alpha", "outlines", "only_selected", "coverage")
@@ -189,6 +190,7 @@ class Sent:
     frame: int = 0  # number of the last frame sent
     last_action: int = 0  # sequence number of the last browser action applied
     view: tuple | None = None  # the view options the browser has (it reports its own)
+    prompt_key: tuple | None = None  # what the prompt sent last was made from (None: not sent)
 
 
 def _bbox_view(bbox, size_hw, view_hw) -> tuple[int, int, int, int]:
@@ -211,7 +213,7 @@ def layers_message(anns: Sequence, size_hw: tuple[int, int], sent: Sent, max_sid
     if (
         not full
         and order == sent.order
-        and all(a.counts is sent.masks[a.id][0] or a.counts == sent.masks[a.id][0] for a in anns)
+        and all(a.id in sent.masks and a.counts in (sent.masks[a.id][0],) for a in anns)
     ):
         return None  # the same masks in the same order: the layers are as the browser has them
     layers = stack_layers(anns, size_hw) if anns else []
@@ -365,6 +367,7 @@ def prompt_message(
 def forget(sent: Sent) -> None:
     """The browser has no image and no layers (a new image, a reload, a lost frame)."""
     sent.image_key, sent.size, sent.masks, sent.n_layers, sent.order = None, None, {}, 0, ()
+    sent.prompt_key = None
 
 
 # -- a frame -----------------------------------------------------------------------------------------
@@ -382,8 +385,9 @@ def frame(
 ) -> dict:
     """The next frame for a browser canvas that holds ``sent`` (updated in place).
 
-    ``prompt``: ``prompt_message(...)`` output or None. Sends the image when it changed,
-    then the layer patches of what changed; the table, legend and prompt always (small).
+    ``prompt``: ``prompt_message(...)`` output, None for no prompt, or ``UNCHANGED`` (the
+    browser has it). Sends the image when it changed, then the layer patches of what changed;
+    the table and legend always (small).
     """
     sent.frame += 1
     out: dict[str, Any] = {"kind": "frame", "frame": sent.frame, "ack": sent.last_action, "message": message}
@@ -408,7 +412,8 @@ def frame(
     out["table"] = table_message(anns, doc.selection if doc is not None else (), classes)
     out["legend"] = legend(anns, classes)
     out["classes"] = classes.to_records() if classes is not None else []
-    out["prompt"] = prompt or {"points": [], "box": None, "corner": None, "mask": None, "color": PROMPT_COLOR}
+    if prompt is not UNCHANGED:
+        out["prompt"] = prompt or {"points": [], "box": None, "corner": None, "mask": None, "color": PROMPT_COLOR}
     if extra:
         out.update(extra)
     return out

@@ -85,9 +85,14 @@ def frame(s: Session, message: str = "") -> dict:
             return cf.frame(sent, image=None, image_key=None, message=message, extra=extra)
         p = s.prompt
         size = s.image.shape[:2]
-        # only the shown candidate, upscaled straight to the view size
-        mask = p.mask_at(cf.view_size(size)) if p.prediction is not None else None
-        prompt = cf.prompt_message(p.points, p.labels, p.box, mask, size, corner=p.corner)
+        key = (image_key(s), tuple(p.points), tuple(p.labels), p.box, p.corner, id(p.prediction), p.choice)
+        if key == sent.prompt_key and sent.image_key == key[0]:
+            prompt = cf.UNCHANGED  # (a select, a paint, a view change: no candidate to encode again)
+        else:
+            # only the shown candidate, upscaled straight to the view size
+            mask = p.mask_at(cf.view_size(size)) if p.prediction is not None else None
+            prompt = cf.prompt_message(p.points, p.labels, p.box, mask, size, corner=p.corner)
+            sent.prompt_key = key
         shown = views.shown(s) + (_preview(s) if s.preview else [])
         doc = SimpleNamespace(annotations=shown, selection=s.doc.selection if s.doc is not None else ())
         return cf.frame(

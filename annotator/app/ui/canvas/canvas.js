@@ -286,6 +286,8 @@
     if ("image" in f) {
       if (f.image === null) {
         st.img = null; st.layers = []; st.fill = null; st.crop = null; st.rows = new Map();
+        st.prompt = {points: [], box: null, corner: null, mask: null, color: "#1e90ff"}; st.promptMask = null;
+        st.legend = []; renderLegend(); viewChanged();
       } else {
         st.img = {key: f.image.key, W: f.image.width, H: f.image.height, vw: f.image.view_width,
                   vh: f.image.view_height, bitmap: await imageBitmap};
