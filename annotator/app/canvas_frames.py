@@ -298,9 +298,11 @@ def mask_color(ann, classes: ClassList | None) -> str:
     return f"#{int(r):02x}{int(g):02x}{int(b):02x}"
 
 
-def table_message(anns: Iterable, selection: Iterable[int], classes: ClassList | None) -> list[dict]:
+def table_message(
+    anns: Iterable, selection: Iterable[int], classes: ClassList | None, cursor: int | None = None
+) -> list[dict]:
     """One small row per mask (z-order, bottom first): what the browser needs to colour,
-    hide, select and hover it."""
+    hide, select and hover it (``cursor``: the mask under review, outlined like a selected one)."""
     sel = set(selection)
     out = []
     for a in anns:
@@ -314,6 +316,7 @@ def table_message(anns: Iterable, selection: Iterable[int], classes: ClassList |
                 "visible": a.visible,
                 "review": a.review,
                 "selected": a.id in sel,
+                "current": a.id == cursor,
                 "bbox": [float(v) for v in a.bbox],
                 "area": a.area,
             }
@@ -409,7 +412,7 @@ def frame(
         out["layers"] = layers
     # a frame with everything in it: the browser applies it even after a lost frame
     out["full"] = "image" in out
-    out["table"] = table_message(anns, doc.selection if doc is not None else (), classes)
+    out["table"] = table_message(anns, doc.selection if doc is not None else (), classes, getattr(doc, "cursor", None))
     out["legend"] = legend(anns, classes)
     out["classes"] = classes.to_records() if classes is not None else []
     if prompt is not UNCHANGED:

@@ -94,7 +94,9 @@ def frame(s: Session, message: str = "") -> dict:
             prompt = cf.prompt_message(p.points, p.labels, p.box, mask, size, corner=p.corner)
             sent.prompt_key = key
         shown = views.shown(s) + (_preview(s) if s.preview else [])
-        doc = SimpleNamespace(annotations=shown, selection=s.doc.selection if s.doc is not None else ())
+        doc = SimpleNamespace(
+            annotations=shown, selection=s.doc.selection if s.doc is not None else (), cursor=s.cursor
+        )
         return cf.frame(
             sent,
             image=s.image,

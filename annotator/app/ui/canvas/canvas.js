@@ -218,7 +218,7 @@
         let [r, g, b] = hexRGB(row.color);
         const hov = id === st.hover;
         if (hov) { r = (r + 255) >> 1; g = (g + 255) >> 1; b = (b + 255) >> 1; }
-        colors.set(id, [r, g, b, row.selected || hov]);
+        colors.set(id, [r, g, b, row.selected || row.current || hov]);
       }
       for (let y = y0; y < y1; y++) {
         for (let x = x0; x < x1; x++) {
@@ -304,7 +304,7 @@
       // rows whose look changed are recoloured where they are
       for (const [id, r] of st.rows) {
         const o = old.get(id);
-        if (!o || o.color !== r.color || o.visible !== r.visible || o.selected !== r.selected || o.review !== r.review) dirty.push(r);
+        if (!o || o.color !== r.color || o.visible !== r.visible || o.selected !== r.selected || o.current !== r.current || o.review !== r.review) dirty.push(r);
       }
       for (const [id, o] of old) if (!st.rows.has(id)) dirty.push(o);
     }
