@@ -107,3 +107,43 @@ def test_question_mark_shows_the_keys_and_esc_closes_them(browser, app):
     page.keyboard.press("Escape")
     assert not help_box.is_visible()
     page.close()
+
+
+@pytest.mark.browser
+def test_in_the_app_right_click_is_negative_a_drag_is_a_box_and_view_changes_ask_nothing(browser, app):
+    from test_browser import Canvas, session_showing, wait_message
+
+    demo, url = app
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    page.set_default_timeout(60_000)
+    page.goto(url, wait_until="load")
+    page.wait_for_selector("#canvas .acv")
+    page.set_input_files("#upload input[type=file]", str(IMAGES / "dog.jpg"))
+    page.wait_for_function("() => document.querySelector('#status textarea').value.includes('embedding cached')")
+    wait_shown(page, [800, 534])
+    sess = session_showing(demo, "dog.jpg")
+    canvas = Canvas(page)
+    canvas.click(300, 300)
+    wait_message(page, "positive point added")
+    canvas.click(420, 200, button="right")
+    wait_message(page, "negative point added")
+    assert sess.prompt.labels == [1, 0] and sess.mode == "positive"
+    assert abs(sess.prompt.points[1][0] - 420) < 1.5 and abs(sess.prompt.points[1][1] - 200) < 1.5
+    page.wait_for_function("() => document.querySelector('#canvas .acv')._acv.state.promptMask !== null")
+    canvas.drag(480, 130, 670, 270)
+    wait_message(page, "box set")
+    assert [round(v) for v in sess.prompt.box] == [480, 130, 670, 270] or all(
+        abs(a - b) < 1.5 for a, b in zip(sess.prompt.box, (480, 130, 670, 270))
+    )
+    page.wait_for_timeout(300)
+    requests = []
+    page.on("request", lambda r: requests.append(r.url))
+    paints = int(page.eval_on_selector("#canvas .acv", "e => e.dataset.paints"))
+    page.eval_on_selector("#canvas .acv-opacity", "e => { e.value = 90; e.dispatchEvent(new Event('input')); }")
+    page.locator("#canvas .acv-hide").check()
+    page.locator("#canvas .acv-hide").uncheck()
+    page.keyboard.press("o")  # only selected, by key
+    page.wait_for_function(f"() => Number(document.querySelector('#canvas .acv').dataset.paints) > {paints + 2}")
+    page.wait_for_timeout(500)
+    assert requests == [], requests
+    page.close()
