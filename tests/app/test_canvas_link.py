@@ -66,7 +66,7 @@ def test_a_point_then_accept_gives_a_mask_in_the_layers_and_a_class(wb, sid):
     cand = s.prompt.mask
     m = f["prompt"]["mask"]  # the candidate's bounding box (view = image pixels here)
     ys, xs = np.nonzero(cand)
-    assert (m["x"], m["y"], m["w"], m["h"]) == (xs.min(), ys.min(), xs.ptp() + 1, ys.ptp() + 1)
+    assert (m["x"], m["y"], m["w"], m["h"]) == (xs.min(), ys.min(), np.ptp(xs) + 1, np.ptp(ys) + 1)
     assert "layers" not in f  # no mask changed: no layer is sent again
     view, f = b.send({"type": "accept", "class_id": None}, label="dog")
     assert "Added mask 1 (dog)" in view.message
@@ -113,11 +113,12 @@ def test_brush_and_eraser_strokes_are_one_undoable_edit_each(wb, sid):
     stroke = {"points": [[300, 250], [400, 250]], "radius": 5, "erase": False}
     view, f = b.send({"type": "paint", "id": ann, "strokes": [stroke]})
     grown = s.doc[ann].area - 100 * 100
-    assert "Painted mask" in view.message and abs(grown - 100 * 10 - np.pi * 25 / 2) < 60
+    drawn = 100 * 10 + np.pi * 25 / 2  # the stroke beyond the square: a band 10 px wide, a round end
+    assert "Painted mask" in view.message and abs(grown - drawn) / drawn < 0.12
     assert f["layers"]["patches"] and not f["layers"]["reset"]
     erase = {"points": [[250, 190], [250, 310]], "radius": 5, "erase": True}
     b.send({"type": "paint", "id": ann, "strokes": [erase]})
-    assert s.doc[ann].area < 100 * 100 + grown - 900
+    assert s.doc[ann].area < 100 * 100 + grown - 800  # a band 10 px wide across the square
     b.send({"type": "undo"}, {"type": "undo"})
     assert s.doc[ann].area == 100 * 100
     with pytest.raises(WorkbenchError, match="empty"):  # erasing everything: delete instead
