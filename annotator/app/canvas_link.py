@@ -20,6 +20,9 @@ from annotator.app.classes import class_list
 from annotator.app.context import Context
 from annotator.app.state import PREVIEW_COLOR_BASE, Session, WorkbenchError
 
+# actions the browser shows before the server answers (a point, a box, a removed point)
+PROMPT_ACTIONS = ("point", "box", "remove_point", "clear_prompt")
+
 
 @dataclass
 class BrowserCanvas:
@@ -133,6 +136,9 @@ def apply(ctx: Context, s: Session, message, label: str | None = None) -> str:
         actions = cf.new_actions(message, c.sent)
     except ValueError as e:  # a malformed message: nothing of it is applied
         raise WorkbenchError(f"The canvas sent a message the server cannot read: {e}") from None
+    if any(a["type"] in PROMPT_ACTIONS for a in actions):
+        # the browser drew these at once: the answer shows the prompt as it is, even if refused
+        c.sent.prompt_key = None
     said, errors = "", []
     for a in actions:
         c.sent.last_action = a["seq"]  # the frame that answers acknowledges it, refused or not
