@@ -21,16 +21,18 @@ serves full-resolution crops of it when the browser zooms past that scale.
 from __future__ import annotations
 
 import base64
+import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from annotator.annotations import render
 from annotator.annotations import rle as rle_utils
-from annotator.annotations.classes import ClassList
+from annotator.annotations.classes import ClassList, rgb
 from annotator.annotations.markers import display_scale, display_size
 
 VIEW_MAX_SIDE = 2048
@@ -69,6 +71,18 @@ def png_url(array: np.ndarray) -> str:
     if not ok:
         raise RuntimeError("PNG encoding failed")
     return _data_url("png", buf)
+
+
+def tinted_png_url(mask: np.ndarray, color: str) -> str:
+    """A PNG data URL of a 0/1 (H, W) uint8 mask: ``color`` where set, transparent elsewhere.
+    Paletted (one byte a pixel, a transparent index 0), so the browser draws it as it comes,
+    with no pixel loop of its own."""
+    h, w = mask.shape
+    img = Image.frombytes("P", (w, h), np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
+    img.putpalette([0, 0, 0, *rgb(color)])
+    buf = io.BytesIO()
+    img.save(buf, "PNG", compress_level=1, transparency=0)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def jpeg_url(rgb: np.ndarray, quality: int = JPEG_QUALITY) -> str:
@@ -261,9 +275,13 @@ def layers_message(anns: Sequence, size_hw: tuple[int, int], sent: Sent, max_sid
 
 
 def mask_message(
-    mask: np.ndarray | None, size_hw: tuple[int, int] | None = None, max_side: int = VIEW_MAX_SIDE
+    mask: np.ndarray | None,
+    size_hw: tuple[int, int] | None = None,
+    max_side: int = VIEW_MAX_SIDE,
+    color: str = PROMPT_COLOR,
 ) -> dict | None:
-    """A single mask (the prompt's candidate) as a grey PNG of its bounding box, view pixels.
+    """A single mask (the prompt's candidate) as a PNG of its bounding box in view pixels,
+    ``color`` where the mask is and transparent elsewhere.
     ``mask`` is at the image's size ``size_hw`` (default: its own shape) or already at the
     view size (the cheap way: only that candidate is upscaled, straight to the view size)."""
     if mask is None or not mask.any():
@@ -284,7 +302,7 @@ def mask_message(
         "y": int(y0),
         "w": int(x1 - x0),
         "h": int(y1 - y0),
-        "src": png_url((view[y0:y1, x0:x1] != 0).astype(np.uint8) * 255),
+        "src": tinted_png_url((view[y0:y1, x0:x1] != 0).view(np.uint8), color),
     }
 
 

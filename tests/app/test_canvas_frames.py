@@ -1,8 +1,12 @@
 """What the browser canvas draws: label layers and their patches, image crops, table, actions
 (annotator.app.canvas_frames)."""
 
+import base64
+import io
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from annotator.annotations import render
 from annotator.annotations.classes import ClassList
@@ -176,9 +180,13 @@ def test_table_and_legend_use_class_colours_and_count_masks():
 
 def test_candidate_mask_message_is_its_bounding_box():
     m = rect(30, 20, 61, 41)
-    msg = cd.mask_message(m)
+    m[25:30, 40:45] = False  # a hole
+    msg = cd.mask_message(m, color="#1e90ff")
     assert (msg["x"], msg["y"], msg["w"], msg["h"]) == (30, 20, 31, 21)
-    assert (cd.decode_data_url(msg["src"]) == 255).all()
+    rgba = np.asarray(Image.open(io.BytesIO(base64.b64decode(msg["src"].split(",", 1)[1]))).convert("RGBA"))
+    assert rgba.shape == (21, 31, 4)
+    assert np.array_equal(rgba[..., 3] == 255, m[20:41, 30:61])  # opaque exactly on the mask
+    assert (rgba[m[20:41, 30:61]][:, :3] == (0x1E, 0x90, 0xFF)).all()  # in the prompt's colour
     assert cd.mask_message(np.zeros((H, W), bool)) is None
     thin = np.zeros((3000, 4000), bool)
     thin[1500, 100:3000] = True  # one pixel high: thinner than a view pixel row

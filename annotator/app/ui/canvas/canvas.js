@@ -267,22 +267,17 @@
     st.edgeCtx = st.edge.getContext("2d");
     st.top = new Uint32Array(vw * vh);
   }
-  async function promptCanvas(m, color) {
-    const px = pixelsOf(await bitmapOf(m.src));
-    const c = document.createElement("canvas"); c.width = m.w; c.height = m.h;
-    const cc = c.getContext("2d"), out = cc.createImageData(m.w, m.h), [r, g, b] = hexRGB(color || "#1e90ff");
-    for (let i = 0; i < m.w * m.h; i++) {
-      if (px[i * 4] > 127) { out.data[i * 4] = r; out.data[i * 4 + 1] = g; out.data[i * 4 + 2] = b; out.data[i * 4 + 3] = 255; }
-    }
-    cc.putImageData(out, 0, 0);
-    return c;
+  // the candidate comes tinted and transparent around it (a paletted PNG): drawn as it is
+  async function promptCanvas(m) {
+    const blob = await (await fetch(m.src)).blob();
+    return createImageBitmap(blob);
   }
   async function applyFrame(f) {
     if (!f || f.kind !== "frame") return;
     // decode what the frame brings first (in parallel), then change the state in one go
     const imageBitmap = f.image ? bitmapOf(f.image.src) : null;
     const patchBitmaps = f.layers ? Promise.all(f.layers.patches.map(p => bitmapOf(p.src))) : null;
-    const promptMask = f.prompt && f.prompt.mask ? promptCanvas(f.prompt.mask, f.prompt.color) : null;
+    const promptMask = f.prompt && f.prompt.mask ? promptCanvas(f.prompt.mask) : null;
     if ("image" in f) {
       if (f.image === null) {
         st.img = null; st.layers = []; st.fill = null; st.crop = null; st.rows = new Map();
