@@ -23,7 +23,7 @@ from annotator.app.workbench import Workbench
 
 # the drawing area: what the window leaves after the title row, the toolbar and the controls
 # below it (all of them visible without scrolling at 1366x768)
-CANVAS_HEIGHT = "max(320px, calc(100vh - 262px))"
+CANVAS_HEIGHT = "max(320px, calc(100vh - 290px))"
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,7 +54,9 @@ def layout(wb: Workbench) -> LeftColumn:
             candidates = gr.Radio(
                 [], label="SAM's candidates (Tab, or the same pixel again)", elem_id="candidates", scale=5
             )
-            label = gr.Textbox("object", label="Label / class (1-9)", elem_id="label", scale=2, max_lines=1)
+            label = gr.Textbox(
+                "object", label="Label / class (1-9)", elem_id="label", scale=1, min_width=150, max_lines=1
+            )
             with gr.Column(scale=1, min_width=110):
                 accept = gr.Button("Accept (Enter)", variant="primary", elem_id="accept", size="sm")
                 clear = gr.Button("Clear (Esc)", elem_id="clear", size="sm")
