@@ -205,6 +205,7 @@ class Sent:
     last_action: int = 0  # sequence number of the last browser action applied
     view: tuple | None = None  # the view options the browser has (it reports its own)
     prompt_key: tuple | None = None  # what the prompt sent last was made from (None: not sent)
+    preview_n: int = 0  # masks in the preview layer sent (segment everything still running)
 
 
 def _bbox_view(bbox, size_hw, view_hw) -> tuple[int, int, int, int]:
@@ -389,9 +390,21 @@ def forget(sent: Sent) -> None:
     """The browser has no image and no layers (a new image, a reload, a lost frame)."""
     sent.image_key, sent.size, sent.masks, sent.n_layers, sent.order = None, None, {}, 0, ()
     sent.prompt_key = None
+    sent.preview_n = 0
 
 
 # -- a frame -----------------------------------------------------------------------------------------
+def preview_message(
+    rles: Sequence[dict], size_hw: tuple[int, int], first_id: int, max_side: int = VIEW_MAX_SIDE
+) -> dict:
+    """Masks still being found, flattened into one label layer (the topmost wins; ids from
+    ``first_id``): provisional, so one PNG per update instead of a layer per overlap."""
+    view_hw = view_size(size_hw, max_side)
+    labels = to_view(render.label_map_from_rles(list(rles), size_hw), view_hw).astype(np.uint32)
+    ids = np.where(labels > 0, labels + (first_id - 1), 0).astype(np.uint32)
+    return {"w": view_hw[1], "h": view_hw[0], "src": png_url(ids_to_rgb(ids))}
+
+
 def frame(
     sent: Sent,
     *,
@@ -403,12 +416,14 @@ def frame(
     message: str = "",
     max_side: int = VIEW_MAX_SIDE,
     extra: Mapping | None = None,
+    preview: Sequence = (),
 ) -> dict:
     """The next frame for a browser canvas that holds ``sent`` (updated in place).
 
     ``prompt``: ``prompt_message(...)`` output, None for no prompt, or ``UNCHANGED`` (the
-    browser has it). Sends the image when it changed, then the layer patches of what changed;
-    the table and legend always (small).
+    browser has it). ``preview``: (id, RLE) of masks segment everything has found so far.
+    Sends the image when it changed, then the layer patches of what changed; the table and
+    legend always (small).
     """
     sent.frame += 1
     out: dict[str, Any] = {"kind": "frame", "frame": sent.frame, "ack": sent.last_action, "message": message}
@@ -428,10 +443,16 @@ def frame(
     layers = layers_message(anns, image.shape[:2], sent, max_side)
     if layers is not None:
         out["layers"] = layers
+    if len(preview) != sent.preview_n:
+        out["preview"] = (
+            preview_message([r for _, r in preview], image.shape[:2], preview[0][0], max_side) if preview else None
+        )
+        sent.preview_n = len(preview)
     # a frame with everything in it: the browser applies it even after a lost frame
     out["full"] = "image" in out
-    out["table"] = table_message(anns, doc.selection if doc is not None else (), classes, getattr(doc, "cursor", None))
     out["legend"] = legend(anns, classes)
+    anns += getattr(doc, "preview_rows", [])  # coloured like masks, counted in no legend
+    out["table"] = table_message(anns, doc.selection if doc is not None else (), classes, getattr(doc, "cursor", None))
     out["classes"] = classes.to_records() if classes is not None else []
     if prompt is not UNCHANGED:
         out["prompt"] = prompt or {"points": [], "box": None, "corner": None, "mask": None, "color": PROMPT_COLOR}

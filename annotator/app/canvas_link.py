@@ -53,24 +53,18 @@ def image_key(s: Session) -> str | None:
     return c.key
 
 
-def _preview(s: Session) -> list:
-    """Masks a running "segment everything" has found, drawn like masks (ids apart)."""
-    out = []
+def _preview(s: Session) -> tuple[list, list]:
+    """Masks a running "segment everything" has found: (id, RLE) for the preview layer and
+    a table row each (ids apart from the masks', colours as the server's overlay had)."""
+    masks, rows = [], []
     for k, rle in enumerate(s.preview):
         rle = rle_utils.normalize(rle, s.image.shape[:2], check=False)
-        bbox = tuple(float(v) for v in rle_utils.bboxes([rle])[0])
-        out.append(
-            SimpleNamespace(
-                id=PREVIEW_COLOR_BASE + k,
-                counts=rle["counts"],
-                bbox=bbox,
-                label=None,
-                visible=True,
-                review="pending",
-                area=0,
-            )
+        ann_id = PREVIEW_COLOR_BASE + k
+        masks.append((ann_id, rle))
+        rows.append(
+            SimpleNamespace(id=ann_id, label=None, visible=True, review="pending", area=0, bbox=(0.0, 0.0, 0.0, 0.0))
         )
-    return out
+    return masks, rows
 
 
 def frame(s: Session, message: str = "") -> dict:
@@ -96,9 +90,12 @@ def frame(s: Session, message: str = "") -> dict:
             mask = p.mask_at(cf.view_size(size)) if p.prediction is not None else None
             prompt = cf.prompt_message(p.points, p.labels, p.box, mask, size, corner=p.corner)
             sent.prompt_key = key
-        shown = views.shown(s) + (_preview(s) if s.preview else [])
+        preview, preview_rows = _preview(s) if s.preview else ([], [])
         doc = SimpleNamespace(
-            annotations=shown, selection=s.doc.selection if s.doc is not None else (), cursor=s.cursor
+            annotations=views.shown(s),
+            selection=s.doc.selection if s.doc is not None else (),
+            cursor=s.cursor,
+            preview_rows=preview_rows,
         )
         return cf.frame(
             sent,
@@ -109,6 +106,7 @@ def frame(s: Session, message: str = "") -> dict:
             prompt=prompt,
             message=message,
             extra=extra,
+            preview=preview,
         )
 
 

@@ -113,7 +113,13 @@ def build_app(
         with gr.Row():
             col = canvas.layout(wb)
             # the side panel: narrow, so the canvas has most of the width (60% at 1366 px)
-            with gr.Column(scale=3, min_width=380), gr.Tabs(selected="image") as tabs:
+            with (
+                gr.Column(scale=3, min_width=380),
+                gr.Tabs(
+                    selected="image",
+                    overflow_behavior="wrap",  # every tab in sight in the narrow panel
+                ) as tabs,
+            ):
                 image = image_tab.layout(examples, wb.limits)
                 project = project_tab.layout(wb)
                 masks = masks_tab.layout()

@@ -34,6 +34,7 @@
     img: null,        // {key, W, H, vw, vh, bitmap}
     crop: null,       // full-resolution crop {key, x, y, w, h, bitmap}
     layers: [],       // Uint32Array(vw * vh) of mask ids, layer 0 at the bottom
+    preview: null,    // Uint32Array(vw * vh): masks segment everything found so far, over the layers
     top: null,        // Uint32Array(vw * vh): the topmost shown mask id per view pixel
     fill: null, fillCtx: null, edge: null, edgeCtx: null,  // mask colours and outlines, view size
     rows: new Map(),  // id -> table row
@@ -189,13 +190,15 @@
     const [x0, y0, x1, y1] = rect || [0, 0, vw, vh];
     // the edge test reads one pixel around, so the top ids are refreshed one pixel wider
     const ax0 = Math.max(0, x0 - 1), ay0 = Math.max(0, y0 - 1), ax1 = Math.min(vw, x1 + 1), ay1 = Math.min(vh, y1 + 1);
-    const top = st.top, layers = st.layers, n = layers.length;
+    const top = st.top, layers = st.layers, n = layers.length, preview = st.preview;
     const visible = new Map(), accepted = new Set();
     for (const [id, row] of st.rows) { visible.set(id, shown(row)); if (row.review === "accepted") accepted.add(id); }
     for (let y = ay0; y < ay1; y++) {
       for (let i = y * vw + ax0, end = y * vw + ax1; i < end; i++) {
         let id = 0;
-        for (let l = n - 1; l >= 0; l--) { const v = layers[l][i]; if (v && visible.get(v)) { id = v; break; } }
+        const p = preview ? preview[i] : 0;
+        if (p && visible.get(p)) id = p;
+        else for (let l = n - 1; l >= 0; l--) { const v = layers[l][i]; if (v && visible.get(v)) { id = v; break; } }
         top[i] = id;
       }
     }
@@ -277,6 +280,7 @@
     // decode what the frame brings first (in parallel), then change the state in one go
     const imageBitmap = f.image ? bitmapOf(f.image.src) : null;
     const patchBitmaps = f.layers ? Promise.all(f.layers.patches.map(p => bitmapOf(p.src))) : null;
+    const previewBitmap = f.preview ? bitmapOf(f.preview.src) : null;
     const promptMask = f.prompt && f.prompt.mask ? promptCanvas(f.prompt.mask) : null;
     if ("image" in f) {
       if (f.image === null) {
@@ -286,7 +290,7 @@
       } else {
         st.img = {key: f.image.key, W: f.image.width, H: f.image.height, vw: f.image.view_width,
                   vh: f.image.view_height, bitmap: await imageBitmap};
-        st.crop = null; st.layers = []; st.hover = 0; st.rows = new Map();
+        st.crop = null; st.layers = []; st.preview = null; st.hover = 0; st.rows = new Map();
         newLayerCanvases(st.img.vw, st.img.vh);
         fit();
       }
@@ -320,6 +324,15 @@
       });
       st.layers.length = L.count;
       if (st.coverage) full = true;
+    }
+    if ("preview" in f && st.img) {
+      st.preview = null;
+      if (f.preview) {
+        const px = pixelsOf(await previewBitmap), ids = new Uint32Array(f.preview.w * f.preview.h);
+        for (let i = 0, o = 0; i < ids.length; i++, o += 4) ids[i] = px[o] | (px[o + 1] << 8) | (px[o + 2] << 16);
+        st.preview = ids;
+      }
+      full = true;
     }
     if (st.img && st.fill) {
       if (full || (st.coverage && dirty.length)) recolor(null);
