@@ -8,7 +8,8 @@ doing what a person does with one image:
     -> segment everything on a small grid -> select two masks and merge them
     -> delete one -> export COCO (RLE)
 
-After every action the session fetches the canvas image, as the browser does. Each session
+The canvas comes inside every response (a frame of what changed, drawn by the browser; were it
+a served image file, the session would fetch it as a browser does: the "canvas" row). Each session
 uses its own label prefix, and at the end its exported COCO file must hold exactly the masks
 its own table shows (same ids, same areas, its own labels and image) and nothing of any
 other session: a leak or a lost edit is reported as such. Prints errors, and p50/p95/max

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ from annotator.annotations.annotation import (  # noqa: F401  (re-exported: the 
     make_annotation,
     updated,
 )
+from annotator.annotations.brush import apply_strokes
 from annotator.annotations.hits import HitIndex, next_in_stack  # noqa: F401  (re-exported)
 
 DEFAULT_MAX_HISTORY = 100
@@ -473,6 +474,20 @@ class AnnotationDocument:
             )
             new = dataclasses.replace(new, subtracted=old.subtracted + tuple(tools))
             self._edit(f"subtract {len(tools)} from {target}", items={**s.items, target: new})
+
+    def paint(self, ann_id: int, strokes: Sequence[Mapping]) -> None:
+        """Brush and eraser strokes on one mask, as one undoable edit ("paint mask N").
+
+        Each stroke is ``{"points": [[x, y], ...], "radius": r, "erase": bool}`` in image
+        pixels, applied in order (see ``apply_strokes``). Erasing a mask away entirely is
+        refused: delete it instead.
+        """
+        with self._lock:
+            old = self[ann_id]
+            mask = apply_strokes(old.mask(), strokes)
+            if not mask.any():
+                raise ValueError(f"erasing would leave mask {ann_id} empty; delete it instead")
+            self.update(ann_id, mask=mask, action=f"paint mask {ann_id}")
 
     def bring_to_front(self, ids=None) -> None:
         with self._lock:

@@ -47,6 +47,8 @@ class Context:
     # clicks arriving together from any sessions are one batch (it takes the model lock for
     # the decoder call itself); else the segmenter, under the model lock
     prompt_segmenter: object = None
+    # True: the page's canvas draws in the browser (View.frame); no canvas image is rendered
+    browser_canvas: bool = False
 
     def __post_init__(self):
         if self.prompt_segmenter is None:

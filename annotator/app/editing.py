@@ -9,6 +9,7 @@ import math
 from annotator.annotations.document import next_in_stack
 from annotator.app import projects
 from annotator.app.checks import need_image, need_selection, targets
+from annotator.app.classes import note_label
 from annotator.app.context import Context
 from annotator.app.state import Session, WorkbenchError
 from annotator.app.text import ids_text
@@ -111,7 +112,18 @@ def relabel(s: Session, label: str | None) -> str:
     ids = targets(s, "label")
     label = (label or "").strip() or None
     s.doc.relabel(ids, label)
+    note_label(s, label)
     return f"Labelled {ids_text(ids)} {label!r}." if label else f"Removed the label of {ids_text(ids)}."
+
+
+def paint(s: Session, ann_id: int, strokes: list) -> str:
+    """Brush / eraser strokes on one mask: one undoable edit (``AnnotationDocument.paint``)."""
+    need_image(s)
+    try:
+        s.doc.paint(int(ann_id), strokes)
+    except (KeyError, ValueError, TypeError) as e:
+        raise WorkbenchError(str(e).strip("'\"")) from None
+    return f"Painted mask {int(ann_id)}. Undo restores it."
 
 
 def undo(ctx: Context, s: Session) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from annotator.annotations.document import AnnotationDocument
 from annotator.app import images
+from annotator.app.classes import forget as forget_classes
 from annotator.app.context import Context
 from annotator.app.state import COMPUTING, OpenProject, Session, ViewOptions, WorkbenchError
 from annotator.app.text import plural
@@ -59,6 +60,7 @@ def enter(ctx: Context, s: Session, name: str, store, image_id: int | None) -> i
     s.cancel.set()
     s.find_cancel.set()
     s.project = OpenProject(name=ctx.projects.path(name).stem, store=store)
+    forget_classes(s)  # the project's own class list
     saved = store.get_state("view")
     if isinstance(saved, dict):
         with contextlib.suppress(TypeError, ValueError):
@@ -96,6 +98,7 @@ def close(s: Session) -> str:
     s.cancel.set()
     s.find_cancel.set()
     s.project = None
+    forget_classes(s)
     images.clear_image(s)
     return f"Closed project {name}; everything in it was saved."
 

@@ -12,11 +12,13 @@ from annotator.annotations import markers
 from annotator.annotations.rle import normalize as to_rle
 from annotator.app import editing, memory
 from annotator.app.checks import check_mode, need_embedding, need_image
+from annotator.app.classes import note_label
 from annotator.app.context import Context
 from annotator.app.state import MODES, Session, WorkbenchError
 from annotator.app.text import score_text
 from annotator.models.prompt import Prompt
 from annotator.models.prompt import click as prompt_click
+from annotator.models.prompt import remove_point as prompt_remove_point
 
 MODE_HINTS = {
     "positive": "Click the object to add a positive point.",
@@ -104,12 +106,50 @@ def accept(ctx: Context, s: Session, label: str | None = None) -> str:
         review="accepted",
         meta={"model": ctx.info.model_tag},
     )
+    note_label(s, label)  # a new label is a new class
     s.prompt = Prompt()
     # the next object starts with a positive click: a sticky negative mode would make its
     # first click silently negative (a box user keeps drawing boxes)
     if s.mode != "box":
         switch_mode(s, "positive")
     return f"Added mask {ann_id}" + (f" ({label})" if label else "") + f".{dropped}"
+
+
+def remove_point(ctx: Context, s: Session, index: int) -> str:
+    """Remove prompt point ``index`` (0-based; a click on it in the canvas) and predict
+    again from the points left."""
+    need_image(s)
+    need_embedding(s)
+    try:
+        with ctx.prompt_lock():
+            prompt_remove_point(s.prompt, ctx.prompt_segmenter, s.embedding, int(index))
+    except ValueError as e:
+        raise WorkbenchError(str(e)) from None
+    return f"Removed point {int(index) + 1}." + score_text(s.prompt)
+
+
+def point(ctx: Context, s: Session, x: float, y: float, kind: str) -> str:
+    """A click on the browser canvas adding a ``kind`` point ("positive", "negative") or box
+    corner whatever the mode: a right click adds the opposite point, and the mode stays."""
+    mode = s.mode
+    try:
+        return click(ctx, s, x, y, kind)
+    finally:
+        s.mode = mode
+
+
+def drag_box(ctx: Context, s: Session, x0: float, y0: float, x1: float, y1: float) -> str:
+    """A box drawn in one drag: the same as its two corners clicked in box mode (the mode
+    itself is left as it was)."""
+    need_image(s)
+    mode = s.mode
+    s.prompt.corner = None
+    try:
+        click(ctx, s, x0, y0, "box")
+        return click(ctx, s, x1, y1, "box")
+    finally:
+        s.mode = mode
+        s.prompt.corner = None
 
 
 def _copy_prompt(p: Prompt) -> Prompt:

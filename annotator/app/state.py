@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -175,6 +176,8 @@ class Session:
     note: str = ""  # what opening the image had to say (animated, masks dropped), kept for encode
     project: OpenProject | None = None
     notice: str = ""  # said once, before the next action's message (e.g. why a session was freed)
+    canvas: object = None  # annotator.app.canvas_link.BrowserCanvas: what the browser canvas holds
+    classes: object = None  # annotations.classes.ClassList (app.classes); None: not read yet
 
 
 @dataclass
@@ -191,6 +194,9 @@ class View:
     mode: str = "positive"
     progress: list[list] | None = None  # the project's image list; None: unchanged or no project
     has_image: bool = False  # False: no image is shown (the canvas is cleared)
+    # the browser canvas's next frame (Context.browser_canvas), made when the View is shown,
+    # so no numbered frame is made and then lost when one call makes several Views
+    frame: Callable[[], dict] | None = None
     options: ViewOptions | None = None  # the view options in force (a project restores its own)
 
 

@@ -8,14 +8,15 @@ re-rendered only when the document, view options, filter or review cursor change
 
 from __future__ import annotations
 
+import functools
 from dataclasses import astuple
 
 import numpy as np
 
 from annotator.annotations import markers, render
-from annotator.app import projects
+from annotator.app import canvas_link, projects
 from annotator.app.context import Context
-from annotator.app.state import PREVIEW_COLOR_BASE, Session, View, ViewOptions
+from annotator.app.state import PREVIEW_COLOR_BASE, Session, View, ViewOptions, WorkbenchError
 from annotator.app.text import fmt, plural
 
 
@@ -145,14 +146,35 @@ def coverage_text(s: Session) -> str:
     return f"Coverage: accepted masks cover {covered.mean():.1%} of the image; magenta is uncovered."
 
 
+def set_options(
+    s: Session,
+    alpha: float | None = None,
+    outlines: bool | None = None,
+    only_selected: bool | None = None,
+    coverage: bool | None = None,
+) -> str:
+    """Change the view options given (None: leave as is); says the coverage when it is on."""
+    v = s.view
+    if alpha is not None:
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise WorkbenchError("alpha must be between 0 and 1")
+        v.alpha = float(alpha)
+    for name, value in (("outlines", outlines), ("only_selected", only_selected), ("coverage", coverage)):
+        if value is not None:
+            setattr(v, name, bool(value))
+    return coverage_text(s) if v.coverage and s.doc is not None else ""
+
+
 def make_view(ctx: Context, s: Session, message: str) -> View:
     """The View after an action: in a project the change is saved first, before anything
     reports success."""
     projects.save(s)
     if s.notice:
         message, s.notice = f"{s.notice} {message}".strip(), ""
-    canvas_now = None
-    if s.image is not None:
+    canvas_now = frame = None
+    if ctx.browser_canvas:  # the browser draws: it gets what changed, nothing is rendered here
+        frame = functools.partial(canvas_link.frame, s, message)
+    elif s.image is not None:
         key = (_layer_key(s), _prompt_key(s))
         if key != s.sent_canvas_key:
             canvas_now = canvas(ctx, s)
@@ -178,6 +200,7 @@ def make_view(ctx: Context, s: Session, message: str) -> View:
         mode=s.mode,
         progress=progress,
         has_image=s.image is not None,
+        frame=frame,
         options=ViewOptions(**vars(s.view)),
     )
 
@@ -185,5 +208,6 @@ def make_view(ctx: Context, s: Session, message: str) -> View:
 def forget_sent(s: Session) -> None:
     """The next View is complete (nothing left out as unchanged), e.g. for a reloaded page."""
     s.sent_canvas_key = s.sent_table_key = None
+    canvas_link.forget(s)
     if s.project is not None:
         s.project.rows_key = None

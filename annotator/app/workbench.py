@@ -38,9 +38,10 @@ from pathlib import Path
 import numpy as np
 
 from annotator.annotations import markers
-from annotator.app import concepts, editing, everything, exchange, images, memory, projects, prompting
+from annotator.app import canvas_link, concepts, editing, everything, exchange, images, memory, projects, prompting
 from annotator.app import review as reviewing
 from annotator.app import view as views
+from annotator.app.classes import class_list
 from annotator.app.context import Context
 from annotator.app.sessions import SessionStore
 from annotator.app.state import (  # noqa: F401  (re-exported: the UI, tests and benchmarks import them here)
@@ -119,6 +120,7 @@ class Workbench:
 
     # what the shared context holds, by the names callers know
     segmenter = _shared("segmenter")
+    browser_canvas = _shared("browser_canvas")
     info = _shared("info")
     limits = _shared("limits")
     max_display_side = _shared("max_display_side")
@@ -261,6 +263,34 @@ class Workbench:
 
     def redo(self, sid: str) -> View:
         return self._act(sid, editing.redo)
+
+    # -- the browser canvas ----------------------------------------------------------------
+    def remove_point(self, sid: str, index: int) -> View:
+        """Remove prompt point ``index`` (0-based, in the order they were added)."""
+        return self._act(sid, lambda s: prompting.remove_point(self.ctx, s, index))
+
+    def drag_box(self, sid: str, x0: float, y0: float, x1: float, y1: float) -> View:
+        """A box prompt drawn in one drag (image pixels; the same as two clicks in box mode)."""
+        return self._act(sid, lambda s: prompting.drag_box(self.ctx, s, x0, y0, x1, y1))
+
+    def paint(self, sid: str, ann_id: int, strokes: list) -> View:
+        """Brush / eraser strokes (``{"points", "radius", "erase"}``, image pixels) on one
+        mask, one undoable edit."""
+        return self._act(sid, editing.paint, ann_id, strokes)
+
+    def canvas_actions(self, sid: str, message, label: str | None = None) -> View:
+        """The browser canvas's actions (points, boxes, strokes, ...; ``canvas_frames``) in
+        order, answered by one View whose frame acknowledges them."""
+        return self._act(sid, lambda s: canvas_link.apply(self.ctx, s, message, label))
+
+    def canvas_image(self, key: str) -> np.ndarray | None:
+        """The image a browser canvas shows under ``key`` (for its full-resolution crops)."""
+        return canvas_link.image_for_key((self.sessions.peek(k) for k in self.sessions.keys()), key)
+
+    def classes(self, sid: str):
+        """The session's class list (in a project, the project's categories)."""
+        with self._session(sid) as s:
+            return class_list(s)
 
     # -- find all (SAM 3 concepts) --------------------------------------------------------
     def find_all(
@@ -485,17 +515,7 @@ class Workbench:
         only_selected: bool | None = None,
         coverage: bool | None = None,
     ) -> View:
-        with self._session(sid) as s:
-            v = s.view
-            if alpha is not None:
-                if not 0.0 <= float(alpha) <= 1.0:
-                    raise WorkbenchError("alpha must be between 0 and 1")
-                v.alpha = float(alpha)
-            for name, value in (("outlines", outlines), ("only_selected", only_selected), ("coverage", coverage)):
-                if value is not None:
-                    setattr(v, name, bool(value))
-            msg = views.coverage_text(s) if v.coverage and s.doc is not None else ""
-            return views.make_view(self.ctx, s, msg)
+        return self._act(sid, views.set_options, alpha, outlines, only_selected, coverage)
 
     def table_order(self, s: Session) -> list:
         return views.table_order(s)

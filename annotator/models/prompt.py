@@ -143,6 +143,16 @@ def undo_last(prompt: Prompt, segmenter, embedding) -> None:
         _predict(prompt, segmenter, embedding, refine=False)
 
 
+def remove_point(prompt: Prompt, segmenter, embedding, index: int) -> None:
+    """Remove point ``index`` (a click on it in the canvas); re-predict from scratch."""
+    if not 0 <= index < len(prompt.points):
+        raise ValueError(f"the prompt has {len(prompt.points)} points; there is no point {index + 1}")
+    del prompt.points[index], prompt.labels[index]
+    prompt.prediction, prompt.order, prompt.choice = None, [], 0
+    if not prompt.empty:
+        _predict(prompt, segmenter, embedding, refine=False)
+
+
 def _predict(prompt: Prompt, segmenter, embedding, refine: bool) -> None:
     single_point = len(prompt.points) == 1 and prompt.box is None
     mask_input = None

@@ -38,6 +38,7 @@ class Category:
     name: str
     supercategory: str | None = None
     color: str | None = None
+    shortcut: int | None = None  # the class's key 1-9 in the app
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             FOREIGN KEY (image_id, rev) REFERENCES revisions (image_id, rev) ON DELETE CASCADE
         ) WITHOUT ROWID""",
     ),
+    # 3: the categories are the project's class list: a shortcut key 1-9 each (colour exists)
+    (
+        "ALTER TABLE categories ADD COLUMN shortcut INTEGER CHECK (shortcut BETWEEN 1 AND 9)",
+        "CREATE UNIQUE INDEX categories_shortcut ON categories (shortcut) WHERE shortcut IS NOT NULL",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -35,6 +35,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+from annotator.annotations.classes import ClassList
 from annotator.formats.images import DEFAULT_MAX_PIXELS, ImageError, file_sha256, load_image, oriented_size
 from annotator.projects.records import (
     Category,
@@ -656,7 +657,9 @@ class Project:
         with self._lock:
             return [
                 Category(*r)
-                for r in self._conn.execute("SELECT id, name, supercategory, color FROM categories ORDER BY id")
+                for r in self._conn.execute(
+                    "SELECT id, name, supercategory, color, shortcut FROM categories ORDER BY id"
+                )
             ]
 
     def add_category(self, name: str, *, supercategory: str | None = None, color: str | None = None) -> Category:
@@ -673,7 +676,31 @@ class Project:
                 (name, supercategory, color),
             )
             return Category(
-                *c.execute("SELECT id, name, supercategory, color FROM categories WHERE name = ?", (name,)).fetchone()
+                *c.execute(
+                    "SELECT id, name, supercategory, color, shortcut FROM categories WHERE name = ?", (name,)
+                ).fetchone()
+            )
+
+    def classes(self):
+        """The categories as the annotation class list (ids are the COCO category ids)."""
+        return ClassList.from_records(
+            {"id": k.id, "name": k.name, "color": k.color, "shortcut": k.shortcut} for k in self.categories()
+        )
+
+    def save_classes(self, classes) -> None:
+        """Store a ``ClassList`` as the categories, in one transaction: names, colours and keys
+        of existing ids change in place, new ids are added. Categories the list lacks are kept
+        (saved masks may use them), but lose their shortcut."""
+        rows = [(c.id, c.name, c.color, c.shortcut) for c in classes]
+        with self._write() as c:
+            c.execute("UPDATE categories SET shortcut = NULL")
+            # free the names first, so two classes can swap names in one save
+            c.executemany("UPDATE categories SET name = '#renaming ' || id WHERE id = ?", [(r[0],) for r in rows])
+            c.executemany(
+                "INSERT INTO categories (id, name, color, shortcut) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET name = excluded.name, color = excluded.color, "
+                "shortcut = excluded.shortcut",
+                rows,
             )
 
     @staticmethod

@@ -32,20 +32,29 @@ LAUNCH_ARGS = [
 ]
 TIMEOUT_MS = 60_000
 
-# Gradio fits the image with object-fit: scale-down (centred, never upscaled); this maps
-# an image pixel to the screen the same way (docs/gradio6-notes.md §6).
-TO_SCREEN = """(el, [x, y]) => { const r = el.getBoundingClientRect();
-  const s = Math.min(r.width / el.naturalWidth, r.height / el.naturalHeight, 1);
-  return [r.left + (r.width - el.naturalWidth * s) / 2 + (x + 0.5) * s,
-          r.top + (r.height - el.naturalHeight * s) / 2 + (y + 0.5) * s]; }"""
-# The RGB of one pixel of the image the browser shows (same origin, so readable).
-PIXEL = """(el, [x, y]) => { const c = document.createElement('canvas');
-  c.width = el.naturalWidth; c.height = el.naturalHeight; const g = c.getContext('2d');
-  g.drawImage(el, 0, 0); return Array.from(g.getImageData(x, y, 1, 1).data.slice(0, 3)); }"""
-READY = """sel => { const el = document.querySelector(sel);
-  return el && el.complete && el.naturalWidth > 0; }"""
-LOADED = """([sel, old]) => { const el = document.querySelector(sel);
-  return el && el.src && el.src !== old && el.complete && el.naturalWidth > 0; }"""
+# The canvas draws in the browser (annotator/app/ui/canvas): the page position of an image
+# pixel comes from its own view transform; a pixel as seen is read from the drawn canvas.
+TO_PAGE = """([x, y]) => { const root = document.querySelector('#canvas .acv');
+  const r = root.querySelector('canvas').getBoundingClientRect(); const [sx, sy] = root._acv.toScreen(x + 0.5, y + 0.5);
+  return [r.left + sx, r.top + sy]; }"""
+SEEN = """([x, y]) => { const root = document.querySelector('#canvas .acv'); const c = root.querySelector('canvas');
+  const [sx, sy] = root._acv.toScreen(x + 0.5, y + 0.5); const d = window.devicePixelRatio || 1;
+  return Array.from(c.getContext('2d').getImageData(Math.floor(sx * d), Math.floor(sy * d), 1, 1).data.slice(0, 3)); }"""
+# the number of the last frame the canvas applied ('' before the first)
+FRAME = "() => { const r = document.querySelector('#canvas .acv'); return r ? r.dataset.frame || '' : ''; }"
+# the canvas shows an image (of size [w, h] when given)
+SHOWN = """size => { const r = document.querySelector('#canvas .acv'); const img = r && r._acv.state.img;
+  return !!img && (!size || (img.W === size[0] && img.H === size[1])); }"""
+
+
+def wait_shown(page, size=None) -> None:
+    """Wait until the canvas shows an image (of ``size`` (w, h) when given)."""
+    page.wait_for_function(SHOWN, arg=size)
+
+
+def wait_tool(page, tool: str) -> None:
+    """Wait until the canvas's tool (a prompt mode, select, brush or eraser) is ``tool``."""
+    page.wait_for_function("t => document.querySelector('#canvas .acv').dataset.tool === t", arg=tool)
 
 
 def _chromium_or_skip():
@@ -95,29 +104,48 @@ def page(browser, app, request):
 
 
 class Canvas:
-    """Clicks on image pixels of the canvas, waiting for the new overlay each time."""
+    """Clicks on image pixels of the canvas, waiting for the server's next frame each time."""
 
     def __init__(self, page):
         self.page = page
-        self.img = page.locator("#canvas img").first
 
     def src(self) -> str:
-        return self.img.get_attribute("src") or ""
+        """What the canvas shows now (the number of its last frame)."""
+        return self.page.evaluate(FRAME)
 
     def wait_changed(self, old: str) -> None:
-        self.page.wait_for_function(LOADED, arg=["#canvas img", old])
+        self.page.wait_for_function(f"() => ({FRAME})() !== {old!r}")
 
-    def click(self, x: float, y: float, wait: bool = True) -> None:
-        # an image being swapped in has naturalWidth 0, which would put the click elsewhere
-        self.page.wait_for_function(READY, arg="#canvas img")
+    def at(self, x: float, y: float) -> list[float]:
+        """Page coordinates of an image pixel, once the layout has settled (the side panel
+        may change width as its table fills, and the canvas then fits the image again)."""
+        where = self.page.evaluate(TO_PAGE, [x, y])
+        for _ in range(50):
+            self.page.wait_for_timeout(40)
+            again = self.page.evaluate(TO_PAGE, [x, y])
+            if again == where:
+                return where
+            where = again
+        return where
+
+    def click(self, x: float, y: float, wait: bool = True, **kwargs) -> None:
+        wait_shown(self.page)
         old = self.src()
-        cx, cy = self.img.evaluate(TO_SCREEN, [x, y])
-        self.page.mouse.click(cx, cy)
+        self.page.mouse.click(*self.at(x, y), **kwargs)
         if wait:
             self.wait_changed(old)
 
+    def drag(self, x0: float, y0: float, x1: float, y1: float) -> None:
+        old = self.src()
+        self.page.mouse.move(*self.at(x0, y0))
+        self.page.mouse.down()
+        self.page.mouse.move(*self.at(x1, y1), steps=3)
+        self.page.mouse.up()
+        self.wait_changed(old)
+
     def pixel(self, x: int, y: int) -> list[int]:
-        return self.img.evaluate(PIXEL, [x, y])
+        """The RGB the page shows at image pixel (x, y)."""
+        return self.page.evaluate(SEEN, [x, y])
 
 
 def shot(page, name: str) -> None:
@@ -170,6 +198,14 @@ def session_showing(demo, name: str):
     return wb.session(keys[-1])
 
 
+# The canvas as drawn now, kept to compare a pixel with after a change (BEFORE reads it).
+SNAPSHOT = """() => { const c = document.querySelector('#canvas canvas');
+  window.__before = c.getContext('2d').getImageData(0, 0, c.width, c.height); }"""
+BEFORE = """([x, y]) => { const root = document.querySelector('#canvas .acv'); const p = window.__before;
+  const [sx, sy] = root._acv.toScreen(x + 0.5, y + 0.5); const d = window.devicePixelRatio || 1;
+  const i = (Math.floor(sy * d) * p.width + Math.floor(sx * d)) * 4; return Array.from(p.data.slice(i, i + 3)); }"""
+
+
 # Records, from now on, the texts the progress box shows and how often the canvas changes.
 RECORD_UPDATES = """() => {
   window.__seen = {progress: [], canvas: 0};
@@ -177,9 +213,9 @@ RECORD_UPDATES = """() => {
   new MutationObserver(() => { const t = box.innerText; const p = window.__seen.progress;
     if (p[p.length - 1] !== t) { p.push(t); } })
     .observe(box, {subtree: true, childList: true, characterData: true});
-  const canvas = document.querySelector('#canvas');
+  const canvas = document.querySelector('#canvas .acv');
   new MutationObserver(() => { window.__seen.canvas += 1; })
-    .observe(canvas, {subtree: true, attributes: true, attributeFilter: ['src']});
+    .observe(canvas, {attributes: true, attributeFilter: ['data-frame']});
 }"""
 
 
@@ -221,13 +257,13 @@ def test_newcomer_path(app, page, tmp_path):
     # upload a real photo
     page.locator("#upload input[type=file]").set_input_files(str(IMAGES / "truck.jpg"))
     wait_status(page, "embedding cached")
-    page.wait_for_function(LOADED, arg=["#canvas img", ""])
+    wait_shown(page, [1800, 1200])
     sess = session_showing(demo, "truck.jpg")
-    assert canvas.img.evaluate("e => [e.naturalWidth, e.naturalHeight]") == [1800, 1200]
     shot(page, "02-uploaded")
 
     # a positive point: a mask appears on the image, with SAM's 3 candidates
     plain = canvas.pixel(*(900, 700))
+    page.evaluate(SNAPSHOT)  # the whole canvas as drawn before the click
     canvas.click(900, 700)
     wait_message(page, "positive point added")
     assert page.locator("#candidates input[type=radio]").count() == 3
@@ -237,7 +273,7 @@ def test_newcomer_path(app, page, tmp_path):
     ys, xs = np.nonzero(mask)
     k = len(xs) // 2
     inside = (int(xs[k]), int(ys[k]))
-    assert canvas.pixel(*inside) != sess.image[inside[1], inside[0]].tolist()  # shown at scale 1
+    assert canvas.pixel(*inside) != page.evaluate(BEFORE, list(inside))  # tinted by the candidate mask
     shot(page, "03-point")
     # the pixel read works: before the click it read the photo itself (JPEG-close)
     assert np.abs(np.subtract(plain, sess.image[700, 900], dtype=int)).max() <= 24, (plain, sess.image[700, 900])
@@ -246,7 +282,7 @@ def test_newcomer_path(app, page, tmp_path):
 
     # a box from two clicks, switched to with the B key
     page.keyboard.press("b")
-    page.wait_for_function("() => document.querySelector('#mode input[value=box]').checked")
+    wait_tool(page, "box")
     canvas.click(200, 250)
     wait_message(page, "first corner")
     canvas.click(700, 800)
@@ -293,7 +329,7 @@ def test_newcomer_path(app, page, tmp_path):
     # select mode: clicking a mask selects it; merge two, delete one, undo
     first, second = pickable(sess.doc)[:2]
     page.keyboard.press("s")
-    page.wait_for_function("() => document.querySelector('#mode input[value=select]').checked")
+    wait_tool(page, "select")
     # (the message is the signal here: selecting the mask under review looks the same)
     canvas.click(*interior_pixel(sess.doc, second), wait=False)
     wait_message(page, f"Mask {second} selected")
@@ -346,7 +382,7 @@ def test_an_example_image_opens_with_one_click(app, page):
     page.get_by_role("tab", name="Image").click()
     page.locator("#examples").get_by_text("tabletop", exact=True).click()
     wait_status(page, "tabletop.jpg 1200x800")
-    page.wait_for_function(LOADED, arg=["#canvas img", ""])
+    wait_shown(page, [1200, 800])
     shot(page, "example-opened")
 
 
@@ -402,7 +438,7 @@ def test_a_reloaded_page_finds_its_project_image_and_masks(app, page):
     page.locator("#add-images input[type=file]").set_input_files([str(IMAGES / "dog.jpg"), str(IMAGES / "truck.jpg")])
     wait_status(page, "dog.jpg 800x534 · embedding cached")
     wait_progress(page, [["dog.jpg", "pending", "0"], ["truck.jpg", "pending", "0"]])
-    page.wait_for_function(LOADED, arg=["#canvas img", ""])
+    wait_shown(page)
     shot(page, "project-01-added")
 
     canvas.click(300, 300)
@@ -432,7 +468,7 @@ def test_a_reloaded_page_finds_its_project_image_and_masks(app, page):
     # the new page (a new session) reopens the project at the same image, with its masks
     wait_status(page, "project browser-test: image 2/2 (done)")
     wait_status(page, "truck.jpg 1800x1200 · embedding cached")
-    page.wait_for_function(LOADED, arg=["#canvas img", ""])
+    wait_shown(page)
     page.get_by_role("tab", name="Masks").click()
     wait_rows(page, 1)
     assert page.locator("#image-nav").is_visible()
@@ -445,7 +481,13 @@ def test_a_reloaded_page_finds_its_project_image_and_masks(app, page):
     # the masks are drawn: a pixel inside the accepted mask differs from the photo
     ys, xs = np.nonzero(restored.doc.annotations[0].mask())
     k = len(xs) // 2
-    assert canvas.pixel(int(xs[k]), int(ys[k])) != restored.image[ys[k], xs[k]].tolist()
+    drawn = canvas.pixel(int(xs[k]), int(ys[k]))
+    assert drawn != restored.image[ys[k], xs[k]].tolist()
+    # (drawn at about half size, a pixel is smoothed anyway: hiding the masks must change it)
+    page.locator("#canvas .acv-hide").check()
+    page.wait_for_timeout(100)
+    assert canvas.pixel(int(xs[k]), int(ys[k])) != drawn
+    page.locator("#canvas .acv-hide").uncheck()
     shot(page, "project-03-after-reload")
     # and the previous image is one key away, with its mask
     page.keyboard.press(",")

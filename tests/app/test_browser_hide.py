@@ -8,29 +8,32 @@ Debian chromium through playwright, screenshots in test-artifacts/.
 import numpy as np
 import pytest
 from conftest import IMAGES
-from test_browser import ARTIFACTS, LOADED, app, browser, page, wait_message  # noqa: F401  (shared fixtures)
+from test_browser import ARTIFACTS, FRAME, app, browser, page, wait_message, wait_shown  # noqa: F401  (shared fixtures)
 
 pytestmark = pytest.mark.browser
 
-# The RGB values of a square of the image the browser shows (same origin, so readable).
-PATCH = """(el, [x, y, r]) => { const c = document.createElement('canvas');
-  c.width = el.naturalWidth; c.height = el.naturalHeight; const g = c.getContext('2d');
-  g.drawImage(el, 0, 0); const d = g.getImageData(x - r, y - r, 2 * r + 1, 2 * r + 1).data;
-  const out = []; for (let i = 0; i < d.length; i += 4) out.push(d[i], d[i + 1], d[i + 2]);
+# The RGB values the page shows at a square of image pixels (read from the drawn canvas).
+PATCH = """([x, y, r]) => { const root = document.querySelector('#canvas .acv'); const c = root.querySelector('canvas');
+  const g = c.getContext('2d'); const d = window.devicePixelRatio || 1; const out = [];
+  for (let dy = -r; dy <= r; dy++) for (let dx = -r; dx <= r; dx++) {
+    const [sx, sy] = root._acv.toScreen(x + dx + 0.5, y + dy + 0.5);
+    const p = g.getImageData(Math.floor(sx * d), Math.floor(sy * d), 1, 1).data; out.push(p[0], p[1], p[2]); }
   return out; }"""
 MARK_CELLS = "#masks-table [role=gridcell][data-col='0']"
 
 
 def canvas_src(page) -> str:
-    return page.locator("#canvas img").first.get_attribute("src") or ""
+    """What the canvas shows now (the number of its last frame)."""
+    return page.evaluate(FRAME)
 
 
 def wait_canvas_changed(page, old: str) -> None:
-    page.wait_for_function(LOADED, arg=["#canvas img", old])
+    page.wait_for_function(f"() => ({FRAME})() !== {old!r}")
+    page.wait_for_timeout(50)  # drawn on the next animation frame
 
 
 def patch(page, x: int, y: int, r: int = 4) -> np.ndarray:
-    values = page.locator("#canvas img").first.evaluate(PATCH, [x, y, r])
+    values = page.evaluate(PATCH, [x, y, r])
     return np.asarray(values, np.float64).reshape(-1, 3)
 
 
@@ -38,13 +41,14 @@ def test_hiding_the_selected_mask_shows_the_photo_and_the_table_says_hidden(app,
     demo, _ = app
     page.locator("#upload input[type=file]").set_input_files(str(IMAGES / "dog.jpg"))
     page.wait_for_function("t => document.querySelector('#status textarea').value.includes(t)", arg="embedding cached")
-    page.wait_for_function(LOADED, arg=["#canvas img", ""])
+    wait_shown(page)
     wb = demo.workbench
     (key,) = [k for k in wb.sessions.keys() if getattr(wb.sessions.peek(k), "name", None) == "dog.jpg"]
     sess = wb.session(key)
     h, w = sess.doc.size
     assert sess.scale == 1.0  # 800 x 534: the canvas shows image pixels one to one
     cx, cy = 400, 260
+    page.wait_for_timeout(100)  # drawn on the next animation frame
     photo = patch(page, cx, cy)  # the plain photo, as the page shows it (JPEG)
 
     # a mask with a known interior, added through the page's own API (a point's mask from a

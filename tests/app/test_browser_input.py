@@ -6,7 +6,7 @@ traceback. Uses the fixtures of ``test_browser``.
 """
 
 import pytest
-from test_browser import IMAGES, LOADED, app, browser, page, session_showing, shot, wait_message, wait_status  # noqa: F401
+from test_browser import IMAGES, app, browser, page, session_showing, shot, wait_message, wait_shown, wait_status  # noqa: F401
 
 from annotator.app.workbench import TABLE_HEADERS
 
@@ -104,7 +104,7 @@ def test_a_pasted_image_opens_through_the_apps_reader(app, browser):
         page.locator("#upload").get_by_role("button", name="Paste from clipboard").click()
         wait_status(page, "64x48")
         wait_status(page, "embedding cached")
-        page.wait_for_function(LOADED, arg=["#canvas img", ""])
+        wait_shown(page)
         sess = session_showing(demo, "clipboard.png")
         assert sess.image.shape == (48, 64, 3)
         assert sess.image[24, 32].tolist() == [0x20, 0xA0, 0x40]  # PNG: exact colours

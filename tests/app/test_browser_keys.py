@@ -7,7 +7,6 @@ are checked through what they do on the server-side session, not by their look.
 import pytest
 from test_browser import (  # noqa: F401
     IMAGES,
-    LOADED,
     Canvas,
     app,
     browser,
@@ -16,6 +15,7 @@ from test_browser import (  # noqa: F401
     shot,
     wait_message,
     wait_rows,
+    wait_shown,
     wait_status,
 )
 
@@ -25,12 +25,13 @@ LABEL = "#label input, #label textarea"
 NOT_IN_LABEL = "() => !(document.activeElement && document.activeElement.closest('#label'))"
 
 
+# the prompt mode is the canvas's tool (its toolbar shows it; the server keeps it too)
 def checked_mode(page) -> str:
-    return page.locator("#mode input[type=radio]:checked").get_attribute("value")
+    return page.locator("#canvas .acv").get_attribute("data-tool")
 
 
 def wait_mode(page, value: str) -> None:
-    page.wait_for_function("v => document.querySelector(`#mode input[value=${v}]`).checked", arg=value)
+    page.wait_for_function("v => document.querySelector('#canvas .acv').dataset.tool === v", arg=value)
 
 
 def open_example(page, demo, name="tabletop"):
@@ -38,7 +39,7 @@ def open_example(page, demo, name="tabletop"):
     page.locator("#examples").get_by_text(name, exact=True).click()
     wait_status(page, f"{name}.jpg")
     wait_status(page, "embedding cached")
-    page.wait_for_function(LOADED, arg=["#canvas img", ""])
+    wait_shown(page)
     return session_showing(demo, f"{name}.jpg")
 
 
@@ -173,17 +174,17 @@ def test_project_keys_and_view_options_after_a_reload(app, page):
     wait_status(page, "image 2/2 (done)")
     page.keyboard.press("PageUp")
     wait_status(page, "dog.jpg 800x534")
-    # view options: outlines off, coverage on
-    page.locator("#outlines input[type=checkbox]").uncheck()
-    page.locator("#coverage input[type=checkbox]").check()
+    # view options (the canvas's toolbar): outlines off, coverage on
+    page.locator("#canvas .acv-outlines").uncheck()
+    page.locator("#canvas .acv-coverage").check()
     wait_message(page, "Coverage")
     sess = session_showing(demo, "dog.jpg")
     assert sess.view.outlines is False and sess.view.coverage is True
     page.reload()
     page.wait_for_selector("#canvas")
     wait_status(page, "dog.jpg 800x534")
-    page.wait_for_function("() => document.querySelector('#coverage input[type=checkbox]').checked")
-    assert not page.locator("#outlines input[type=checkbox]").is_checked()
+    page.wait_for_function("() => document.querySelector('#canvas .acv-coverage').checked")
+    assert not page.locator("#canvas .acv-outlines").is_checked()
     shot(page, "keys-project-reload")
 
 

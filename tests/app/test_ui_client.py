@@ -54,8 +54,9 @@ def test_headless_flow_prompt_select_edit_export(app, tmp_path):
     assert "dog.jpg 800x534" in out[STATUS]
     out = c.predict(300, 300, "positive", api_name="/click")
     assert len(out[CANDIDATES]["choices"]) == 3
-    canvas = np.asarray(Image.open(out[CANVAS]))
-    assert canvas.shape == (534, 800, 3)
+    frame = out[CANVAS]  # the browser canvas's frame: the prompt and its candidate mask
+    assert frame["kind"] == "frame" and frame["prompt"]["points"] == [[300.0, 300.0, 1]]
+    assert frame["prompt"]["mask"]["w"] > 0
     out = c.predict(2, api_name="/choose_candidate")
     assert out[CANDIDATES]["value"] == 2
     out = c.predict("dog", api_name="/accept")
@@ -265,3 +266,44 @@ def test_a_16_bit_upload_keeps_its_range(app, tmp_path):
     gray = image[..., 0].astype(int).ravel()
     # scaled, not clipped (clipping leaves 17 grey levels, the rest white)
     assert gray[0] == 0 and gray[-1] == 255 and (np.diff(gray) >= 0).all() and len(np.unique(gray)) > 200
+
+
+def test_canvas_actions_have_api_twins(app):
+    demo, url = app
+    c = client(url)
+    c.predict(handle_file(str(IMAGES / "dog.jpg")), api_name="/upload")
+    out = c.predict(480, 130, 670, 270, api_name="/drag_box")
+    assert "box set" in out[MESSAGE] and out[CANVAS]["prompt"]["box"] == [480.0, 130.0, 670.0, 270.0]
+    c.predict(300, 300, "positive", api_name="/click")
+    out = c.predict(0, api_name="/remove_point")
+    assert out[CANVAS]["prompt"]["points"] == [] and "Removed point 1" in out[MESSAGE]
+    out = c.predict("bowl", api_name="/accept")
+    (ann_id,) = ids(out[TABLE])
+    wb = demo.workbench
+    (doc,) = [
+        s.doc
+        for s in (wb.sessions.peek(k) for k in wb.sessions.keys())
+        if s is not None and s.doc is not None and ann_id in s.doc and s.doc[ann_id].label == "bowl"
+    ]
+    before = doc[ann_id].area
+    strokes = [{"points": [[700, 200], [760, 200]], "radius": 6, "erase": False}]
+    out = c.predict(ann_id, strokes, api_name="/paint")
+    assert "Painted mask" in out[MESSAGE] and doc[ann_id].area > before + 300
+    out = c.predict(api_name="/undo")
+    assert doc[ann_id].area == before
+    out = c.predict("negative", api_name="/set_mode")
+    assert "should not reach" in out[MESSAGE]
+    # the canvas's own message, as the page sends it
+    msg = {
+        "kind": "actions",
+        "have": {"image": None, "frame": 0},
+        "view": {"alpha": 0.3, "outlines": True, "only_selected": False, "coverage": False},
+        "actions": [
+            {"seq": 1, "type": "point", "x": 300, "y": 300, "mode": "positive"},
+            {"seq": 2, "type": "accept", "class_id": None},
+        ],
+    }
+    out = c.predict(msg, "dog", api_name="/canvas_actions")
+    assert out[CANVAS]["ack"] == 2 and sorted(r["label"] for r in out[CANVAS]["table"]) == ["bowl", "dog"]
+    assert {"bowl", "dog"} <= {k["name"] for k in out[CANVAS]["classes"]}  # typed labels add classes
+    assert out[CANVAS]["layers"]["reset"]  # the message said it had no image: it gets everything

@@ -3,7 +3,7 @@ import pytest
 
 from annotator.models.checkpoints import load_sam
 from annotator.models.predictor import SamSegmenter
-from annotator.models.prompt import Prompt, click, undo_last
+from annotator.models.prompt import Prompt, click, remove_point, undo_last
 from annotator.testing import TINY
 
 
@@ -83,3 +83,21 @@ def test_degenerate_box_is_refused_politely(seg_and_emb):
     click(p, seg, emb, "box", 100, 100)
     assert "must differ" in click(p, seg, emb, "box", 100.5, 300)
     assert p.box is None and p.corner is None
+
+
+def test_removing_a_middle_point_re_predicts_from_the_others(seg_and_emb):
+    seg, emb = seg_and_emb
+    p = Prompt()
+    for x, y, mode in ((900, 600, "positive"), (1300, 800, "negative"), (500, 700, "positive")):
+        click(p, seg, emb, mode, x, y)
+    remove_point(p, seg, emb, 1)
+    assert p.points == [(900.0, 600.0), (500.0, 700.0)] and p.labels == [1, 1]
+    # the same as predicting from scratch with the two points left (no stale logits)
+    fresh = seg.predict(np.array(p.points), np.array(p.labels), multimask_output=False, embedding=emb)
+    m = fresh.masks[0]
+    assert (p.mask & m).sum() / max((p.mask | m).sum(), 1) > 0.99
+    with pytest.raises(ValueError, match="no point 3"):
+        remove_point(p, seg, emb, 2)
+    remove_point(p, seg, emb, 0)
+    remove_point(p, seg, emb, 0)
+    assert p.empty and p.mask is None

@@ -96,10 +96,11 @@ def build_app(
         projects=ProjectLibrary(projects_dir),
         folders=FolderPolicy.from_env(allow_folders),
     )
+    wb.browser_canvas = True  # the page's canvas draws in the browser: Views carry its frames
     if examples is None:
         examples = [str(p) for p in sorted(ASSETS.glob("*.jpg"))]
 
-    with gr.Blocks(title="annotator · Segment Anything") as demo:
+    with gr.Blocks(title="annotator · Segment Anything", fill_width=True) as demo:
         # -- layout: no events here --
         with gr.Row(equal_height=True):
             gr.Markdown("### annotator", elem_id="title")
@@ -113,8 +114,15 @@ def build_app(
                 scale=8,
             )
         with gr.Row():
-            col = canvas.layout()
-            with gr.Column(scale=5, min_width=420), gr.Tabs(selected="image") as tabs:
+            col = canvas.layout(wb)
+            # the side panel: narrow, so the canvas has most of the width (60% at 1366 px)
+            with (
+                gr.Column(scale=3, min_width=380),
+                gr.Tabs(
+                    selected="image",
+                    overflow_behavior="wrap",  # every tab in sight in the narrow panel
+                ) as tabs,
+            ):
                 image = image_tab.layout(examples, wb.limits)
                 project = project_tab.layout(wb)
                 masks = masks_tab.layout()
@@ -132,15 +140,15 @@ def build_app(
             candidates=col.candidates,
             table=masks.table,
             progress=project.progress,
-            mode=col.mode,
+            mode=hidden.mode,
             tabs=tabs,
             resume=resume,
             nav_row=col.nav_row,
             project_name=project.name,
-            alpha=col.alpha,
-            outlines=col.outlines,
-            only_selected=col.only_selected,
-            coverage=col.coverage,
+            alpha=hidden.alpha,
+            outlines=hidden.outlines,
+            only_selected=hidden.only_selected,
+            coverage=hidden.coverage,
         )
 
         # -- events: no components here --

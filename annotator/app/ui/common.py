@@ -102,19 +102,20 @@ class Outputs:
     ``view`` is the outputs list of every event that shows a View; ``project`` adds what a
     project event changes as well."""
 
-    canvas: gr.Image
+    canvas: gr.HTML  # the annotation canvas (canvas.component): shows View.frame
     status: gr.Textbox
     message: gr.Textbox
     candidates: gr.Radio
     table: gr.Dataframe  # the masks (Masks tab)
     progress: gr.Dataframe  # the project's images (Project tab)
-    mode: gr.Radio  # an output of accept only, which resets it: a late response to any
-    # other event must never switch it back
+    mode: gr.Radio  # (hidden) an output of accept only, which resets it: a late response to any
+    # other event must never switch it back; the canvas learns it from its frames
     tabs: gr.Tabs
     resume: gr.BrowserState  # what the browser keeps to reopen its project after a reload
     nav_row: gr.Row  # the image navigation, shown in a project
     project_name: gr.Dropdown
-    alpha: gr.Slider  # the view options (a project restores its own)
+    alpha: gr.Slider  # the view options (hidden: the canvas gets them in its frames; a project
+    # restores its own)
     outlines: gr.Checkbox
     only_selected: gr.Checkbox
     coverage: gr.Checkbox
@@ -138,8 +139,8 @@ class Outputs:
             self.message: v.message,
             self.candidates: gr.Radio(choices=v.candidates, value=v.candidate),
         }
-        if v.canvas is not None:
-            shown[self.canvas] = v.canvas
+        if v.frame is not None:  # what changed on the canvas, drawn by the browser
+            shown[self.canvas] = v.frame()
         if v.table is not None:
             shown[self.table] = v.table
         if v.progress is not None:

@@ -26,7 +26,7 @@ def layout(wb: Workbench) -> FindAllTab:
     with gr.Tab("Find all", id="find-all"):
         gr.Markdown(
             "Every instance of a concept, with **SAM 3** (`annotator serve --model sam3`): type "
-            "a noun phrase, and/or draw a box on the canvas (Box mode) around one example "
+            "a noun phrase, and/or drag a box on the canvas around one example "
             "(positive) or around something it must not find (negative). The masks come as "
             "pending, labelled with the text, best first: review them with Y / X / J / K."
             + ("" if wb.info.concepts else f"\n\n*This server runs {wb.info.model_tag}, which cannot find concepts.*")

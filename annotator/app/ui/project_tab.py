@@ -124,8 +124,6 @@ def show_project(out: Outputs, wb: Workbench, key: str, v: View, full: bool = Fa
     list is cleared too."""
     name = wb.project_name(key)
     shown = out.show(v)
-    if not v.has_image:
-        shown[out.canvas] = None  # no image (empty or closed project): clear the canvas
     if name is None and full:
         shown[out.progress] = []
     opts = v.options
@@ -147,7 +145,7 @@ def then_encode(out: Outputs, wb: Workbench, key: str, first: View) -> Iterator[
     if wb.needs_embedding(key):
         done = wb.encode(key)
         done.message = first.message.removesuffix(COMPUTING) + done.message
-        # an API client sees only the last yield: repeat the (small) lists, not the canvas
+        # an API client sees only the last yield: repeat the (small) lists
         done.table = first.table if done.table is None else done.table
         done.progress = first.progress if done.progress is None else done.progress
         yield show_project(out, wb, key, done)

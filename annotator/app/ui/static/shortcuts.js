@@ -1,14 +1,11 @@
 () => {
-  // Keyboard shortcuts: keys click buttons / radio inputs by elem_id. Ignored while typing
-  // in a text field (Escape leaves the field; Enter in the label field accepts, see below).
+  // Keyboard shortcuts of the page's actions: keys click buttons by elem_id. Ignored while
+  // typing in a text field (Escape leaves the field; Enter in the label field accepts, see
+  // below). The canvas's own keys (tools, zoom, view options, classes: P N B S R E + - 0 [ ]
+  // V O L C 1-9 ? Tab Space) are in app/ui/canvas/canvas.js; the two sets never overlap.
   const clickId = (id) => { const el = document.getElementById(id); if (el) { el.click(); } };
-  const setRadio = (id, value) => {
-    const el = document.querySelector(`#${id} input[value="${value}"]`); if (el) { el.click(); }
-  };
   const keys = {
     'enter': () => clickId('accept'), 'a': () => clickId('accept'), 'escape': () => clickId('clear'),
-    'p': () => setRadio('mode', 'positive'), 'n': () => setRadio('mode', 'negative'),
-    'b': () => setRadio('mode', 'box'), 's': () => setRadio('mode', 'select'),
     'y': () => clickId('review-accept'), 'x': () => clickId('review-reject'),
     'j': () => clickId('review-next'), 'arrowright': () => clickId('review-next'),
     'k': () => clickId('review-prev'), 'arrowleft': () => clickId('review-prev'),

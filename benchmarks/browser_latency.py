@@ -1,0 +1,393 @@
+"""What a person waits for in Chromium: today's gr.Image canvas beside the browser-drawn canvas.
+
+Both run in this process on the same model (random-weight SAM ``vit_t`` on CPU) and the
+shared photos, each in headless Debian chromium at 1366x768, measured side by side in one
+run (repeats interleave the two, alternating which goes first):
+
+- click -> mask visible: from the click to the page showing the candidate mask
+  (gr.Image: the new JPEG loaded; canvas: the frame applied and drawn);
+- box -> mask visible: from the end of the box (gr.Image: its second click; canvas: the
+  drag's release) to the mask shown;
+- opacity -> repaint: from changing the opacity to the new picture (gr.Image: a server
+  render; canvas: a repaint in the browser, and the requests it made, which must be 0);
+- 6 rapid clicks -> final mask: six clicks 60 ms apart, until the mask of all six points is
+  shown (and the server got all six);
+- next image -> shown: from choosing a file to the page showing the new image.
+
+"today" is a Blocks built the way the app's canvas was before (gr.Image(format="jpeg"),
+``.select`` -> ``Workbench.click``, the overlay rendered on the server); "canvas" is the
+app itself (``build_app``). Prints p50/p95 per measure and app, and the goals of issue 14.
+
+    python benchmarks/browser_latency.py               # 4 photos x 3 repeats
+    python benchmarks/browser_latency.py --repeats 1   # quick
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "images"
+CHROMIUM = "/usr/bin/chromium"
+LAUNCH_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+MEASURES = (
+    "click -> mask visible",
+    "box -> mask visible",
+    "opacity -> repaint",
+    "6 rapid clicks -> final mask",
+    "next image -> shown",
+)
+
+# -- today's canvas: a gr.Image the server renders ------------------------------------------------
+IMG_TO_PAGE = """([x, y]) => { const el = document.querySelector('#canvas img'); const r = el.getBoundingClientRect();
+  const s = Math.min(r.width / el.naturalWidth, r.height / el.naturalHeight, 1);
+  return [r.left + (r.width - el.naturalWidth * s) / 2 + (x + 0.5) * s,
+          r.top + (r.height - el.naturalHeight * s) / 2 + (y + 0.5) * s]; }"""
+IMG_SRC = "() => { const el = document.querySelector('#canvas img'); return el ? el.src : ''; }"
+IMG_NEW = """old => { const el = document.querySelector('#canvas img');
+  return el && el.src && el.src !== old && el.complete && el.naturalWidth > 0; }"""
+# -- the browser canvas ----------------------------------------------------------------------------
+CV_TO_PAGE = """([x, y]) => { const root = document.querySelector('#canvas .acv');
+  const r = root.querySelector('canvas').getBoundingClientRect(); const [sx, sy] = root._acv.toScreen(x + 0.5, y + 0.5);
+  return [r.left + sx, r.top + sy]; }"""
+CV_FRAME = "() => Number(document.querySelector('#canvas .acv').dataset.frame || 0)"
+CV_MASK_AFTER = """f => { const r = document.querySelector('#canvas .acv');
+  return Number(r.dataset.frame || 0) > f && r._acv.state.promptMask !== null; }"""
+
+
+def build_today(wb):
+    """The app's canvas as it was: gr.Image(format="jpeg") + .select, rendered on the server."""
+    import gradio as gr
+
+    with gr.Blocks() as demo:
+        mode = gr.Radio(["positive", "negative", "box", "select"], value="positive", elem_id="mode")
+        canvas = gr.Image(None, format="jpeg", interactive=False, elem_id="canvas", height="60vh")
+        message = gr.Textbox("", elem_id="message")
+        alpha = gr.Slider(0.0, 1.0, 0.5, step=0.05, elem_id="alpha")
+        upload = gr.Image(None, type="filepath", sources=["upload"], elem_id="upload", height=120)
+
+        def show(v):
+            return (gr.skip() if v.canvas is None else v.canvas, v.message)
+
+        def on_click(mode_value, evt: gr.SelectData, request: gr.Request):
+            x, y = evt.index
+            return show(wb.click_display(request.session_hash, x, y, mode_value))
+
+        canvas.select(
+            on_click,
+            [mode],
+            [canvas, message],
+            trigger_mode="multiple",
+            show_progress="minimal",
+            concurrency_limit=1,
+            concurrency_id="model",
+        )
+
+        def on_alpha(a, request: gr.Request):
+            return show(wb.set_view(request.session_hash, alpha=float(a)))
+
+        alpha.release(on_alpha, [alpha], [canvas, message], show_progress="hidden")
+
+        def on_upload(path, request: gr.Request):
+            if not path:
+                return
+            yield show(wb.load(request.session_hash, path))
+            yield show(wb.encode(request.session_hash))
+
+        upload.change(on_upload, [upload], [canvas, message], concurrency_limit=1, concurrency_id="model")
+    return demo
+
+
+def launch(demo):
+    from annotator.testing import free_port
+
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    return f"http://127.0.0.1:{port}/"
+
+
+class Today:
+    name = "gr.Image (today)"
+
+    def __init__(self, page, wb):
+        self.page, self.wb = page, wb
+
+    def session(self):
+        keys = self.wb.sessions.keys()
+        return self.wb.session(keys[-1])
+
+    def open(self, path, size):
+        old = self.page.evaluate(IMG_SRC)
+        t0 = time.perf_counter()
+        self.page.set_input_files("#upload input[type=file]", str(path))
+        self.page.wait_for_function(IMG_NEW, arg=old)
+        self.page.wait_for_function(
+            "([w, h]) => { const el = document.querySelector('#canvas img'); "
+            "return el.naturalWidth > 0 && Math.abs(el.naturalWidth / el.naturalHeight - w / h) < 0.01; }",
+            arg=list(size),
+        )
+        shown = time.perf_counter() - t0
+        self.page.wait_for_function("() => document.querySelector('#message textarea').value.includes('Embedding')")
+        return shown
+
+    def set_mode(self, mode):
+        self.page.click(f"#mode input[value={mode}]")
+        self.page.wait_for_function(f"() => document.querySelector('#mode input[value={mode}]').checked")
+
+    def click(self, x, y):
+        old = self.page.evaluate(IMG_SRC)
+        self.page.mouse.click(*self.page.evaluate(IMG_TO_PAGE, [x, y]))
+        t0 = time.perf_counter()
+        self.page.wait_for_function(IMG_NEW, arg=old)
+        return time.perf_counter() - t0
+
+    def clear(self):
+        self.wb.clear_prompt(self.wb.sessions.keys()[-1])
+
+    def box(self, x0, y0, x1, y1):
+        self.set_mode("box")
+        self.page.mouse.click(*self.page.evaluate(IMG_TO_PAGE, [x0, y0]))
+        self.page.wait_for_function("() => document.querySelector('#message textarea').value.includes('corner')")
+        t = self.click(x1, y1)
+        self.set_mode("positive")
+        return t
+
+    def opacity(self, value):
+        old = self.page.evaluate(IMG_SRC)
+        requests = []
+        listener = lambda r: requests.append(r.url)  # noqa: E731 (playwright tags the handler)
+        self.page.on("request", listener)
+        t0 = time.perf_counter()
+        box = self.page.locator("#alpha input[type=range]").bounding_box()  # a real click: release
+        self.page.mouse.click(box["x"] + value * box["width"], box["y"] + box["height"] / 2)
+        self.page.wait_for_function(IMG_NEW, arg=old)
+        dt = time.perf_counter() - t0
+        self.page.remove_listener("request", listener)
+        return dt, len(requests)
+
+    def rapid(self, points):
+        s = self.session()
+        src = self.page.evaluate(IMG_SRC)
+        t0 = time.perf_counter()
+        for x, y in points:
+            self.page.mouse.click(*self.page.evaluate(IMG_TO_PAGE, [x, y]))
+            self.page.wait_for_timeout(60)
+        # the final overlay: the page's image after the server has all the points, once it
+        # stops changing; its time is when it appeared
+        changed, deadline = time.perf_counter(), time.perf_counter() + 60
+        while time.perf_counter() < deadline:
+            now = self.page.evaluate(IMG_SRC)
+            if now != src:
+                src, changed = now, time.perf_counter()
+            elif (
+                len(s.prompt.points) >= len(points)
+                and time.perf_counter() - changed > 0.5
+                and self.page.evaluate(IMG_NEW, "")
+            ):
+                break
+            time.sleep(0.01)
+        return changed - t0, len(s.prompt.points)
+
+
+class Canvas:
+    name = "canvas (new)"
+
+    def __init__(self, page, wb):
+        self.page, self.wb = page, wb
+
+    def session(self):
+        return self.wb.session(self.wb.sessions.keys()[-1])
+
+    def open(self, path, size):
+        t0 = time.perf_counter()
+        self.page.set_input_files("#upload input[type=file]", str(path))
+        self.page.wait_for_function(
+            "([w, h]) => { const s = document.querySelector('#canvas .acv')._acv.state; "
+            "return s.img && s.img.W === w && s.img.H === h; }",
+            arg=list(size),
+        )
+        self.page.wait_for_timeout(0)
+        shown = time.perf_counter() - t0
+        self.page.wait_for_function("() => document.querySelector('#message textarea').value.includes('Embedding')")
+        return shown
+
+    def click(self, x, y):
+        f = self.page.evaluate(CV_FRAME)
+        self.page.mouse.click(*self.page.evaluate(CV_TO_PAGE, [x, y]))
+        t0 = time.perf_counter()
+        self.page.wait_for_function(CV_MASK_AFTER, arg=f)
+        return time.perf_counter() - t0
+
+    def clear(self):
+        f = self.page.evaluate(CV_FRAME)
+        self.page.click("#clear")
+        self.page.wait_for_function(f"() => ({CV_FRAME})() > {f}")
+
+    def box(self, x0, y0, x1, y1):
+        f = self.page.evaluate(CV_FRAME)
+        self.page.mouse.move(*self.page.evaluate(CV_TO_PAGE, [x0, y0]))
+        self.page.mouse.down()
+        self.page.mouse.move(*self.page.evaluate(CV_TO_PAGE, [x1, y1]), steps=2)
+        self.page.mouse.up()
+        t0 = time.perf_counter()
+        self.page.wait_for_function(CV_MASK_AFTER, arg=f)
+        return time.perf_counter() - t0
+
+    def opacity(self, value):
+        requests = []
+        listener = lambda r: requests.append(r.url)  # noqa: E731 (playwright tags the handler)
+        self.page.on("request", listener)
+        paints = self.page.eval_on_selector("#canvas .acv", "e => Number(e.dataset.paints)")
+        t0 = time.perf_counter()
+        self.page.eval_on_selector(
+            "#canvas .acv-opacity", "(e, v) => { e.value = v * 100; e.dispatchEvent(new Event('input')); }", value
+        )
+        self.page.wait_for_function(f"() => Number(document.querySelector('#canvas .acv').dataset.paints) > {paints}")
+        dt = time.perf_counter() - t0
+        self.page.wait_for_timeout(300)  # a request it might make late would be counted too
+        self.page.remove_listener("request", listener)
+        return dt, len(requests)
+
+    def rapid(self, points):
+        s = self.session()
+        seq0 = self.page.evaluate("() => document.querySelector('#canvas .acv')._acv.state.seq")
+        t0 = time.perf_counter()
+        for x, y in points:
+            self.page.mouse.click(*self.page.evaluate(CV_TO_PAGE, [x, y]))
+            self.page.wait_for_timeout(60)
+        want = seq0 + len(points)
+        self.page.wait_for_function(
+            f"() => Number(document.querySelector('#canvas .acv').dataset.ack) >= {want}"
+            " && document.querySelector('#canvas .acv')._acv.state.promptMask !== null",
+            timeout=60_000,
+        )
+        return time.perf_counter() - t0, len(s.prompt.points)
+
+
+def pct(values, q):
+    return float(np.percentile(np.asarray(values) * 1000, q))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="vit_t")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--images", nargs="*", default=None, help="default: the shared photos")
+    args = p.parse_args(argv)
+
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+
+    from annotator.app.ui import build_app
+    from annotator.app.workbench import Workbench
+    from annotator.formats.images import load_image
+    from annotator.models.loading import BackendInfo
+    from annotator.models.predictor import SamSegmenter
+    from annotator.testing import random_sam
+
+    images = [Path(i) for i in args.images] if args.images else sorted(DATA.glob("*.jpg"))
+    sizes = {path: load_image(path).shape[1::-1] for path in images}
+    seg = SamSegmenter(random_sam(args.model, 0), device="cpu")
+    info = BackendInfo("sam", args.model, f"random_{args.model}.pth", "cpu", "fp32")
+    wb_today, wb_new = Workbench(seg, info), Workbench(seg, info)
+    today = build_today(wb_today)
+    new = build_app(seg, info, workbench=wb_new)
+    urls = {"today": launch(today), "new": launch(new)}
+    results = {kind: {m: [] for m in MEASURES} for kind in ("today", "new")}
+    requests = {"today": [], "new": []}
+    lost = {"today": 0, "new": 0}
+    failed = {"today": {}, "new": {}}  # measurements that timed out (the page never showed it)
+    rng = np.random.default_rng(0)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+            pages = {}
+            for kind, cls, wb in (("today", Today, wb_today), ("new", Canvas, wb_new)):
+                page = browser.new_page(viewport={"width": 1366, "height": 768})
+                page.set_default_timeout(20_000)
+                page.goto(urls[kind], wait_until="load")
+                page.wait_for_selector("#canvas")
+                pages[kind] = cls(page, wb)
+            print(
+                f"SAM {args.model} (random weights) on CPU, {len(images)} photos x {args.repeats} repeats, "
+                "chromium 1366x768",
+                flush=True,
+            )
+            for r in range(args.repeats):
+                for k, path in enumerate(images):
+                    w, h = sizes[path]
+                    order = ("today", "new") if (r + k) % 2 == 0 else ("new", "today")
+                    pts = [(float(rng.uniform(0.2, 0.8) * w), float(rng.uniform(0.2, 0.8) * h)) for _ in range(8)]
+                    for kind in order:
+                        app = pages[kind]
+                        res = results[kind]
+
+                        def timed(measure, fn, *a, app=app, res=res, kind=kind):
+                            try:
+                                out = fn(*a)
+                            except PlaywrightTimeout:
+                                failed[kind][measure] = failed[kind].get(measure, 0) + 1
+                                return None
+                            res[measure].append(out[0] if isinstance(out, tuple) else out)
+                            return out
+
+                        timed("next image -> shown", app.open, path, (w, h))
+                        timed("click -> mask visible", app.click, *pts[0])
+                        app.clear()
+                        x0, y0 = 0.3 * w, 0.3 * h
+                        timed("box -> mask visible", app.box, x0, y0, x0 + 0.3 * w, y0 + 0.3 * h)
+                        out = timed(
+                            "opacity -> repaint", app.opacity, 0.3 if (r * len(images) + k) % 2 else 0.7
+                        )  # a change every time
+                        if out:
+                            requests[kind].append(out[1])
+                        app.clear()
+                        out = timed("6 rapid clicks -> final mask", app.rapid, pts[2:8])
+                        if out:
+                            lost[kind] += 6 - out[1]
+                        app.clear()
+                    print(f"  repeat {r + 1}, {path.name}: done", flush=True)
+            browser.close()
+    finally:
+        today.close()
+        new.close()
+
+    print(f"\n{'measure (ms)':<30}{'gr.Image p50':>14}{'p95':>9}{'canvas p50':>14}{'p95':>9}{'p50 ratio':>11}")
+    for m in MEASURES:
+        a, b = results["today"][m], results["new"][m]
+        if not a or not b:
+            print(f"{m:<30} (no samples: gr.Image {len(a)}, canvas {len(b)})")
+            continue
+        print(
+            f"{m:<30}{pct(a, 50):14.0f}{pct(a, 95):9.0f}{pct(b, 50):14.1f}{pct(b, 95):9.1f}"
+            f"{pct(a, 50) / max(pct(b, 50), 1e-9):10.1f}x"
+        )
+    print(
+        f"requests per opacity change: gr.Image {np.mean(requests['today']):.1f}, canvas {np.mean(requests['new']):.1f}"
+    )
+    print(f"rapid clicks lost: gr.Image {lost['today']}, canvas {lost['new']}")
+    print(f"timed out (not counted above): gr.Image {failed['today'] or 'none'}, canvas {failed['new'] or 'none'}")
+    click95 = pct(results["new"]["click -> mask visible"], 95)
+    view = pct(results["new"]["opacity -> repaint"], 95)
+    print(
+        f"goals (issue 14): click -> visible p95 < 250 ms: {'met' if click95 < 250 else 'NOT met'} "
+        f"({click95:.0f} ms); view change < 20 ms with no request: "
+        f"{'met' if view < 20 and not any(requests['new']) else 'NOT met'} ({view:.1f} ms p95); "
+        f"rapid clicks never lost: {'met' if lost['new'] == 0 else 'NOT met'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
