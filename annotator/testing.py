@@ -1,5 +1,5 @@
 """Small randomly initialised SAM models for tests and benchmarks (and a free port for the
-apps they start).
+apps they start, and the Chromium they drive).
 
 No SAM checkpoint can be downloaded where the tests run, so they build SAM from
 ``segment_anything``'s own modeling classes with seeded random weights, write it as a
@@ -9,12 +9,27 @@ masks but run exactly the same computation as real ones.
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
 import torch
 
 from annotator.models.registry import TINY, SamVariant, get_variant
+
+# Debian's chromium for the browser tests and benchmarks (never `playwright install`), and the
+# flags that keep a headless run quiet: no GPU, no background network, no first-run pages
+CHROMIUM = os.environ.get("ANNOTATOR_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
 
 
 def _variant(variant: str | SamVariant) -> SamVariant:

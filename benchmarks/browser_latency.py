@@ -29,18 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "images"
-CHROMIUM = "/usr/bin/chromium"
-LAUNCH_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's annotator, not another installed copy
+
+from annotator.testing import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "images"
+LAUNCH_ARGS = list(CHROMIUM_ARGS)
 MEASURES = (
     "click -> mask visible",
     "box -> mask visible",

@@ -102,37 +102,14 @@ def segment_batch(generator, batch: Mapping[str, Sequence]) -> dict[str, np.ndar
     the image was segmented, otherwise why not) columns, one row per input row: an unreadable
     image is reported, not fatal, so one bad file never loses a batch of finished work.
     """
-    records, errors = [], []
-    digests = batch.get("sha256", [None] * len(batch["path"]))
-    for path, digest in zip(batch["path"], digests):
-        try:
-            image = _read_checked(str(path), digest)
-        except ImageError as e:
-            records.append("[]")
-            errors.append(str(e))
-            continue
-        records.append(json.dumps(generator.generate(image), default=json_value))
-        errors.append("")
-    return {
-        "image_id": np.asarray(batch["image_id"], dtype=np.int64),
-        "path": np.asarray([str(p) for p in batch["path"]], dtype=object),
-        "records": np.asarray(records, dtype=object),
-        "error": np.asarray(errors, dtype=object),
-    }
+    return _each_image(batch, lambda image: json.dumps(generator.generate(image), default=json_value), "[]")
 
 
 def find_concepts_batch(finder, batch: Mapping[str, Sequence], texts: Sequence[str], threshold: float, model: str):
     """SAM 3 "find all" for each text on each image of a batch, like ``segment_batch``: the
     ``records`` column holds, per image, ``{text: [records]}`` as JSON text (masks as RLE)."""
-    records, errors = [], []
-    digests = batch.get("sha256", [None] * len(batch["path"]))
-    for path, digest in zip(batch["path"], digests):
-        try:
-            image = _read_checked(str(path), digest)
-        except ImageError as e:
-            records.append("{}")
-            errors.append(str(e))
-            continue
+
+    def find(image: np.ndarray) -> str:
         embedding = finder.embed(image)  # once per image, whatever the number of texts
         found = {}
         for text in texts:
@@ -140,7 +117,25 @@ def find_concepts_batch(finder, batch: Mapping[str, Sequence], texts: Sequence[s
                 {**r, "segmentation": rle_json(encode_rle(r["segmentation"]))}
                 for r in concept_records(finder.find_all(embedding, text, threshold=threshold), text, model)
             ]
-        records.append(json.dumps(found, default=json_value))
+        return json.dumps(found, default=json_value)
+
+    return _each_image(batch, find, "{}")
+
+
+def _each_image(batch: Mapping[str, Sequence], work, empty: str) -> dict[str, np.ndarray]:
+    """``work(image)`` (records as JSON text) for each image of a batch, as the batch's
+    ``records`` and ``error`` columns; an unreadable image gets ``empty`` records and its
+    reason, so one bad file never loses a batch of finished work."""
+    records, errors = [], []
+    digests = batch.get("sha256", [None] * len(batch["path"]))
+    for path, digest in zip(batch["path"], digests):
+        try:
+            image = _read_checked(str(path), digest)
+        except ImageError as e:
+            records.append(empty)
+            errors.append(str(e))
+            continue
+        records.append(work(image))
         errors.append("")
     return {
         "image_id": np.asarray(batch["image_id"], dtype=np.int64),

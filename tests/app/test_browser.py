@@ -14,22 +14,12 @@ import numpy as np
 import pytest
 from conftest import IMAGES
 
-from annotator.testing import free_port
+from annotator.testing import CHROMIUM, CHROMIUM_ARGS, free_port
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("ANNOTATOR_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-LAUNCH_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+LAUNCH_ARGS = list(CHROMIUM_ARGS)
 TIMEOUT_MS = 60_000
 
 # The canvas draws in the browser (annotator/app/ui/canvas): the page position of an image

@@ -16,22 +16,12 @@ from canvas_demo import DISC, build_demo
 from PIL import Image
 
 from annotator.annotations.classes import ClassList
-from annotator.testing import free_port
+from annotator.testing import CHROMIUM, CHROMIUM_ARGS, free_port
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("ANNOTATOR_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-LAUNCH_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+LAUNCH_ARGS = list(CHROMIUM_ARGS)
 TIMEOUT_MS = 30_000
 MARK = (1203, 301)  # top-left of a 6x6 red square in the test image
 CLASSES = ClassList().add("person", color="#ff0000").add("car", color="#00ff00")
