@@ -45,18 +45,25 @@ class OrderedLock:
         self._cond = threading.Condition(threading.Lock())
         self._next_ticket = 0
         self._serving = 0
+        self._abandoned: set[int] = set()  # tickets of waiters that timed out
         self._owner: int | None = None
         self._depth = 0
 
-    def acquire(self) -> bool:
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """As ``threading.RLock.acquire``: False when not blocking and the lock is taken or
+        asked for, or when ``timeout`` seconds pass first (that place in the line is given up)."""
         me = threading.get_ident()
         with self._cond:
             if self._owner == me:
                 self._depth += 1
                 return True
+            if not blocking and (self._owner is not None or self._next_ticket != self._serving):
+                return False
             ticket = self._next_ticket
             self._next_ticket += 1
-            self._cond.wait_for(lambda: self._serving == ticket)
+            if not self._cond.wait_for(lambda: self._serving == ticket, None if timeout < 0 else timeout):
+                self._abandoned.add(ticket)
+                return False
             self._owner, self._depth = me, 1
             return True
 
@@ -68,12 +75,15 @@ class OrderedLock:
             if self._depth == 0:
                 self._owner = None
                 self._serving += 1
+                while self._serving in self._abandoned:  # nobody waits there any more
+                    self._abandoned.discard(self._serving)
+                    self._serving += 1
                 self._cond.notify_all()
 
     def waiting(self) -> int:
         """Threads waiting for the lock now."""
         with self._cond:
-            return self._next_ticket - self._serving - (self._owner is not None)
+            return self._next_ticket - self._serving - (self._owner is not None) - len(self._abandoned)
 
     def __enter__(self) -> OrderedLock:
         self.acquire()

@@ -58,3 +58,23 @@ def test_the_lock_is_reentrant_and_only_its_holder_releases_it():
     assert got == [1]
     with pytest.raises(RuntimeError, match="does not hold"):
         lock.release()
+
+
+def test_a_waiter_that_times_out_gives_up_its_place_in_the_line():
+    lock, got = OrderedLock(), []
+    lock.acquire()
+    outcome = []
+    impatient = threading.Thread(target=lambda: outcome.append(lock.acquire(timeout=0.2)))
+    impatient.start()
+    impatient.join(30)
+    assert outcome == [False] and lock.waiting() == 0
+    assert not threading.Thread(target=lambda: got.append(lock.acquire(blocking=False))).start()
+    _wait_for(lambda: got == [False])  # held by this thread: a non-blocking try fails
+    patient = threading.Thread(target=lambda: (lock.acquire(), got.append(True), lock.release()))
+    patient.start()
+    _wait_for(lambda: lock.waiting() == 1)
+    lock.release()  # the timed-out place is skipped: the patient waiter gets the lock
+    patient.join(30)
+    assert got == [False, True]
+    assert lock.acquire(blocking=False)
+    lock.release()
