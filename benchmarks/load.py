@@ -82,6 +82,15 @@ def start_server(model: str, checkpoint: str, port: int, log_path: Path) -> subp
     raise SystemExit(f"the server did not answer within 180 s:\n{log_path.read_text()}")
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a process has used (its threads and waited-for children)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def peak_rss_mib(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -241,12 +250,16 @@ def main() -> int:
                 for i in range(args.sessions)
             ]
             t0 = time.perf_counter()
+            server_cpu0, own_cpu0 = cpu_seconds(server.pid), sum(os.times()[:2])
             pool = ThreadPoolExecutor(args.sessions)
             futures = [pool.submit(s.run) for s in sessions]
             done, not_done = wait(futures, timeout=args.timeout)
             pool.shutdown(wait=False, cancel_futures=True)  # a stuck session must not hold the run
             wall = time.perf_counter() - t0
             rss = peak_rss_mib(server.pid)
+            server_cpu = cpu_seconds(server.pid)
+            server_cpu = None if server_cpu is None or server_cpu0 is None else server_cpu - server_cpu0
+            own_cpu = sum(os.times()[:2]) - own_cpu0
         finally:
             server.terminate()
             try:
@@ -265,6 +278,12 @@ def main() -> int:
         f"{sum(len(s.times) for s in sessions)} requests in {wall:.1f} s"
         + (f"; server peak RSS {rss:.0f} MiB" if rss else "")
     )
+    # where the cores went: a server near len(cores) x wall is saturated, and waiting is queueing
+    if server_cpu is not None:
+        print(
+            f"CPU seconds over the run: server {server_cpu:.0f}, the sessions' clients (this process) "
+            f"{own_cpu:.0f}; {os.cpu_count()} cores x {wall:.0f} s = {os.cpu_count() * wall:.0f}"
+        )
     print(f"{'action':<12}{'n':>6}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}")
     for action in ACTIONS:
         v = times.get(action, [])

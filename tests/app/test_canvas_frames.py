@@ -117,14 +117,35 @@ def test_an_added_mask_sends_only_its_rectangle_and_no_change_sends_nothing():
     assert cd.layers_message(doc.annotations, doc.size, sent) is None
 
 
+def test_each_layer_gets_a_patch_only_where_its_own_masks_changed():
+    doc = AnnotationDocument(H, W)
+    doc.add(rect(10, 10, 60, 60))
+    doc.add(rect(20, 20, 40, 40))  # over the first: layer 1
+    sent = cd.Sent()
+    first = cd.layers_message(doc.annotations, doc.size, sent)
+    # a new browser gets each layer around its own masks only
+    assert [(p["layer"], p["x"], p["y"], p["w"], p["h"]) for p in first["patches"]] == [
+        (0, 9, 9, 52, 52),
+        (1, 19, 19, 22, 22),
+    ]
+    doc.add(rect(80, 10, 100, 30))  # beside them: layer 0, nothing above changes
+    msg = cd.layers_message(doc.annotations, doc.size, sent)
+    assert [(p["layer"], p["x"], p["y"], p["w"], p["h"]) for p in msg["patches"]] == [(0, 79, 9, 22, 22)]
+    doc.delete(doc.ids[1])  # the upper one goes: layer 1 is dropped by the count, no patch
+    msg = cd.layers_message(doc.annotations, doc.size, sent)
+    assert msg["count"] == 1 and msg["patches"] == []
+
+
 def test_large_images_get_view_scale_layers_and_the_mask_stays_in_place():
     h, w = 3000, 4000
     doc = AnnotationDocument(h, w)
     doc.add(rect(1000, 600, 1400, 900, h, w))
     msg = cd.layers_message(doc.annotations, doc.size, cd.Sent())
     assert (msg["view_width"], msg["view_height"]) == (2048, 1536)
-    ids = cd.rgb_to_ids(cd.decode_data_url(msg["patches"][0]["src"]))
+    patch = msg["patches"][0]
+    ids = cd.rgb_to_ids(cd.decode_data_url(patch["src"]))
     ys, xs = np.nonzero(ids)
+    xs, ys = xs + patch["x"], ys + patch["y"]  # the patch covers the mask, not the whole view
     assert abs(xs.min() - 1000 * 2048 / 4000) <= 1 and abs(xs.max() + 1 - 1400 * 2048 / 4000) <= 1
     assert abs(ys.min() - 600 * 1536 / 3000) <= 1 and abs(ys.max() + 1 - 900 * 1536 / 3000) <= 1
 
