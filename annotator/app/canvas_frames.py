@@ -243,6 +243,9 @@ class Sent:
     view: tuple | None = None  # the view options the browser has (it reports its own)
     prompt_key: tuple | None = None  # what the prompt sent last was made from (None: not sent)
     preview_n: int = 0  # masks in the preview layer sent (segment everything still running)
+    preview_ids: np.ndarray | None = field(
+        default=None, compare=False, repr=False
+    )  # that layer (view size), so a batch paints only its own masks
 
 
 def _bbox_view(bbox, size_hw, view_hw) -> tuple[int, int, int, int]:
@@ -426,18 +429,26 @@ def forget(sent: Sent) -> None:
     sent.image_key, sent.size, sent.masks, sent.n_layers, sent.order = None, None, {}, 0, ()
     sent.prompt_key = None
     sent.preview_n = 0
+    sent.preview_ids = None
 
 
 # -- a frame -----------------------------------------------------------------------------------------
-def preview_message(
-    rles: Sequence[dict], size_hw: tuple[int, int], first_id: int, max_side: int = VIEW_MAX_SIDE
-) -> dict:
-    """Masks still being found, flattened into one label layer (the topmost wins; ids from
-    ``first_id``): provisional, so one PNG per update instead of a layer per overlap."""
+def preview_message(sent: Sent, preview: Sequence, size_hw: tuple[int, int], max_side: int = VIEW_MAX_SIDE) -> dict:
+    """Masks still being found, flattened into one label layer (the topmost wins):
+    provisional, so one PNG per update instead of a layer per overlap. ``preview``: (id, RLE)
+    of every mask so far; the masks ``sent`` has already are not painted again, so a run's
+    previews cost its new masks each, not all masks found so far."""
     view_hw = view_size(size_hw, max_side)
-    labels = to_view(render.label_map_from_rles(list(rles), size_hw), view_hw).astype(np.uint32)
-    ids = np.where(labels > 0, labels + (first_id - 1), 0).astype(np.uint32)
-    return {"w": view_hw[1], "h": view_hw[0], "src": ids_png_url(ids)}
+    start = sent.preview_n
+    if sent.preview_ids is None or sent.preview_ids.shape != view_hw or start > len(preview):
+        sent.preview_ids, start = np.zeros(view_hw, np.uint32), 0
+    new = preview[start:]
+    if new:
+        labels = to_view(render.label_map_from_rles([r for _, r in new], size_hw), view_hw)
+        ids = np.array([0, *(i for i, _ in new)], np.uint32)[labels]
+        np.copyto(sent.preview_ids, ids, where=ids != 0)
+    sent.preview_n = len(preview)
+    return {"w": view_hw[1], "h": view_hw[0], "src": ids_png_url(sent.preview_ids)}
 
 
 def frame(
@@ -479,10 +490,10 @@ def frame(
     if layers is not None:
         out["layers"] = layers
     if len(preview) != sent.preview_n:
-        out["preview"] = (
-            preview_message([r for _, r in preview], image.shape[:2], preview[0][0], max_side) if preview else None
-        )
-        sent.preview_n = len(preview)
+        if preview:
+            out["preview"] = preview_message(sent, preview, image.shape[:2], max_side)
+        else:
+            out["preview"], sent.preview_n, sent.preview_ids = None, 0, None
     # a frame with everything in it: the browser applies it even after a lost frame
     out["full"] = "image" in out
     out["legend"] = legend(anns, classes)

@@ -136,6 +136,27 @@ def test_each_layer_gets_a_patch_only_where_its_own_masks_changed():
     assert msg["count"] == 1 and msg["patches"] == []
 
 
+def test_each_preview_paints_only_the_new_masks_and_shows_the_same_as_a_fresh_render(monkeypatch):
+    from annotator.annotations import rle as rle_utils
+
+    masks = [rect(10, 10, 60, 60), rect(30, 30, 100, 80), rect(0, 0, 20, 20), rect(50, 5, 70, 85)]
+    preview = [(1000 + k, rle_utils.encode(m)) for k, m in enumerate(masks)]
+    sent, painted = cd.Sent(), []
+    real = render.label_map_from_rles
+    monkeypatch.setattr(
+        render, "label_map_from_rles", lambda rles, shape: painted.append(len(rles)) or real(rles, shape)
+    )
+    shown = [cd.preview_message(sent, preview[:n], (H, W)) for n in (2, 4)]
+    assert painted == [2, 2]  # the second preview painted the two new masks only
+    for n, msg in zip((2, 4), shown, strict=True):
+        ids = cd.rgb_to_ids(cd.decode_data_url(msg["src"]))
+        lut = np.array([0, *(i for i, _ in preview[:n])], np.uint32)
+        assert np.array_equal(ids, lut[real([r for _, r in preview[:n]], (H, W))]), f"{n} masks"
+    cd.forget(sent)  # a new run (or a reloaded page) starts from an empty layer
+    ids = cd.rgb_to_ids(cd.decode_data_url(cd.preview_message(sent, preview[2:3], (H, W))["src"]))
+    assert set(np.unique(ids)) == {0, 1002}
+
+
 def test_large_images_get_view_scale_layers_and_the_mask_stays_in_place():
     h, w = 3000, 4000
     doc = AnnotationDocument(h, w)
