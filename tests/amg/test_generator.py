@@ -488,7 +488,13 @@ def test_the_model_lock_is_held_for_model_calls_and_not_for_post_processing(monk
         getattr(model, name).register_forward_hook(lambda m, i, o, name=name: seen.append((name, lock.held)))
     image = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
     gen = MaskGenerator(
-        model, points_per_side=4, points_per_batch=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, model_lock=lock
+        model,
+        points_per_side=4,
+        points_per_batch=4,
+        decoder_batch_size=2,
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.0,
+        model_lock=lock,
     )
     unlocked = MaskGenerator(
         model, points_per_side=4, points_per_batch=4, pred_iou_thresh=0.0, stability_score_thresh=0.0
@@ -497,6 +503,8 @@ def test_the_model_lock_is_held_for_model_calls_and_not_for_post_processing(monk
     assert ("image_encoder", True) in seen and ("prompt_encoder", True) in seen
     assert all(held for name, held in seen if name != "post")
     assert ("post", False) in seen and ("post", True) not in seen
-    assert lock.acquired == 2 + 4  # the encoder, the decoder's per-image part, 4 point batches
+    # the encoder, the decoder's per-image part, then per point batch its prompt encoding and
+    # each decoder sub-batch apart (a click waits for one sub-batch of 2 points, not a batch)
+    assert lock.acquired == 2 + 4 * (1 + 2)
     same = unlocked.generate(image)
     assert [r["segmentation"].tolist() for r in records] == [r["segmentation"].tolist() for r in same]
