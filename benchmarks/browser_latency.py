@@ -104,11 +104,11 @@ def build_today(wb):
     return demo
 
 
-def launch(demo):
+def launch(demo, **kwargs):
     from annotator.testing import free_port
 
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **kwargs)
     return f"http://127.0.0.1:{port}/"
 
 
@@ -284,7 +284,7 @@ def main(argv=None) -> int:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
-    from annotator.app.ui import build_app
+    from annotator.app.ui import build_app, launch_kwargs
     from annotator.app.workbench import Workbench
     from annotator.formats.images import load_image
     from annotator.models.loading import BackendInfo
@@ -298,7 +298,9 @@ def main(argv=None) -> int:
     wb_today, wb_new = Workbench(seg, info), Workbench(seg, info)
     today = build_today(wb_today)
     new = build_app(seg, info, workbench=wb_new)
-    urls = {"today": launch(today), "new": launch(new)}
+    # the app as `annotator serve` launches it; today's without Gradio's run history too (it
+    # stores every call's outputs in the browser and slows each one down as the run goes)
+    urls = {"today": launch(today, run_history=False), "new": launch(new, **launch_kwargs())}
     results = {kind: {m: [] for m in MEASURES} for kind in ("today", "new")}
     requests = {"today": [], "new": []}
     lost = {"today": 0, "new": 0}

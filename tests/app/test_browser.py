@@ -269,6 +269,10 @@ def test_newcomer_path(app, page, tmp_path):
     assert np.abs(np.subtract(plain, sess.image[700, 900], dtype=int)).max() <= 24, (plain, sess.image[700, 900])
     page.keyboard.press("Enter")  # accept (shortcut)
     wait_rows(page, 1)
+    # nothing of the image or masks is kept in the browser's storage (Gradio's run history
+    # would store every frame, and rewrite it all at each update)
+    stored = page.evaluate("() => Object.keys(localStorage).filter(k => k.startsWith('gradio:run-history'))")
+    assert stored == [], stored
 
     # a box from two clicks, switched to with the B key
     page.keyboard.press("b")

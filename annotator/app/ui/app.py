@@ -58,7 +58,12 @@ def launch_kwargs(limits: Limits | None = None, info: BackendInfo | None = None,
     Gradio serves only its upload and cache folders (no ``allowed_paths`` are given); the
     checkpoint, the checkpoint cache and the ``private`` folders (the projects) are blocked
     as well, so that even an operator's ``GRADIO_ALLOWED_PATHS`` cannot expose them
-    (blocked paths win over allowed ones)."""
+    (blocked paths win over allowed ones).
+
+    Gradio's run history is off: it keeps every call's inputs and outputs (here the canvas
+    frames, with the image and mask data) in the browser's localStorage, re-written whole
+    at each status update; by the 30th click of a session the page spent ~1 s per click
+    on it, and it would leave people's images in the browser."""
     limits = limits or Limits()
     theme = gr.themes.Default(
         primary_hue="blue", neutral_hue="slate", spacing_size="sm", radius_size="sm", text_size="sm"
@@ -73,6 +78,7 @@ def launch_kwargs(limits: Limits | None = None, info: BackendInfo | None = None,
         "theme": theme,
         "max_file_size": limits.upload_bytes,
         "blocked_paths": blocked,
+        "run_history": False,
     }
 
 

@@ -48,6 +48,10 @@
     seq: 0, pending: [], frame: 0, queued: 0, chain: Promise.resolve(), cropTimer: null, cropSeq: 0,
   };
 
+  // when actions left and frames came and were drawn (the last 200), for benchmarks/browser_latency.py
+  const timings = [];
+  function mark(kind, n) { timings.push([kind, n, performance.now()]); if (timings.length > 200) timings.shift(); }
+
   // -- coordinates ----------------------------------------------------------------------------
   function toImage(cx, cy) { return [(cx - st.ox) / st.k, (cy - st.oy) / st.k]; }
   function toScreen(x, y) { return [x * st.k + st.ox, y * st.k + st.oy]; }
@@ -353,6 +357,7 @@
     }
     draw();
     await new Promise(r => requestAnimationFrame(() => r()));
+    mark("drawn", f.frame);
     root.dataset.frame = String(f.frame);
     root.dataset.ack = String(f.ack);
   }
@@ -393,6 +398,7 @@
   function onValue() {
     const f = props.value;
     if (!f || f.kind !== "frame") return;
+    mark("frame", f.frame);
     if (f.full) { for (const n of [...held.keys()]) if (n <= f.frame) held.delete(n); enqueue(f); }
     else if (f.frame > st.queued + 1) {
       held.set(f.frame, f);
@@ -415,6 +421,7 @@
   }
   function send(action) {
     action.seq = ++st.seq;
+    mark("send", action.seq);
     st.pending.push(action);
     props.value = {kind: "actions", have: {image: st.img ? st.img.key : null, frame: st.frame}, view: currentView(),
                    actions: st.pending.slice()};
@@ -629,7 +636,7 @@
   document.addEventListener("input", e => { if (e.target && e.target.closest && e.target.closest("#label")) renderLegend(); });
 
   // -- start -----------------------------------------------------------------------------------------------
-  root._acv = {state: st, toScreen, toImage, fit, zoomAt, recolorAll, setTool, send};  // for tests and benchmarks
+  root._acv = {state: st, timings, toScreen, toImage, fit, zoomAt, recolorAll, setTool, send};  // for tests and benchmarks
   new ResizeObserver(resize).observe(stage);
   setTool("positive", false);
   watch("value", onValue);
