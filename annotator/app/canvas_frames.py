@@ -55,6 +55,7 @@ ACTION_TYPES = (
     "undo",
     "redo",
     "delete",
+    "scale",
     "resync",
 )
 UNCHANGED = object()  # a frame's prompt that the browser has already
@@ -319,20 +320,24 @@ def mask_message(
     max_side: int = VIEW_MAX_SIDE,
     color: str = PROMPT_COLOR,
 ) -> dict | None:
-    """A single mask (the prompt's candidate) as a PNG of its bounding box in view pixels,
-    ``color`` where the mask is and transparent elsewhere.
-    ``mask`` is at the image's size ``size_hw`` (default: its own shape) or already at the
-    view size (the cheap way: only that candidate is upscaled, straight to the view size)."""
+    """A single mask (the prompt's candidate) as a PNG of its bounding box, ``color`` where
+    the mask is and transparent elsewhere; ``x, y, w, h`` are pixels of a frame ``fw`` x ``fh``
+    laid over the whole image.
+    ``mask`` is at the image's size ``size_hw`` (default: its own shape; sampled down to the
+    view size), or smaller: upscaled straight to what the screen shows (``prompt_size``), it
+    is sent at that size."""
     if mask is None or not mask.any():
         return None
     view_hw = view_size(size_hw or mask.shape, max_side)
-    view = to_view(mask.view(np.uint8) if mask.dtype == bool else (mask != 0).astype(np.uint8), view_hw)
+    m = mask.view(np.uint8) if mask.dtype == bool else (mask != 0).astype(np.uint8)
+    view = to_view(m, view_hw) if mask.shape[0] > view_hw[0] or mask.shape[1] > view_hw[1] else m
+    frame_hw = view.shape
     if not view.any():  # thinner than a view pixel everywhere: keep one pixel of it
         y, x = np.argwhere(mask)[0]
-        view = np.zeros(view_hw, np.uint8)
+        view = np.zeros(frame_hw, np.uint8)
         view[
-            min(int(y * view_hw[0] / mask.shape[0]), view_hw[0] - 1),
-            min(int(x * view_hw[1] / mask.shape[1]), view_hw[1] - 1),
+            min(int(y * frame_hw[0] / mask.shape[0]), frame_hw[0] - 1),
+            min(int(x * frame_hw[1] / mask.shape[1]), frame_hw[1] - 1),
         ] = 1
     ys, xs = np.nonzero(view.any(axis=1))[0], np.nonzero(view.any(axis=0))[0]
     y0, y1, x0, x1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
@@ -341,8 +346,23 @@ def mask_message(
         "y": int(y0),
         "w": int(x1 - x0),
         "h": int(y1 - y0),
+        "fw": int(frame_hw[1]),
+        "fh": int(frame_hw[0]),
         "src": tinted_png_url((view[y0:y1, x0:x1] != 0).view(np.uint8), color),
     }
+
+
+def prompt_size(size_hw: tuple[int, int], scale: float | None, max_side: int = VIEW_MAX_SIDE) -> tuple[int, int]:
+    """(h, w) to upscale the shown candidate to: what the screen shows of the image
+    (``scale`` = device pixels per image pixel, as the browser reports it), at most the
+    view size. A candidate comes from 256x256 logits, so at the screen's scale it looks the
+    same as at full resolution, for a fraction of the upscaling, encoding and decoding."""
+    vh, vw = view_size(size_hw, max_side)
+    if scale is None:
+        return vh, vw
+    h, w = size_hw
+    s = min(vh / h, float(scale))
+    return min(vh, max(1, int(np.ceil(h * s)))), min(vw, max(1, int(np.ceil(w * s))))
 
 
 # -- table, classes, legend -------------------------------------------------------------------------
@@ -594,6 +614,13 @@ def parse_view(raw: Any) -> dict:
         raise ValueError("view options are an object")
     alpha = min(1.0, max(0.0, _num(raw.get("alpha", 0.5), "alpha")))
     return {"alpha": alpha, **{k: bool(raw.get(k)) for k in VIEW_KEYS[1:]}}
+
+
+def reported_scale(message: Any) -> float | None:
+    """The device pixels per image pixel a browser message says its canvas shows, or None."""
+    if not isinstance(message, Mapping) or message.get("scale") is None:
+        return None
+    return min(64.0, max(0.01, _num(message["scale"], "scale")))
 
 
 def reported_view(message: Any) -> dict | None:

@@ -29,6 +29,7 @@ class BrowserCanvas:
     sent: cf.Sent = field(default_factory=cf.Sent)
     image: object = None  # the array the key was made for
     key: str | None = None
+    scale: float | None = None  # device pixels per image pixel the canvas shows (it reports it)
 
 
 def _canvas(s: Session) -> BrowserCanvas:
@@ -82,12 +83,13 @@ def frame(s: Session, message: str = "") -> dict:
             return cf.frame(sent, image=None, image_key=None, message=message, extra=extra)
         p = s.prompt
         size = s.image.shape[:2]
-        key = (image_key(s), tuple(p.points), tuple(p.labels), p.box, p.corner, id(p.prediction), p.choice)
+        shown_hw = cf.prompt_size(size, c.scale)
+        key = (image_key(s), tuple(p.points), tuple(p.labels), p.box, p.corner, id(p.prediction), p.choice, shown_hw)
         if key == sent.prompt_key and sent.image_key == key[0]:
             prompt = cf.UNCHANGED  # (a select, a paint, a view change: no candidate to encode again)
         else:
-            # only the shown candidate, upscaled straight to the view size
-            mask = p.mask_at(cf.view_size(size)) if p.prediction is not None else None
+            # only the shown candidate, upscaled straight to the size the screen shows
+            mask = p.mask_at(shown_hw) if p.prediction is not None else None
             prompt = cf.prompt_message(p.points, p.labels, p.box, mask, size, corner=p.corner)
             sent.prompt_key = key
         preview, preview_rows = _preview(s) if s.preview else ([], [])
@@ -125,8 +127,11 @@ def apply(ctx: Context, s: Session, message, label: str | None = None) -> str:
     c = _canvas(s)
     try:
         reported = cf.reported_view(message)
+        scale = cf.reported_scale(message)
     except ValueError:
-        reported = None  # (the actions are checked below, with a message)
+        reported = scale = None  # (the actions are checked below, with a message)
+    if scale is not None:  # the zoom: the candidate is sent at what the screen shows
+        c.scale = scale
     if reported is not None:  # the browser's own view options (changed there, no request)
         views.set_options(s, **reported)
         c.sent.view = astuple(s.view)
@@ -182,4 +187,4 @@ def _one(ctx: Context, s: Session, a: dict, label: str | None) -> str | None:
         return editing.redo(s)
     if kind == "delete":
         return editing.delete(s)
-    return None  # resync: the frame that answers sends everything
+    return None  # scale: the answer re-sends the candidate at the new zoom; resync: everything

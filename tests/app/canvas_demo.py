@@ -36,6 +36,7 @@ class DemoSession:
     mask: np.ndarray | None = None
     log: list = field(default_factory=list)  # every action applied, for the tests
     message: str = ""
+    scale: float | None = None  # what the canvas reports it shows (the candidate is sent at that)
 
 
 def fake_segment(shape, points, labels, box) -> np.ndarray | None:
@@ -109,7 +110,11 @@ class Demo:
             s.mask = fake_segment(s.doc.size, s.points, s.labels, s.box)
 
     def frame(self, s: DemoSession) -> dict:
-        prompt = cd.prompt_message(s.points, s.labels, s.box, s.mask)
+        mask = s.mask
+        if mask is not None:  # at the screen's scale, as the app sends it
+            h, w = cd.prompt_size(mask.shape, s.scale)
+            mask = cv2.resize(mask.view(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+        prompt = cd.prompt_message(s.points, s.labels, s.box, mask, s.image.shape[:2])
         return cd.frame(
             s.sent, image=s.image, image_key=s.key, doc=s.doc, classes=s.classes, prompt=prompt, message=s.message
         )
@@ -134,6 +139,7 @@ class Demo:
     def on_input(self, message, request: gr.Request):
         s = self.session(request.session_hash)
         try:
+            s.scale = cd.reported_scale(message) or s.scale
             for a in cd.new_actions(message, s.sent):
                 try:
                     self.apply(s, a)

@@ -189,6 +189,29 @@ def test_drag_draws_a_box_and_its_mask_is_drawn(page, demo):
     assert outside == before_outside  # outside the box nothing changed
 
 
+def test_the_candidate_comes_at_the_screens_scale_and_sharper_after_zooming_in(page, demo):
+    state, _ = demo
+    x, y = 800, 500
+    click_image(page, x, y)
+    page.wait_for_function("() => document.querySelector('#canvas .acv')._acv.state.promptMask !== null")
+    k = page.evaluate(STATE)["k"]
+    m = page.evaluate("() => document.querySelector('#canvas .acv')._acv.state.prompt.mask")
+    assert k < 0.9 and abs(m["fw"] - 1600 * k) <= 2  # what the screen shows, not the 1600 px image
+    inside = page.evaluate(SEEN, [x + 0.6 * DISC, y])  # drawn where the disc is, at this scale too
+    assert inside[2] > inside[0] + 40
+    page.mouse.move(*at(page, x, y))
+    for _ in range(3):
+        page.mouse.wheel(0, -400)
+    page.wait_for_function(
+        "() => { const s = document.querySelector('#canvas .acv')._acv.state; "
+        "return s.promptMask !== null && s.prompt.mask.fw === 1600; }"
+    )
+    assert kinds(state, "scale") and len(kinds(state, "point")) == 1  # asked again, no new prompt
+    edge = page.evaluate(SEEN, [x + DISC - 1.5, y]), page.evaluate(SEEN, [x + DISC + 1.5, y])
+    assert edge[0][2] > edge[1][2] + 40  # the disc's edge is where it is, to the image pixel
+    page.screenshot(path=str(ARTIFACTS / "canvas_zoomed_candidate.png"))
+
+
 def test_right_click_and_alt_click_are_negative_and_a_click_on_a_point_removes_it(page, demo):
     state, _ = demo
     click_image(page, 400, 400)

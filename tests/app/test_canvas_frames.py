@@ -171,6 +171,24 @@ def test_large_images_get_view_scale_layers_and_the_mask_stays_in_place():
     assert abs(ys.min() - 600 * 1536 / 3000) <= 1 and abs(ys.max() + 1 - 900 * 1536 / 3000) <= 1
 
 
+def test_the_candidate_is_sent_at_the_screens_scale_and_placed_over_the_whole_image():
+    h, w = 3000, 4000
+    assert cd.prompt_size((h, w), None) == (1536, 2048)  # no scale reported: the view size
+    assert cd.prompt_size((h, w), 0.2) == (600, 800)
+    assert cd.prompt_size((h, w), 3.0) == (1536, 2048)  # never above the view size
+    mask = np.zeros((600, 800), bool)
+    mask[150:300, 400:600] = True  # image pixels [2000, 3000) x [750, 1500)
+    m = cd.mask_message(mask, (h, w))
+    assert (m["fw"], m["fh"]) == (800, 600) and (m["x"], m["y"], m["w"], m["h"]) == (400, 150, 200, 150)
+    png = cd.decode_data_url(m["src"])
+    assert png.shape[:2] == (150, 200)  # the 200x150 box only, not a view-size picture
+    full = np.zeros((h, w), bool)
+    full[750:1500, 2000:3000] = True  # the same mask at the image's size: sampled to the view
+    m = cd.mask_message(full, (h, w))
+    assert (m["fw"], m["fh"]) == (2048, 1536)
+    assert abs(m["x"] / m["fw"] - 0.5) < 1e-3 and abs(m["w"] / m["fw"] - 0.25) < 1e-3
+
+
 def test_ids_survive_the_png_round_trip():
     ids = np.array([[0, 1, 255], [256, 65535, 70000]], np.uint32)
     assert np.array_equal(cd.rgb_to_ids(cd.decode_data_url(cd.png_url(cd.ids_to_rgb(ids)))), ids)

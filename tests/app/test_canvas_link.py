@@ -1,9 +1,13 @@
 """The browser canvas through the Workbench (no browser): its actions as the app's own calls,
 and the frames that answer them (annotator.app.canvas_link)."""
 
+import base64
+import io
+
 import numpy as np
 import pytest
 from conftest import IMAGES
+from PIL import Image
 
 from annotator.app import canvas_frames as cf
 from annotator.app.workbench import Workbench, WorkbenchError
@@ -35,7 +39,7 @@ class Browser:
         self.pending = [a for a in self.pending if a["seq"] > f["ack"]]
         return f
 
-    def send(self, *actions, label="object") -> tuple:
+    def send(self, *actions, label="object", scale=None) -> tuple:
         for a in actions:
             self.seq += 1
             self.pending.append({**a, "seq": self.seq})
@@ -45,6 +49,8 @@ class Browser:
             "view": self.view,
             "actions": list(self.pending),
         }
+        if scale is not None:
+            message["scale"] = scale
         view = self.wb.canvas_actions(self.sid, message, label)
         return view, self.show(view)
 
@@ -92,6 +98,25 @@ def test_right_click_box_drag_and_removing_a_point(wb, sid):
     view, f = b.send({"type": "remove_point", "index": 0})
     assert "Removed point 1" in view.message and f["prompt"]["points"] == [[420.0, 200.0, 0]]
     assert f["prompt"]["box"] == [480.0, 130.0, 670.0, 270.0]
+
+
+def test_the_candidate_comes_at_the_reported_scale_and_again_sharper_without_the_model(wb, sid):
+    b = opened(wb, sid)  # dog.jpg: 800x534
+    view, f = b.send({"type": "point", "x": 300, "y": 300, "mode": "positive"}, scale=0.25)
+    m = f["prompt"]["mask"]
+    assert (m["fw"], m["fh"]) == (200, 134)  # the screen shows a quarter of the image's pixels
+    s = wb.session(sid)
+    prediction = s.prompt.prediction
+    full = s.prompt.mask_at(None)
+    view, f = b.send({"type": "scale"}, scale=1.0)  # zoomed in: the same candidate, sharper
+    m = f["prompt"]["mask"]
+    assert (m["fw"], m["fh"]) == (800, 534) and s.prompt.prediction is prediction
+    shown = np.zeros((534, 800), bool)
+    png = Image.open(io.BytesIO(base64.b64decode(m["src"].split(",", 1)[1]))).convert("RGBA")
+    shown[m["y"] : m["y"] + m["h"], m["x"] : m["x"] + m["w"]] = np.asarray(png)[..., 3] > 0
+    assert np.array_equal(shown, full)  # at the image's scale it is the full-resolution mask
+    view, f = b.send({"type": "select", "x": 5, "y": 5}, scale=1.0)
+    assert "prompt" not in f  # nothing changed about it: not sent again
 
 
 def test_box_mode_clicks_show_the_first_corner(wb, sid):

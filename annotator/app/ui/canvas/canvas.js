@@ -45,7 +45,7 @@
     opacity: 0.5, hideAll: false, onlySelected: false, outlines: true, coverage: false,
     hover: 0, tool: "positive", mode: "positive", brush: 12,  // brush radius in screen pixels
     press: null, spaceDown: false, pointer: null, stroke: null,
-    seq: 0, pending: [], frame: 0, queued: 0, chain: Promise.resolve(), cropTimer: null, cropSeq: 0,
+    seq: 0, pending: [], frame: 0, queued: 0, chain: Promise.resolve(), cropTimer: null, cropSeq: 0, scaleTimer: null,
   };
 
   // when actions left and frames came and were drawn (the last 200), for benchmarks/browser_latency.py
@@ -81,7 +81,17 @@
     zoomEl.textContent = st.img ? Math.round(st.k * 100) + "%" : "";
     root.dataset.zoom = st.k.toFixed(4);
     scheduleCrop();
+    schedulePromptScale();
     draw();
+  }
+  // The candidate comes at the scale the screen showed when it was asked for (a fraction of
+  // the pixels, the same look); zoomed in well past that, it is asked for again, sharper.
+  function screenScale() { return st.k * (window.devicePixelRatio || 1); }
+  function schedulePromptScale() {
+    clearTimeout(st.scaleTimer);
+    const m = st.prompt.mask;
+    if (!st.img || !m || !m.fw || m.fw >= st.img.vw || screenScale() <= 1.25 * m.fw / st.img.W) return;
+    st.scaleTimer = setTimeout(() => send({type: "scale"}), 150);
   }
 
   // -- drawing ----------------------------------------------------------------------------------
@@ -123,7 +133,7 @@
       if (d) { ctx.drawImage(st.edge, d, 0, W, H); ctx.drawImage(st.edge, 0, d, W, H); ctx.drawImage(st.edge, -d, 0, W, H); ctx.drawImage(st.edge, 0, -d, W, H); }
     }
     if (st.promptMask) {
-      const m = st.prompt.mask, sx = W / st.img.vw, sy = H / st.img.vh;
+      const m = st.prompt.mask, sx = W / (m.fw || st.img.vw), sy = H / (m.fh || st.img.vh);
       ctx.globalAlpha = Math.max(st.opacity, 0.45);
       ctx.drawImage(st.promptMask, m.x * sx, m.y * sy, m.w * sx, m.h * sy);
       ctx.globalAlpha = 1;
@@ -345,6 +355,7 @@
     if (f.prompt) {
       st.prompt = f.prompt;
       st.promptMask = promptMask && st.img ? await promptMask : null;
+      schedulePromptScale();  // zoomed in since it was asked for
     }
     if (f.classes) st.classes = f.classes;
     if (f.legend) { st.legend = f.legend; renderLegend(); }
@@ -424,7 +435,7 @@
     mark("send", action.seq);
     st.pending.push(action);
     props.value = {kind: "actions", have: {image: st.img ? st.img.key : null, frame: st.frame}, view: currentView(),
-                   actions: st.pending.slice()};
+                   scale: screenScale(), actions: st.pending.slice()};
     trigger("input");
   }
 
