@@ -490,7 +490,8 @@ class Workbench:
         return self._act(sid, projects.set_done, done)
 
     def toggle_done(self, sid: str) -> View:
-        return self.set_done(sid, not projects.is_done(self.sessions.peek(sid)))
+        """Done <-> pending, read and written under the session's lock (one toggle at a time)."""
+        return self._act(sid, lambda s: projects.set_done(s, not projects.is_done(s)))
 
     def export_project(
         self, sid: str, include_rejected: bool = False, fmt: str = "coco-rle", tolerance: float = 0.0

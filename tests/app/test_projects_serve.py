@@ -47,6 +47,35 @@ def app(tiny_checkpoint, tmp_path_factory):
     demo.close()
 
 
+def test_marking_an_image_done_while_its_embedding_computes_stays_done(app, monkeypatch):
+    """Next image shows the image, then computes its embedding and shows that: D pressed in
+    between must not be undone by the second answer (it repeated the first answer's list)."""
+    import threading
+
+    demo, url, _ = app
+    wb = demo.workbench
+    c = Client(url, verbose=False)
+    c.predict("done-race", api_name="/open_project")
+    c.predict([handle_file(str(IMAGES / "dog.jpg")), handle_file(str(IMAGES / "truck.jpg"))], api_name="/add_images")
+    started, release = threading.Event(), threading.Event()
+    real = wb.encode
+
+    def slow_encode(sid):
+        started.set()
+        assert release.wait(60)
+        return real(sid)
+
+    monkeypatch.setattr(wb, "encode", slow_encode)
+    job = c.submit(api_name="/next_image")
+    assert started.wait(60)  # the truck is shown, its embedding is on its way
+    out = c.predict(api_name="/toggle_done")
+    assert rows(out[PROGRESS])[1][3] == "done"
+    release.set()
+    out = job.result(timeout=60)
+    assert "truck.jpg" in out[STATUS] and "embedding cached" in out[STATUS]
+    assert rows(out[PROGRESS])[1][3] == "done", rows(out[PROGRESS])
+
+
 def test_a_project_through_the_api(app, tmp_path):
     demo, url, projects = app
     c = Client(url, verbose=False)

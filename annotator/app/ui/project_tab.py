@@ -145,9 +145,12 @@ def then_encode(out: Outputs, wb: Workbench, key: str, first: View) -> Iterator[
     if wb.needs_embedding(key):
         done = wb.encode(key)
         done.message = first.message.removesuffix(COMPUTING) + done.message
-        # an API client sees only the last yield: repeat the (small) lists
-        done.table = first.table if done.table is None else done.table
-        done.progress = first.progress if done.progress is None else done.progress
+        # an API client sees only the last yield: repeat the (small) lists, as they are now
+        # (not the first yield's: the image may have been marked done meanwhile)
+        if done.table is None and first.table is not None:
+            done.table = wb.table(key)
+        if done.progress is None and first.progress is not None:
+            done.progress = wb.progress_rows(key)
         yield show_project(out, wb, key, done)
 
 
