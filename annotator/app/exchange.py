@@ -14,6 +14,7 @@ from annotator.annotations import render
 from annotator.annotations.document import AnnotationDocument
 from annotator.app import memory
 from annotator.app.checks import need_image
+from annotator.app.classes import class_list
 from annotator.app.context import Context
 from annotator.app.state import KEEP_EXPORTS, Session, WorkbenchError
 from annotator.app.text import plural
@@ -85,6 +86,7 @@ def export(
     h, w = s.doc.size
     dataset = coco.from_documents(
         [(doc, {"id": 1, "file_name": s.name, "height": h, "width": w})],
+        categories=class_list(s).coco_categories(),  # ids stable across exports, as the legend's
         model=ctx.info.model_tag,
         parameters=s.amg_params or None,
     )

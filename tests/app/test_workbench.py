@@ -315,6 +315,21 @@ def test_only_selected_hides_the_other_masks(wb, sid, dog):
 
 
 # -- export and import -----------------------------------------------------------------------
+def test_export_categories_are_the_class_list_with_ids_that_stay(wb, sid, tmp_path):
+    person, car = with_rects(wb, sid, (0, 0, 100, 100), (200, 200, 300, 350))
+    for ann_id, label in ((person, "person"), (car, "car")):
+        wb.select_mask(sid, ann_id, "replace")
+        wb.relabel(sid, label)  # a new name adds a class: person 1, car 2
+    first = COCO(str(wb.export(sid, figures=False, out_dir=tmp_path / "a").coco))
+    wb.select_mask(sid, person, "replace")
+    wb.delete(sid)
+    second = COCO(str(wb.export(sid, figures=False, out_dir=tmp_path / "b").coco))
+    for coco in (first, second):
+        assert [(c["id"], c["name"]) for c in coco.dataset["categories"]] == [(1, "person"), (2, "car")]
+    (ann,) = second.loadAnns(second.getAnnIds())
+    assert ann["category_id"] == 2  # car keeps its id with the person mask gone
+
+
 def test_export_writes_coco_that_pycocotools_loads_and_leaves_out_rejected(wb, sid, tmp_path):
     ids = with_rects(wb, sid, (0, 0, 100, 100), (200, 200, 300, 350), (400, 100, 500, 200))
     doc = wb.session(sid).doc
