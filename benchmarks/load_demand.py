@@ -25,10 +25,9 @@ from collections import defaultdict
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `annotator serve` sets it
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # this checkout's annotator, not another installed copy
-DATA = ROOT.parent / "shared" / "data" / "images"
-IMAGES = ["truck.jpg", "dog.jpg", "dogs.jpg", "groceries.jpg"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from load import DATA, IMAGES  # noqa: E402  (load.py's photos; it also puts this checkout first)
+
 PER_SESSION = {"upload": 1, "click": 8, "accept": 4, "everything": 1, "select": 4, "merge": 1, "delete": 1, "export": 1}
 
 

@@ -68,15 +68,6 @@ def _data_url(kind: str, encoded: np.ndarray) -> str:
     return f"data:image/{kind};base64," + base64.b64encode(encoded.tobytes()).decode("ascii")
 
 
-def png_url(array: np.ndarray) -> str:
-    """A PNG data URL of an (H, W) or (H, W, 3) uint8 array (channels in RGB order)."""
-    arr = array if array.ndim == 2 else np.ascontiguousarray(array[..., ::-1])
-    ok, buf = cv2.imencode(".png", arr, PNG_PARAMS)
-    if not ok:
-        raise RuntimeError("PNG encoding failed")
-    return _data_url("png", buf)
-
-
 def tinted_png_url(mask: np.ndarray, color: str) -> str:
     """A PNG data URL of a 0/1 (H, W) uint8 mask: ``color`` where set, transparent elsewhere.
     Paletted (one byte a pixel, a transparent index 0), so the browser draws it as it comes,
@@ -109,14 +100,9 @@ def decode_data_url(url: str) -> np.ndarray:
 
 
 # -- ids as colours ----------------------------------------------------------------------------
-def ids_to_rgb(ids: np.ndarray) -> np.ndarray:
-    ids = ids.astype(np.uint32, copy=False)
-    return np.stack([ids & 255, (ids >> 8) & 255, (ids >> 16) & 255], axis=-1).astype(np.uint8)
-
-
 def ids_png_url(ids: np.ndarray) -> str:
-    """A PNG data URL of an (H, W) id map, ``ids_to_rgb``'s colours (written in OpenCV's BGR
-    order directly: no channel-swapped copy)."""
+    """A PNG data URL of an (H, W) id map as colours, ``id = r + 256 g + 65536 b`` (written
+    in OpenCV's BGR order directly: no channel-swapped copy)."""
     ids = ids.astype(np.uint32, copy=False)
     bgr = np.empty((*ids.shape, 3), np.uint8)
     bgr[..., 0] = (ids >> 16) & 255

@@ -171,6 +171,15 @@ def wait_ids(page, ids: list[int]) -> None:
     )
 
 
+def open_project(page, name: str) -> None:
+    """Open (or create) the project ``name`` from the Project tab, as a person does."""
+    page.get_by_role("tab", name="Project").click()
+    box = page.locator("#project-name input")
+    box.fill(name)
+    box.press("Enter")
+    page.locator("#open-project").click()
+
+
 def wait_status(page, text: str) -> None:
     page.wait_for_function("t => document.querySelector('#status textarea').value.includes(t)", arg=text)
 
@@ -423,11 +432,7 @@ def wait_progress(page, expected: list[list[str]]) -> None:
 def test_a_reloaded_page_finds_its_project_image_and_masks(app, page):
     demo, _ = app
     canvas = Canvas(page)
-    page.get_by_role("tab", name="Project").click()
-    name = page.locator("#project-name input")
-    name.fill("browser-test")
-    name.press("Enter")
-    page.locator("#open-project").click()
+    open_project(page, "browser-test")
     wait_message(page, "Project browser-test is empty")
     page.locator("#add-images input[type=file]").set_input_files([str(IMAGES / "dog.jpg"), str(IMAGES / "truck.jpg")])
     wait_status(page, "dog.jpg 800x534 · embedding cached")

@@ -2,7 +2,7 @@
 
 import cv2
 import pytest
-from test_browser import browser, page, session_showing, shot, wait_message, wait_status  # noqa: F401
+from test_browser import browser, open_project, page, session_showing, shot, wait_message, wait_status  # noqa: F401
 
 from annotator.models import hf_testing
 from annotator.testing import free_port
@@ -23,6 +23,15 @@ def app(sam3_dir, tmp_path_factory):
     demo.close()
 
 
+def find_text(page, text: str, threshold: float) -> None:
+    """The Find all tab with ``text`` and the score threshold set (not run yet)."""
+    page.get_by_role("tab", name="Find all").click()
+    page.locator("#find-text input, #find-text textarea").first.fill(text)
+    box = page.locator("#find-threshold input[type=number]")
+    box.fill(str(threshold))
+    box.press("Enter")
+
+
 def test_find_all_from_the_tab_adds_pending_labelled_masks(app, page, tmp_path):
     demo, _ = app
     path = tmp_path / "street.png"
@@ -30,11 +39,7 @@ def test_find_all_from_the_tab_adds_pending_labelled_masks(app, page, tmp_path):
     page.locator("#upload input[type=file]").set_input_files(str(path))
     wait_status(page, "embedding cached")
     sess = session_showing(demo, "street.png")
-    page.get_by_role("tab", name="Find all").click()
-    page.locator("#find-text input, #find-text textarea").first.fill("car")
-    box = page.locator("#find-threshold input[type=number]")
-    box.fill("0")
-    box.press("Enter")
+    find_text(page, "car", 0)
     page.locator("#find-all").click()
     wait_message(page, "Y accept")
     anns = sess.doc.annotations
@@ -53,17 +58,9 @@ def test_find_all_in_every_image_of_a_project(app, page, tmp_path):
     with Project(path) as project:
         pngs = [cv2.imencode(".png", hf_testing.shapes_image(seed=k)[..., ::-1])[1].tobytes() for k in range(2)]
         project.add_images(pngs, names=["a.png", "b.png"])
-    page.get_by_role("tab", name="Project").click()
-    name = page.locator("#project-name input")
-    name.fill("browser-streets")
-    name.press("Enter")
-    page.locator("#open-project").click()
+    open_project(page, "browser-streets")
     wait_status(page, "a.png")
-    page.get_by_role("tab", name="Find all").click()
-    page.locator("#find-text input, #find-text textarea").first.fill("car")
-    box = page.locator("#find-threshold input[type=number]")
-    box.fill("0")
-    box.press("Enter")
+    find_text(page, "car", 0)
     page.locator("#find-all-project").click()
     page.wait_for_function(
         "t => document.querySelector('#find-all-progress textarea').value.includes(t)", arg="in 2 images searched"

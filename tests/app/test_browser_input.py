@@ -6,7 +6,18 @@ traceback. Uses the fixtures of ``test_browser``.
 """
 
 import pytest
-from test_browser import IMAGES, app, browser, page, session_showing, shot, wait_message, wait_shown, wait_status  # noqa: F401
+from test_browser import (  # noqa: F401
+    IMAGES,
+    app,
+    browser,
+    open_project,
+    page,
+    session_showing,
+    shot,
+    wait_message,
+    wait_shown,
+    wait_status,
+)
 
 from annotator.app.workbench import TABLE_HEADERS
 
@@ -65,11 +76,7 @@ def test_a_non_image_in_a_fresh_session_and_in_a_project(app, page, not_an_image
     wait_toast(page, APP_MESSAGE)
     no_traceback(capfd)
     # project upload: the good image joins, the bad one is named in the message
-    page.get_by_role("tab", name="Project").click()
-    name = page.locator("#project-name input")
-    name.fill("input-test")
-    name.press("Enter")
-    page.locator("#open-project").click()
+    open_project(page, "input-test")
     wait_message(page, "Project input-test is empty")
     page.locator("#add-images input[type=file]").set_input_files([str(IMAGES / "dog.jpg"), str(not_an_image)])
     wait_status(page, "dog.jpg 800x534")

@@ -10,6 +10,7 @@ from test_browser import (  # noqa: F401
     Canvas,
     app,
     browser,
+    open_project,
     page,
     session_showing,
     shot,
@@ -159,11 +160,7 @@ def test_project_keys_and_view_options_after_a_reload(app, page):
     """README: PageDown / PageUp step through the project's images, D marks done; a
     reloaded page reopens the project with its view options."""
     demo, _ = app
-    page.get_by_role("tab", name="Project").click()
-    name = page.locator("#project-name input")
-    name.fill("keys-test")
-    name.press("Enter")
-    page.locator("#open-project").click()
+    open_project(page, "keys-test")
     wait_message(page, "Project keys-test is empty")
     page.locator("#add-images input[type=file]").set_input_files([str(IMAGES / "dog.jpg"), str(IMAGES / "truck.jpg")])
     wait_status(page, "dog.jpg 800x534 · embedding cached")

@@ -191,7 +191,7 @@ def test_the_candidate_is_sent_at_the_screens_scale_and_placed_over_the_whole_im
 
 def test_ids_survive_the_png_round_trip():
     ids = np.array([[0, 1, 255], [256, 65535, 70000]], np.uint32)
-    assert np.array_equal(cd.rgb_to_ids(cd.decode_data_url(cd.png_url(cd.ids_to_rgb(ids)))), ids)
+    assert np.array_equal(cd.rgb_to_ids(cd.decode_data_url(cd.ids_png_url(ids))), ids)
 
 
 def test_full_resolution_crop_of_a_large_image():
