@@ -107,14 +107,14 @@ def run_ours(model, image, kwargs, timer):
     """``model``: a Sam, or a SamSegmenter on an exported runtime (see ``prepare``)."""
     import annotator.amg.generator as amg
     import annotator.amg.postprocess as amg_masks
-    from annotator.amg.decoder import PointDecoder
+    from annotator.models.modeling.mask_decoder import EmbeddingDecoder
     from annotator.models.predictor import SamSegmenter
 
     timer.wrap(SamSegmenter, "embed", "encoder")
     sam = model.model if isinstance(model, SamSegmenter) else model
     timer.wrap(type(sam.prompt_encoder), "forward", "decoder")
     for name in ("__init__", "transformer", "iou", "masks"):
-        timer.wrap(PointDecoder, name, "decoder")
+        timer.wrap(EmbeddingDecoder, name, "decoder")
     timer.wrap(amg_masks, "upscale_transposed", "upscale")
     timer.wrap(amg_masks, "stability_scores", "stability")
     timer.wrap(amg_masks, "stability_from_low_res", "stability")

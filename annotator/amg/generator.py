@@ -6,7 +6,7 @@
 
 - the image encoder runs through ``SamSegmenter.embed`` (fused attention, content-keyed
   embedding cache, the segmenter's runtime), so the app, the CLI and this generator share one
-  engine and one cache; the decoder batches stay on PyTorch's ``PointDecoder`` whatever the
+  engine and one cache; the decoder batches stay on PyTorch's ``EmbeddingDecoder`` whatever the
   runtime: it shares the per-image work across points, which the exported per-prompt decoder
   cannot (measured: the exported decoder on ONNX Runtime was ~1.2x slower per 16-point batch);
 - the decoder shares per-image work across points and skips the upscaling head for points
@@ -48,11 +48,11 @@ from segment_anything.utils.amg import (
 )
 from torchvision.ops.boxes import batched_nms
 
-from annotator.amg.decoder import PointDecoder
 from annotator.amg.params import DEFAULTS
 from annotator.amg.postprocess import CropFrame, MaskSet, masks_from_logits
 from annotator.annotations.pixels import as_rgb_array
 from annotator.models.device import autocast_dtype
+from annotator.models.modeling.mask_decoder import EmbeddingDecoder
 from annotator.models.predictor import SamSegmenter
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
@@ -196,7 +196,7 @@ class MaskGenerator:
                 f"model must be a segment_anything Sam or a SamSegmenter (or a SAM 2.1 / SAM 3 "
                 f"predictor with decode_points), not {type(model).__name__}"
             )
-        # SAM 1's own decoder path (PointDecoder) vs. the predictor's batched decoding
+        # SAM 1's own decoder path (EmbeddingDecoder) vs. the predictor's batched decoding
         self._sam1 = isinstance(self.segmenter, SamSegmenter)
         self.model = self.segmenter.model
         self.device = self.segmenter.device
@@ -262,7 +262,7 @@ class MaskGenerator:
             if self._sam1:
                 frame = CropFrame(tuple(crop_box), orig_hw, tuple(emb.input_size), self.model.image_encoder.img_size)
                 with self.model_lock, torch.inference_mode(), self._precision():
-                    decoder = PointDecoder(self.model, emb.features)
+                    decoder = EmbeddingDecoder(self.model, emb.features)
             else:
                 frame = CropFrame(
                     tuple(crop_box),
@@ -329,7 +329,7 @@ class MaskGenerator:
         self._counts.below_stability += int(sum(len(x) for x in lows)) - len(passed)
         return passed
 
-    def _decode(self, decoder: PointDecoder, in_points, in_labels, n: int):
+    def _decode(self, decoder: EmbeddingDecoder, in_points, in_labels, n: int):
         """The model's part of a batch: low-res logits and predicted IoUs of the masks that
         can pass ``pred_iou_thresh``, and the index of each one's point. The model lock is
         taken per sub-batch."""
@@ -360,7 +360,7 @@ class MaskGenerator:
 
     def _decode_with_predictor(self, embedding, points: np.ndarray):
         """``_decode`` for a ``PointBatchPredictor``: the same filter on predicted IoU, the
-        logits transposed like ``PointDecoder.masks(..., transpose=True)``'s."""
+        logits transposed like ``EmbeddingDecoder.masks(..., transpose=True)``'s."""
         lows, ious, point_idx = [], [], []
         for start in range(0, len(points), self.decoder_batch_size):
             with self.model_lock, self._precision():

@@ -1,13 +1,10 @@
-"""SAM's image encoder and prompt decoder as ONNX files, built once per set of weights.
+"""SAM's image encoder as ONNX files, built once per set of weights.
 
 Exported from the official modules with PyTorch's TorchScript exporter (``dynamo=False``:
-it needs no extra package and traces SAM's encoders as they are):
-
-- the image encoder: (1, 3, 1024, 1024) preprocessed image -> (1, 256, 64, 64) features;
-- the prompt decoder (``PromptDecoder``, on ``segment_anything.utils.onnx.SamOnnxModel``):
-  SAM's prompt encoder and mask decoder for a batch of prompts, returning the low-res logits
-  and predicted IoU of all four mask tokens. The upscaling to image pixels stays outside the
-  graph, so a click upscales only the candidate it shows.
+it needs no extra package and traces SAM's encoders as they are): (1, 3, 1024, 1024)
+preprocessed image -> (1, 256, 64, 64) features, in fp32 and (ONNX Runtime's dynamic
+quantization of it) int8. The prompt decoder is not exported: it runs in PyTorch
+(``annotator.models.runtime`` says why).
 
 Files live under ``<cache>/runtime/<weights key>/<part>/model.onnx``; the key is a hash of the
 weights and of what shapes the graph, so another checkpoint or another exporter builds anew.
@@ -28,7 +25,6 @@ from pathlib import Path
 
 import torch
 from segment_anything.modeling import Sam
-from segment_anything.utils.onnx import SamOnnxModel
 
 from annotator.models.modeling.attention import _FUSED
 
@@ -37,7 +33,7 @@ log = logging.getLogger(__name__)
 # Bump when the exported graphs change (inputs, outputs, what they compute).
 EXPORT_VERSION = 1
 OPSET = 17
-PARTS = ("encoder", "encoder-int8", "decoder")
+PARTS = ("encoder", "encoder-int8")
 
 
 def weights_key(model: Sam) -> str:
@@ -52,46 +48,6 @@ def weights_key(model: Sam) -> str:
         # flattened first: a 0-d tensor (BatchNorm's num_batches_tracked in vit_t) has no byte view
         h.update(t.reshape(-1).view(torch.uint8).numpy().data if t.numel() else b"")
     return h.hexdigest()
-
-
-class PromptDecoder(SamOnnxModel):
-    """SAM's prompt encoder + mask decoder for B prompts, built from the official modules.
-
-    Inputs (all float32): ``image_embeddings`` (E, 256, 64, 64) with E = 1 (every prompt on
-    one image) or E = B (prompt i on image i: clicks of different sessions stacked);
-    ``point_coords`` (B, N, 2) in the encoder's 1024-pixel frame, box corners included;
-    ``point_labels`` (B, N): 1 object, 0 background, 2/3 box corners, -1 padding;
-    ``mask_input`` (B, 1, 256, 256) low-res logits; ``has_mask_input`` (B,) 1 where
-    ``mask_input`` is given. Outputs: low-res logits (B, 4, 256, 256) and predicted IoU (B, 4)
-    of the four mask tokens (token 0 is the single-mask output, 1-3 the multimask ones).
-
-    Same prompt embedding as ``SamOnnxModel`` (which is what ``PromptEncoder`` computes once
-    the caller adds its padding point); the mask decoder's steps are spelled out so the image
-    embedding can be per prompt instead of repeated.
-    """
-
-    def __init__(self, model: Sam):
-        super().__init__(model, return_single_mask=False)
-
-    @torch.no_grad()
-    def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input):
-        dec = self.model.mask_decoder
-        sparse = self._embed_points(point_coords, point_labels)
-        dense = self._embed_masks(mask_input, has_mask_input.reshape(-1, 1, 1, 1))
-        b = sparse.shape[0]
-        output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
-        tokens = torch.cat([output_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
-        src = image_embeddings + dense  # broadcasts E = 1 over the batch
-        pos = self.model.prompt_encoder.get_dense_pe()
-        hs, keys = dec.transformer(src, pos, tokens)
-        c, h, w = src.shape[1:]
-        up = dec.output_upscaling(keys.transpose(1, 2).reshape(b, c, h, w))
-        mask_tokens = hs[:, 1 : 1 + dec.num_mask_tokens]
-        hyper = torch.stack([mlp(mask_tokens[:, i]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], dim=1)
-        uc, uh, uw = up.shape[1:]
-        low_res = (hyper @ up.reshape(b, uc, uh * uw)).reshape(b, -1, uh, uw)
-        iou = dec.iou_prediction_head(hs[:, 0])
-        return low_res, iou
 
 
 @contextlib.contextmanager
@@ -130,37 +86,6 @@ def export_encoder(model: Sam, path: Path) -> None:
     x = torch.zeros(1, 3, size, size)
     with official_attention(model), torch.no_grad():
         _export(model.image_encoder.float().eval(), (x,), path, ["image"], ["features"])
-
-
-def export_decoder(model: Sam, path: Path) -> None:
-    c = model.prompt_encoder.embed_dim
-    h, w = model.prompt_encoder.image_embedding_size
-    mh, mw = model.prompt_encoder.mask_input_size
-    args = (
-        torch.randn(1, c, h, w),
-        torch.randint(0, 1024, (2, 3, 2), dtype=torch.float),
-        torch.tensor([[1.0, 0.0, -1.0], [2.0, 3.0, 1.0]]),
-        torch.randn(2, 1, mh, mw),
-        torch.tensor([1.0, 0.0]),
-    )
-    axes = {
-        "image_embeddings": {0: "images"},
-        "point_coords": {0: "prompts", 1: "points"},
-        "point_labels": {0: "prompts", 1: "points"},
-        "mask_input": {0: "prompts"},
-        "has_mask_input": {0: "prompts"},
-        "low_res_masks": {0: "prompts"},
-        "iou_predictions": {0: "prompts"},
-    }
-    with official_attention(model):
-        _export(
-            PromptDecoder(model).eval(),
-            args,
-            path,
-            ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"],
-            ["low_res_masks", "iou_predictions"],
-            axes,
-        )
 
 
 def quantize_encoder(fp32_path: Path, path: Path) -> None:
@@ -223,8 +148,6 @@ class ExportCache:
             target = tmp / "model.onnx"
             if part == "encoder":
                 export_encoder(self.model, target)
-            elif part == "decoder":
-                export_decoder(self.model, target)
             else:
                 quantize_encoder(self.path("encoder"), target)
             try:

@@ -1,23 +1,26 @@
 """Prompted segmentation with SAM: set an image, then predict masks from points and a box.
 
 ``SamSegmenter`` computes what ``segment_anything.SamPredictor`` computes (same transforms,
-same prompt encoder, decoder and postprocessing), with three differences that matter in an
+same prompt encoder, decoder and postprocessing), with four differences that matter in an
 app: fused attention (same numbers, less time and memory), an optional bf16/fp16 encoder,
-and a content-keyed embedding cache so returning to an image never re-runs the encoder.
-Prediction can take the embedding explicitly, so many sessions can share one model.
+a content-keyed embedding cache so returning to an image never re-runs the encoder, and the
+mask decoder laid out for a CPU and bound to the image (``EmbeddingDecoder``: a click
+reuses the image's share of the work). Prediction can take the embedding explicitly, so
+many sessions can share one model.
 
-``runtime`` chooses what runs the encoder and decoder: ``"torch"`` (the modules as built, any
-device) or, on a CPU, ``"onnx"`` / ``"openvino"`` (graphs exported from the same modules,
+``runtime`` chooses what runs the image encoder: ``"torch"`` (the modules as built, any
+device) or, on a CPU, ``"onnx"`` / ``"openvino"`` (a graph exported from the same modules,
 ``annotator.models.runtime``). ``predict_candidates`` returns the candidates as low-res logits
 that are upscaled only when a mask is read, one candidate and one resolution at a time (a click
 shows one candidate at display resolution; accepting it reads that one at full resolution);
-``predict_many`` decodes prompts of several sessions in one batch.
+``predict_many`` decodes prompts of several sessions together.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,10 +32,13 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from annotator.annotations.pixels import as_rgb_array
 from annotator.models.device import autocast_dtype, pick_device
 from annotator.models.embeddings import EmbeddingCache, ImageEmbedding, image_key
-from annotator.models.export import PromptDecoder
 from annotator.models.lowres import axis_map, count_above
 from annotator.models.modeling.attention import fuse_attention
+from annotator.models.modeling.mask_decoder import MULTIMASK, SINGLE, EmbeddingDecoder, sparse_embeddings
 from annotator.models.runtime import ExportedSam, check_runtime
+
+# images whose EmbeddingDecoder is kept: a few sessions' current images (~10 MB each)
+DECODED_IMAGES = 4
 
 
 @dataclass
@@ -215,9 +221,8 @@ class SamSegmenter:
         self.name = name
         self.embedding: ImageEmbedding | None = None
         self._encoder_lock = threading.Lock()
-        self._batch_decoder = None
-        with torch.no_grad():  # depends only on the weights; the official code recomputes it per click
-            self._dense_pe = self.model.prompt_encoder.get_dense_pe()
+        self._decoders: OrderedDict[str, EmbeddingDecoder] = OrderedDict()
+        self._decoders_lock = threading.Lock()
 
     # -- image ---------------------------------------------------------------------------
     @property
@@ -291,36 +296,7 @@ class SamSegmenter:
         if emb is None:
             raise RuntimeError("set an image first (set_image or embed)")
         spec = PromptSpec(emb, point_coords, point_labels, box, mask_input, multimask_output)
-        if self.engine is None:
-            return self._predict_torch(spec)
         return self.predict_many([spec])[0]
-
-    @torch.no_grad()
-    def _predict_torch(self, spec: PromptSpec) -> LazyPrediction:
-        """The official path: SAM's prompt encoder and mask decoder as PyTorch modules."""
-        emb = spec.embedding
-        coords, labels, box = check_prompts(spec.point_coords, spec.point_labels, spec.box, emb.original_size)
-        points = boxes = masks_in = None
-        if coords is not None:
-            c = self.transform.apply_coords(coords, emb.original_size)
-            points = (
-                torch.as_tensor(c, dtype=torch.float, device=self.device)[None],
-                torch.as_tensor(labels, dtype=torch.int, device=self.device)[None],
-            )
-        if box is not None:
-            b = self.transform.apply_boxes(box, emb.original_size)
-            boxes = torch.as_tensor(b, dtype=torch.float, device=self.device)
-        if spec.mask_input is not None:
-            masks_in = torch.as_tensor(_mask_input(spec.mask_input)[None], device=self.device)
-        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=masks_in)
-        low_res, iou = self.model.mask_decoder(
-            image_embeddings=emb.features,
-            image_pe=self._dense_pe,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=spec.multimask_output,
-        )
-        return self._lazy(low_res[0], iou[0], emb)
 
     def _lazy(self, low_res: torch.Tensor, iou: torch.Tensor, emb: ImageEmbedding) -> LazyPrediction:
         return LazyPrediction(
@@ -333,7 +309,7 @@ class SamSegmenter:
 
     # -- batches of prompts --------------------------------------------------------------
     def decoder_inputs(self, spec: PromptSpec):
-        """One prompt as the exported decoder's inputs (``PromptDecoder``): coords (N, 2) in
+        """One prompt as the decoder's inputs: coords (N, 2) in
         the encoder frame, labels (N,), mask (1, 256, 256), has_mask; the points padded with
         one "not a point" when there is no box, as ``PromptEncoder`` does."""
         emb = spec.embedding
@@ -357,42 +333,46 @@ class SamSegmenter:
 
     @torch.no_grad()
     def predict_many(self, specs: list[PromptSpec]) -> list[LazyPrediction]:
-        """``predict_candidates`` for several prompts, on one or several images, decoded in
-        as few decoder calls as their shapes allow (prompts with the same number of points are
-        stacked, each with its own image embedding). Raises ``ValueError`` for a bad prompt
-        before anything runs."""
+        """``predict_candidates`` for several prompts, on one or several images (clicks of
+        several sessions). Prompts on the same image with the same number of points, alike in
+        having a mask fed back and in wanting candidates, are one ``EmbeddingDecoder`` call.
+        Raises ``ValueError`` for a bad prompt before anything runs."""
         inputs = [self.decoder_inputs(s) for s in specs]
-        groups: dict[int, list[int]] = {}
-        for i, (c, _, _, _) in enumerate(inputs):
-            groups.setdefault(len(c), []).append(i)
+        groups: dict[tuple, list[int]] = {}
+        for i, (c, _, _, has) in enumerate(inputs):
+            groups.setdefault((specs[i].embedding.key, len(c), has, specs[i].multimask_output), []).append(i)
         out: list[LazyPrediction | None] = [None] * len(specs)
-        for idx in groups.values():
-            keys = {specs[i].embedding.key for i in idx}
-            if len(keys) == 1:
-                features = specs[idx[0]].embedding.features
-            else:
-                features = torch.cat([specs[i].embedding.features for i in idx])
-            coords = np.stack([inputs[i][0] for i in idx])
-            labels = np.stack([inputs[i][1] for i in idx])
-            masks = np.stack([inputs[i][2] for i in idx])
-            has = np.array([inputs[i][3] for i in idx], np.float32)
-            low_res, iou = self._decode_batch(features, coords, labels, masks, has)
+        for (_, _, has, multimask), idx in groups.items():
+            low_res, iou = self._decode_on_image(specs[idx[0]].embedding, [inputs[i] for i in idx], has, multimask)
             for row, i in enumerate(idx):
-                sel = slice(1, None) if specs[i].multimask_output else slice(0, 1)
-                out[i] = self._lazy(low_res[row, sel], iou[row, sel], specs[i].embedding)
+                out[i] = self._lazy(low_res[row], iou[row], specs[i].embedding)
         return out
 
-    def _decode_batch(self, features, coords, labels, masks, has):
-        if self.engine is not None:
-            result = self.engine.decode(features, coords, labels, masks, has)
-            return result.low_res, result.iou
-        if self._batch_decoder is None:
-            self._batch_decoder = PromptDecoder(self.model)
+    def _decode_on_image(self, emb: ImageEmbedding, inputs: list, has_mask: float, multimask: bool):
+        """Prompts on one image (``decoder_inputs`` each, with the same number of points)
+        through that image's ``EmbeddingDecoder``: (low-res logits, IoU) of the candidates."""
 
         def t(a):
-            return torch.as_tensor(a, dtype=torch.float32, device=self.device)
+            return torch.as_tensor(np.stack(a), dtype=torch.float32, device=self.device)
 
-        return self._batch_decoder(features, t(coords), t(labels), t(masks), t(has))
+        sparse = sparse_embeddings(self.model.prompt_encoder, t([x[0] for x in inputs]), t([x[1] for x in inputs]))
+        dense = None
+        if has_mask:
+            dense = self.model.prompt_encoder.mask_downscaling(t([x[2] for x in inputs]))
+        return self._embedding_decoder(emb).decode(sparse, dense, MULTIMASK if multimask else SINGLE)
+
+    def _embedding_decoder(self, emb: ImageEmbedding) -> EmbeddingDecoder:
+        """The image's decoder, kept for the last few images (each holds ~10 MB of its
+        first block's image side once a prompt without a mask has run)."""
+        with self._decoders_lock:
+            decoder = self._decoders.get(emb.key)
+            if decoder is None or decoder.features is not emb.features:
+                decoder = EmbeddingDecoder(self.model, emb.features)
+                self._decoders[emb.key] = decoder
+            self._decoders.move_to_end(emb.key)
+            while len(self._decoders) > DECODED_IMAGES:
+                self._decoders.popitem(last=False)
+            return decoder
 
 
 def _mask_input(mask_input) -> np.ndarray:

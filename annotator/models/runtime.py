@@ -1,16 +1,20 @@
-"""Where SAM's encoder and decoder run: PyTorch, ONNX Runtime or OpenVINO.
+"""Where SAM's image encoder runs: PyTorch, ONNX Runtime or OpenVINO.
 
 ``torch`` runs the model as built (any device). ``onnx`` and ``openvino`` run the exported
-graphs (``annotator.models.export``) on the CPU; they compute the same masks (the parity
-tests hold them to the official PyTorch model) in less time on a CPU. ``default_runtime``
+encoder (``annotator.models.export``) on the CPU; it computes the same embedding (the parity
+tests hold it to the official PyTorch model) in less time on a CPU. ``default_runtime``
 picks ONNX Runtime on a CPU when it is installed, PyTorch elsewhere.
+
+The prompt decoder runs in PyTorch whatever the runtime: ``EmbeddingDecoder``
+(``annotator.models.modeling.mask_decoder``) shares each image's work across its prompts and
+was faster than either exported decoder (a click on random vit_t, 2-core CPU: 70 ms against
+100 ms on ONNX Runtime and 119 ms on OpenVINO).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,7 +25,7 @@ from annotator.models.export import ExportCache
 
 __all__ = ["RUNTIMES", "ExportedSam", "available", "check_runtime", "default_runtime"]
 RUNTIME_ENV = "ANNOTATOR_RUNTIME"
-# encoder precisions the exported runtimes offer (the decoder is always fp32)
+# encoder precisions the exported runtimes offer (the decoder is fp32 in PyTorch)
 EXPORTED_PRECISIONS = ("fp32", "int8")
 _PACKAGES = {"onnx": "onnxruntime", "openvino": "openvino"}
 
@@ -62,15 +66,14 @@ def _threads(threads: int | None) -> int:
 
 
 class _OrtGraph:
-    def __init__(self, path, threads: int, arena: bool = True):
+    def __init__(self, path, threads: int):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         # ORT's memory arena keeps the largest buffers of a call for the next one: for the
         # image encoder that held ~3 GB more at peak after two images (vit_b: 7942 vs 4809
-        # MiB), for no speed gain (19-20 s either way); the decoder's small, frequent calls
-        # keep it
-        opts.enable_cpu_mem_arena = arena
+        # MiB), for no speed gain (19-20 s either way)
+        opts.enable_cpu_mem_arena = False
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -84,7 +87,7 @@ class _OrtGraph:
 
 
 class _OpenVinoGraph:
-    def __init__(self, path, threads: int, arena: bool = True):  # (arena: ORT's option only)
+    def __init__(self, path, threads: int):
         import openvino as ov
 
         core = ov.Core()
@@ -101,14 +104,8 @@ class _OpenVinoGraph:
 _GRAPHS = {"onnx": _OrtGraph, "openvino": _OpenVinoGraph}
 
 
-@dataclass
-class DecoderOutput:
-    low_res: torch.Tensor  # (B, 4, 256, 256) logits of the four mask tokens
-    iou: torch.Tensor  # (B, 4)
-
-
 class ExportedSam:
-    """One SAM's image encoder and prompt decoder, exported and opened on a CPU runtime."""
+    """One SAM's image encoder, exported and opened on a CPU runtime."""
 
     def __init__(
         self,
@@ -129,29 +126,10 @@ class ExportedSam:
         self.precision = precision
         self.cache = ExportCache(model, cache_root)
         encoder_part = "encoder" if precision == "fp32" else "encoder-int8"
-        paths = self.cache.ensure([encoder_part, "decoder"], progress=progress)
-        graph = _GRAPHS[runtime]
-        self._encoder = graph(paths[encoder_part], _threads(threads), arena=False)
-        self._decoder = graph(paths["decoder"], _threads(threads))
+        paths = self.cache.ensure([encoder_part], progress=progress)
+        self._encoder = _GRAPHS[runtime](paths[encoder_part], _threads(threads))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(1, 3, 1024, 1024) preprocessed image -> (1, 256, 64, 64) features."""
         (features,) = self._encoder(image=x.detach().cpu().float().numpy())
         return torch.from_numpy(np.ascontiguousarray(features))
-
-    def decode(self, features, coords, labels, mask_input, has_mask) -> DecoderOutput:
-        """See ``PromptDecoder``: features (E, 256, 64, 64), E = 1 or B."""
-        low_res, iou = self._decoder(
-            image_embeddings=_np32(features),
-            point_coords=_np32(coords),
-            point_labels=_np32(labels),
-            mask_input=_np32(mask_input),
-            has_mask_input=_np32(has_mask),
-        )
-        return DecoderOutput(torch.from_numpy(low_res), torch.from_numpy(iou))
-
-
-def _np32(x) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    return np.ascontiguousarray(x, dtype=np.float32)

@@ -26,7 +26,6 @@ from segment_anything.utils.amg import (
     uncrop_masks,
 )
 
-from annotator.amg.decoder import PointDecoder
 from annotator.amg.generator import Cancelled, MaskGenerator, Progress, Update, uncompressed_rle
 from annotator.amg.postprocess import (
     CropFrame,
@@ -36,6 +35,7 @@ from annotator.amg.postprocess import (
     upscale_transposed,
 )
 from annotator.amg.stability import axis_map, count_above, stability_from_low_res
+from annotator.models.modeling.mask_decoder import EmbeddingDecoder
 from annotator.models.predictor import SamSegmenter
 from annotator.testing import random_sam
 
@@ -214,7 +214,7 @@ def test_point_decoder_matches_official_decoder(dog):
         ref_low, ref_iou = model.mask_decoder(
             emb.features, model.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output=True
         )
-        dec = PointDecoder(model, emb.features)
+        dec = EmbeddingDecoder(model, emb.features)
         low, iou = dec.decode(sparse)
         tokens, keys = dec.transformer(sparse)
         low_t = dec.masks(tokens, keys, transpose=True)

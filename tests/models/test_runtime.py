@@ -96,10 +96,10 @@ def test_refining_with_mask_input_matches_the_official_model(official, onnx_seg)
 def test_export_is_cached_per_weights(runtime_cache, onnx_seg):
     cache = ExportCache(random_sam("tiny", seed=0), runtime_cache)
     assert cache.key == onnx_seg.engine.cache.key
-    paths = cache.ensure(["encoder", "decoder"], progress=False)
+    paths = cache.ensure(["encoder"], progress=False)
     stamp = {p: paths[p].stat().st_mtime_ns for p in paths}
-    assert cache.missing(["encoder", "decoder"]) == []
-    cache.ensure(["encoder", "decoder"], progress=False)  # nothing to build: files untouched
+    assert cache.missing(["encoder"]) == []
+    cache.ensure(["encoder"], progress=False)  # nothing to build: files untouched
     assert {p: paths[p].stat().st_mtime_ns for p in paths} == stamp
     assert weights_key(random_sam("tiny", seed=1)) != cache.key
 
@@ -116,9 +116,9 @@ def test_the_cache_key_covers_zero_dimensional_buffers():
 
 
 @pytest.mark.parametrize("runtime", ["torch", "onnx"])
-def test_prompts_of_several_sessions_decode_as_one_batch(truck, dog, runtime, runtime_cache):
-    """predict_many stacks prompts on different images (and on one image) and gives what
-    each prompt gives alone."""
+def test_prompts_of_several_sessions_decode_together_per_image(truck, dog, runtime, runtime_cache):
+    """predict_many decodes the prompts alike on one image in one call (whatever the runtime:
+    the decoder is PyTorch's EmbeddingDecoder) and gives what each prompt gives alone."""
     seg = SamSegmenter(
         random_sam("tiny", seed=0), device="cpu", runtime=runtime, runtime_cache=runtime_cache, progress=False
     )
@@ -132,11 +132,12 @@ def test_prompts_of_several_sessions_decode_as_one_batch(truck, dog, runtime, ru
         PromptSpec(e_dog, np.array([[w / 3, h / 3], [w / 2, h / 2]]), np.array([1, 0]), multimask_output=False),
     ]
     calls = []
-    decode = seg._decode_batch
-    seg._decode_batch = lambda *a: calls.append(len(a[1])) or decode(*a)
+    decode = seg._decode_on_image
+    seg._decode_on_image = lambda emb, inputs, *a: calls.append((emb.key, len(inputs))) or decode(emb, inputs, *a)
     many = seg.predict_many(specs)
-    # one point (+ padding) and a box are two tokens each: one call; two points (+ padding) another
-    assert sorted(calls) == [1, 4]
+    # on the dog, one point (+ padding) and a box are two tokens each, both for candidates: one
+    # call; every other prompt differs in image, in wanting candidates, or in tokens
+    assert sorted(calls) == sorted([(e_truck.key, 1), (e_dog.key, 2), (e_truck.key, 1), (e_dog.key, 1)])
     for spec, got in zip(specs, many):
         alone = seg.predict(
             spec.point_coords,

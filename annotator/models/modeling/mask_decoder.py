@@ -1,22 +1,27 @@
-"""SAM's mask decoder for many single-point prompts on one image, sharing per-image work.
+"""SAM's mask decoder bound to one image embedding, laid out for a CPU.
 
-For a grid of points on one image, most of what ``MaskDecoder`` computes for each point is
-the same for every point or can be reordered to be much smaller. ``PointDecoder`` computes the
-same function as ``sam.mask_decoder(..., multimask_output=True)`` (to float rounding) with:
+For prompts on one image, much of what ``MaskDecoder`` computes for each prompt is the same
+for every prompt or can be reordered to be much smaller. ``EmbeddingDecoder`` computes the same
+function as ``sam.mask_decoder`` (to float rounding) for a batch of prompts on one image, any
+prompts (points, a box, a mask fed back), with:
 
-- per image, once: the image tokens plus the "no mask" dense embedding, their positional
-  encoding, and in the first two-way block the key/value projections of the image tokens
-  (token-to-image attention) and the query projection of the image tokens (image-to-token
-  attention): their inputs are identical for every point;
-- attention with the projections folded onto the 7 prompt tokens instead of the 4096 image
+- per image, once, for prompts with no mask fed back (a first click; every point of "segment
+  everything"): the image tokens plus the "no mask" dense embedding, and in the first two-way
+  block the key/value projections of the image tokens (token-to-image attention) and their
+  query projection (image-to-token attention): their inputs are identical for every prompt;
+- attention with the projections folded onto the few prompt tokens instead of the 4096 image
   tokens. Token-to-image: ``(q Wk) k_in^T`` replaces ``q (k_in Wk^T + bk)^T`` (the bias term
   is constant along the keys, so softmax ignores it) and ``(P v_in) Wv^T + bv`` replaces
   ``P (v_in Wv^T + bv)`` (rows of P sum to 1). Image-to-token: the query projection is folded
   into the token keys and the output projection into the token values. Each cuts a
-  4096 x 256 x 128 projection per point to a 4096 x 256 x 56 product;
+  4096 x 256 x 128 projection per prompt to a 4096 x 256 x (8 x tokens) product;
 - the transposed convolutions of the upscaling head as matrix products in channels-last
-  layout, only for the three multimask outputs, and only for points whose masks can pass the
-  predicted-IoU filter (the IoU head does not depend on the upscaling).
+  layout, for the mask outputs asked for only, and (in "segment everything") only for points
+  whose masks can pass the predicted-IoU filter (the IoU head does not depend on the
+  upscaling).
+
+The app's clicks (``SamSegmenter``) and "segment everything" (``annotator.amg``) both decode
+through it; ``annotator.models.export.PromptDecoder`` keeps the official layout for export.
 """
 
 from __future__ import annotations
@@ -86,12 +91,29 @@ def _image_to_token(attn: Attention, q_in, tokens_k, tokens_v, residual, shared_
     return torch.baddbmm(residual, p.transpose(1, 2), u)
 
 
-class PointDecoder:
-    """Multimask predictions for batches of prompts on one image embedding.
+def sparse_embeddings(prompt_encoder, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``PromptEncoder``'s embedding (B, N, C) of points and box corners (B, N, 2) in the
+    encoder's frame, labelled 1 / 0 (positive / negative point), 2 / 3 (a box's corners) or -1
+    (padding; the caller adds the one ``PromptEncoder`` adds when there is no box)."""
+    emb = prompt_encoder.pe_layer.forward_with_coords(coords + 0.5, prompt_encoder.input_image_size)
+    emb = torch.where((labels == -1)[..., None], prompt_encoder.not_a_point_embed.weight, emb)
+    for i, table in enumerate(prompt_encoder.point_embeddings):
+        emb = emb + table.weight * (labels == i)[..., None]
+    return emb
 
-    ``decode(sparse)`` returns what ``sam.mask_decoder(features, pe, sparse, dense,
-    multimask_output=True)`` returns with the "no mask" dense embedding, to float rounding:
-    low-res mask logits (B, 3, 256, 256) and predicted IoUs (B, 3).
+
+MULTIMASK = (1, 2, 3)  # the mask tokens of the three candidates of an ambiguous prompt
+SINGLE = (0,)  # the single-mask token (refined and box prompts)
+
+
+class EmbeddingDecoder:
+    """Mask predictions for batches of prompts on one image embedding.
+
+    ``decode(sparse, dense, outputs)`` returns what ``sam.mask_decoder(features, pe, sparse,
+    dense, multimask_output=...)`` returns, to float rounding: low-res mask logits
+    (B, len(outputs), 256, 256) and predicted IoUs (B, len(outputs)) of the mask tokens
+    ``outputs`` (``MULTIMASK`` or ``SINGLE``). ``dense`` None is the "no mask" embedding,
+    whose per-image work is done once, on first use, and kept.
     """
 
     def __init__(self, model: Sam, features: torch.Tensor):
@@ -99,18 +121,11 @@ class PointDecoder:
         dec = model.mask_decoder
         tr = dec.transformer
         if tr.depth < 1 or dec.num_mask_tokens != 4 or any(m.sigmoid_output for m in dec.output_hypernetworks_mlps):
-            raise ValueError("PointDecoder expects SAM's mask decoder: a two-way transformer, 3 multimask outputs")
-        pe_enc = model.prompt_encoder
-        src = features + pe_enc.no_mask_embed.weight.reshape(1, -1, 1, 1)
-        self.embedding_hw = tuple(src.shape[-2:])
-        self.keys0 = src.flatten(2).transpose(1, 2)  # (1, N, C), identical for every point
-        self.pe = pe_enc.get_dense_pe().flatten(2).transpose(1, 2).to(src.dtype)  # (1, N, C)
-        first = tr.layers[0]
-        t2i, i2t = first.cross_attn_token_to_image, first.cross_attn_image_to_token
-        keys_pe = self.keys0 + self.pe
-        self.k0 = _heads(t2i.k_proj(keys_pe), t2i.num_heads)  # (1, H, N, dh)
-        self.v0 = _heads(t2i.v_proj(self.keys0), t2i.num_heads)
-        self.q0 = _heads(i2t.q_proj(keys_pe), i2t.num_heads)[0].transpose(1, 2)  # (H, dh, N)
+            raise ValueError("EmbeddingDecoder expects SAM's mask decoder: a two-way transformer, 4 mask tokens")
+        self.features = features  # (1, C, h, w)
+        self.embedding_hw = tuple(features.shape[-2:])
+        self.pe = model.prompt_encoder.get_dense_pe().flatten(2).transpose(1, 2).to(features.dtype)  # (1, N, C)
+        self._shared: tuple | None = None
         self.output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
         up = dec.output_upscaling
         conv1, ln, conv2 = up[0], up[1], up[3]
@@ -122,25 +137,46 @@ class PointDecoder:
         self.w2 = conv2.weight.permute(0, 2, 3, 1).reshape(conv2.in_channels, -1)
         self.b2 = conv2.bias.repeat(4)
         self.c1 = conv1.out_channels
-        mlps = [dec.output_hypernetworks_mlps[i] for i in range(1, 4)]  # the multimask outputs
-        self.hyper_layers = [
+        self.c2 = conv2.out_channels
+
+    def _hyper_layers(self, outputs: tuple[int, ...]) -> list:
+        """The hypernetwork MLPs of the mask tokens ``outputs`` as one batched MLP."""
+        mlps = [self.model.mask_decoder.output_hypernetworks_mlps[i] for i in outputs]
+        return [
             (
-                torch.stack([m.layers[k].weight.t() for m in mlps]),  # (3, in, out)
-                torch.stack([m.layers[k].bias for m in mlps]).unsqueeze(1),  # (3, 1, out)
+                torch.stack([m.layers[k].weight.t() for m in mlps]),  # (M, in, out)
+                torch.stack([m.layers[k].bias for m in mlps]).unsqueeze(1),  # (M, 1, out)
             )
             for k in range(mlps[0].num_layers)
         ]
-        self.c2 = conv2.out_channels
+
+    def shared(self) -> tuple:
+        """The first block's image side with no mask fed back, the same for every prompt:
+        (keys (1, N, C), token-to-image keys and values (1, H, N, dh), image-to-token
+        queries (H, dh, N)); computed on first use."""
+        if self._shared is None:
+            first = self.model.mask_decoder.transformer.layers[0]
+            t2i, i2t = first.cross_attn_token_to_image, first.cross_attn_image_to_token
+            no_mask = self.model.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+            keys0 = (self.features + no_mask).flatten(2).transpose(1, 2)  # (1, N, C)
+            keys_pe = keys0 + self.pe
+            k0 = _heads(t2i.k_proj(keys_pe), t2i.num_heads)  # (1, H, N, dh)
+            v0 = _heads(t2i.v_proj(keys0), t2i.num_heads)
+            q0 = _heads(i2t.q_proj(keys_pe), i2t.num_heads)[0].transpose(1, 2)  # (H, dh, N)
+            self._shared = (keys0, k0, v0, q0)
+        return self._shared
 
     # -- transformer ------------------------------------------------------------------------
-    def transformer(self, sparse: torch.Tensor):
-        """Two-way transformer for prompts (B, P, C) -> (tokens out (B, T, C), keys (B, N, C))."""
+    def transformer(self, sparse: torch.Tensor, dense: torch.Tensor | None = None):
+        """Two-way transformer for prompts (B, P, C) and their dense embeddings (B, C, h, w;
+        None: no mask fed back) -> (tokens out (B, T, C), keys (B, N, C))."""
         tr = self.model.mask_decoder.transformer
         b = sparse.shape[0]
         tokens = torch.cat([self.output_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
         query_pe = tokens
         queries = tokens
-        keys = None
+        shared = self.shared() if dense is None else None
+        keys = None if dense is None else (self.features + dense).flatten(2).transpose(1, 2).contiguous()
         for i, layer in enumerate(tr.layers):
             if layer.skip_first_layer_pe:
                 queries = layer.norm1(layer.self_attn(q=queries, k=queries, v=queries))
@@ -149,12 +185,13 @@ class PointDecoder:
                 queries = layer.norm1(queries + layer.self_attn(q=q, k=q, v=queries))
             t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
             q = queries + query_pe
-            if i == 0:
+            if i == 0 and shared is not None:
                 # shared keys/values: the batch's queries go in as one longer sequence
+                keys0, k0, v0, q0 = shared
                 qh = _heads(t2i.q_proj(q), t2i.num_heads)  # (B, H, T, dh)
                 hq, t, dh = qh.shape[1:]
                 qh = qh.transpose(0, 1).reshape(1, hq, b * t, dh)
-                o = F.scaled_dot_product_attention(qh, self.k0, self.v0)
+                o = F.scaled_dot_product_attention(qh, k0, v0)
                 o = o.reshape(hq, b, t, dh).transpose(0, 1)
                 attn_out = t2i.out_proj(_merge_heads(o))
             else:
@@ -163,8 +200,8 @@ class PointDecoder:
             queries = layer.norm2(queries + attn_out)
             queries = layer.norm3(queries + layer.mlp(queries))
             k_tok = queries + query_pe
-            if i == 0:
-                keys = _image_to_token(i2t, None, k_tok, queries, self.keys0, shared_q=self.q0)
+            if i == 0 and shared is not None:
+                keys = _image_to_token(i2t, None, k_tok, queries, keys0, shared_q=q0)
             else:
                 keys = _image_to_token(i2t, keys_pe, k_tok, queries, keys)
             keys = layer.norm4(keys)
@@ -172,34 +209,42 @@ class PointDecoder:
         queries = tr.norm_final_attn(queries + attn_out)
         return queries, keys
 
-    def iou(self, tokens_out: torch.Tensor) -> torch.Tensor:
-        """Predicted IoU of the three multimask outputs, (B, 3)."""
-        return self.model.mask_decoder.iou_prediction_head(tokens_out[:, 0])[:, 1:]
+    def iou(self, tokens_out: torch.Tensor, outputs: tuple[int, ...] = MULTIMASK) -> torch.Tensor:
+        """Predicted IoU of the mask tokens ``outputs``, (B, len(outputs))."""
+        return self.model.mask_decoder.iou_prediction_head(tokens_out[:, 0])[:, list(outputs)]
 
     # -- masks ------------------------------------------------------------------------------
-    def masks(self, tokens_out: torch.Tensor, keys: torch.Tensor, transpose: bool = False) -> torch.Tensor:
-        """Low-res logits (B, 3, 4h, 4w) of the three multimask outputs; ``transpose`` gives
-        each map transposed (B, 3, 4w, 4h) at no extra cost."""
+    def masks(
+        self,
+        tokens_out: torch.Tensor,
+        keys: torch.Tensor,
+        outputs: tuple[int, ...] = MULTIMASK,
+        transpose: bool = False,
+    ) -> torch.Tensor:
+        """Low-res logits (B, M, 4h, 4w) of the mask tokens ``outputs`` (M of them);
+        ``transpose`` gives each map transposed (B, M, 4w, 4h) at no extra cost."""
         b, n, c = keys.shape
         h, w = self.embedding_hw
-        # the three multimask tokens' hypernetwork MLPs as one batched MLP: (3, B, C) -> (3, B, c2)
-        x = tokens_out[:, 2:5].transpose(0, 1)
-        for i, (weight, bias) in enumerate(self.hyper_layers):
+        m = len(outputs)
+        # the tokens' hypernetwork MLPs as one batched MLP: (M, B, C) -> (M, B, c2)
+        x = tokens_out[:, [1 + i for i in outputs]].transpose(0, 1)
+        layers = self._hyper_layers(outputs)
+        for i, (weight, bias) in enumerate(layers):
             x = torch.baddbmm(bias, x, weight)
-            if i < len(self.hyper_layers) - 1:
+            if i < len(layers) - 1:
                 x = torch.relu(x)
-        hyper = x.transpose(0, 1)  # (B, 3, c2)
+        hyper = x.transpose(0, 1)  # (B, M, c2)
         z = torch.addmm(self.b1, keys.reshape(b * n, c), self.w1).view(b, n * 4, self.c1)
         z = F.gelu(F.layer_norm(z, (self.c1,), self.ln.weight, self.ln.bias, self.ln.eps))
         z = F.gelu(torch.addmm(self.b2, z.view(-1, self.c1), self.w2))
-        # (B, N*16, c2) @ (B, c2, 3): the logits in (i, j, a, b, a2, b2) block order
+        # (B, N*16, c2) @ (B, c2, M): the logits in (i, j, a, b, a2, b2) block order
         logits = torch.bmm(z.view(b, n * 16, self.c2), hyper.transpose(1, 2))
-        logits = logits.view(b, h, w, 2, 2, 2, 2, 3)
+        logits = logits.view(b, h, w, 2, 2, 2, 2, m)
         # row = 4i + 2a + a2, col = 4j + 2b + b2
         order = (0, 7, 2, 4, 6, 1, 3, 5) if transpose else (0, 7, 1, 3, 5, 2, 4, 6)
-        return logits.permute(*order).reshape(b, 3, 4 * h, 4 * w)
+        return logits.permute(*order).reshape(b, m, 4 * h, 4 * w)
 
-    def decode(self, sparse: torch.Tensor):
-        """(low-res logits (B, 3, 256, 256), predicted IoU (B, 3)) like the official decoder."""
-        tokens_out, keys = self.transformer(sparse)
-        return self.masks(tokens_out, keys), self.iou(tokens_out)
+    def decode(self, sparse: torch.Tensor, dense: torch.Tensor | None = None, outputs: tuple[int, ...] = MULTIMASK):
+        """(low-res logits (B, M, 256, 256), predicted IoU (B, M)) like the official decoder."""
+        tokens_out, keys = self.transformer(sparse, dense)
+        return self.masks(tokens_out, keys, outputs), self.iou(tokens_out, outputs)
