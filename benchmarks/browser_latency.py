@@ -14,8 +14,8 @@ run (repeats interleave the two, alternating which goes first):
   shown (and the server got all six);
 - next image -> shown: from choosing a file to the page showing the new image.
 
-Times are taken in the page, on the browser's clock (``performance.now()``): from the
-pointer's release (a capture listener) to the picture shown: gr.Image's new image loaded,
+The server runs as ``annotator serve`` runs it (OMP_WAIT_POLICY=PASSIVE). Times are taken
+in the page, on the browser's clock (``performance.now()``): from the pointer's release (a capture listener) to the picture shown: gr.Image's new image loaded,
 the canvas's frame drawn (its own send/frame/drawn marks, ``_acv.timings``); Playwright's
 round trips are not counted. Opening the next image is timed from Python (a file chooser).
 
@@ -28,9 +28,14 @@ app itself (``build_app``). Prints p50/p95 per measure and app, and the goals of
 """
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
+
+# as `annotator serve` sets it before torch loads: torch's idle threads sleep instead of
+# spinning against the browser on the same cores
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 
