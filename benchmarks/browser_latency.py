@@ -15,8 +15,8 @@ run (repeats interleave the two, alternating which goes first):
 - next image -> shown: from choosing a file to the page showing the new image.
 
 The server runs as ``annotator serve`` runs it (OMP_WAIT_POLICY=PASSIVE). Times are taken
-in the page, on the browser's clock (``performance.now()``): from the pointer's release (a capture listener) to the picture shown: gr.Image's new image loaded,
-the canvas's frame drawn (its own send/frame/drawn marks, ``_acv.timings``); Playwright's
+in the page, on the browser's clock (``performance.now()``): from the pointer's release (a
+capture listener) to the picture shown: gr.Image's new image loaded, the canvas's frame drawn (its own send/frame/drawn marks, ``_acv.timings``); Playwright's
 round trips are not counted. Opening the next image is timed from Python (a file chooser).
 
 "today" is a Blocks built the way the app's canvas was before (gr.Image(format="jpeg"),
