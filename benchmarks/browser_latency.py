@@ -16,8 +16,8 @@ run (repeats interleave the two, alternating which goes first):
 
 The server runs as ``annotator serve`` runs it (OMP_WAIT_POLICY=PASSIVE). Times are taken
 in the page, on the browser's clock (``performance.now()``): from the pointer's release (a
-capture listener) to the picture shown: gr.Image's new image loaded, the canvas's frame drawn (its own send/frame/drawn marks, ``_acv.timings``); Playwright's
-round trips are not counted. Opening the next image is timed from Python (a file chooser).
+capture listener) to the picture shown: gr.Image's new image loaded, the canvas's frame drawn
+(its own send/frame/drawn marks, ``_acv.timings``); Playwright's round trips are not counted. Opening the next image is timed from Python (a file chooser).
 
 "today" is a Blocks built the way the app's canvas was before (gr.Image(format="jpeg"),
 ``.select`` -> ``Workbench.click``, the overlay rendered on the server); "canvas" is the
