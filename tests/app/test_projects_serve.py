@@ -47,32 +47,38 @@ def app(tiny_checkpoint, tmp_path_factory):
     demo.close()
 
 
-def test_marking_an_image_done_while_its_embedding_computes_stays_done(app, monkeypatch):
+@pytest.mark.parametrize("when", ["while it computes", "once it is computed"])
+def test_marking_an_image_done_while_its_embedding_computes_stays_done(app, monkeypatch, when):
     """Next image shows the image, then computes its embedding and shows that: D pressed in
-    between must not be undone by the second answer (it repeated the first answer's list)."""
+    between must not be undone by the second answer (it repeated the first answer's list,
+    and its status line was the one of before D when D came after the embedding's answer
+    was made)."""
     import threading
 
     demo, url, _ = app
     wb = demo.workbench
     c = Client(url, verbose=False)
-    c.predict("done-race", api_name="/open_project")
+    c.predict(f"done-race-{len(when)}", api_name="/open_project")
     c.predict([handle_file(str(IMAGES / "dog.jpg")), handle_file(str(IMAGES / "truck.jpg"))], api_name="/add_images")
     started, release = threading.Event(), threading.Event()
     real = wb.encode
 
     def slow_encode(sid):
+        if when == "once it is computed":
+            view = real(sid)
         started.set()
         assert release.wait(60)
-        return real(sid)
+        return view if when == "once it is computed" else real(sid)
 
     monkeypatch.setattr(wb, "encode", slow_encode)
     job = c.submit(api_name="/next_image")
     assert started.wait(60)  # the truck is shown, its embedding is on its way
     out = c.predict(api_name="/toggle_done")
-    assert rows(out[PROGRESS])[1][3] == "done"
+    assert rows(out[PROGRESS])[1][3] == "done" and "(done)" in out[STATUS]
     release.set()
     out = job.result(timeout=60)
     assert "truck.jpg" in out[STATUS] and "embedding cached" in out[STATUS]
+    assert "image 2/2 (done)" in out[STATUS], out[STATUS]
     assert rows(out[PROGRESS])[1][3] == "done", rows(out[PROGRESS])
 
 

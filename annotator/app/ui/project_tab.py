@@ -146,7 +146,9 @@ def then_encode(out: Outputs, wb: Workbench, key: str, first: View) -> Iterator[
         done = wb.encode(key)
         done.message = first.message.removesuffix(COMPUTING) + done.message
         # an API client sees only the last yield: repeat the (small) lists, as they are now
-        # (not the first yield's: the image may have been marked done meanwhile)
+        # (not the first yield's: the image may have been marked done meanwhile, and this
+        # answer may reach the page after that event's); the status line too
+        done.status = wb.status(key)
         if done.table is None and first.table is not None:
             done.table = wb.table(key)
         if done.progress is None and first.progress is not None:
