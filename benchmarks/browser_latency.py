@@ -5,7 +5,7 @@ shared photos, each in headless Debian chromium at 1366x768, measured side by si
 run (repeats interleave the two, alternating which goes first):
 
 - click -> mask visible: from the click to the page showing the candidate mask
-  (gr.Image: the new JPEG loaded; canvas: the frame applied and drawn);
+  (gr.Image: the new JPEG loaded; canvas: the first frame acknowledging it drawn);
 - box -> mask visible: from the end of the box (gr.Image: its second click; canvas: the
   drag's release) to the mask shown;
 - opacity -> repaint: from changing the opacity to the new picture (gr.Image: a server
@@ -77,8 +77,10 @@ INSTALL = """() => { if (window.__t) return; window.__t = {up: 0, loads: {}};
 UP = "() => window.__t.up"
 IMG_SHOWN_SINCE_UP = """() => { const el = document.querySelector('#canvas img');
   return window.__t.loads[el.src] - window.__t.up; }"""
-CV_DRAWN_SINCE_UP = """() => { const r = document.querySelector('#canvas .acv'); const n = Number(r.dataset.frame);
-  const d = r._acv.timings.filter(([k, f]) => k === 'drawn' && f === n).pop();
+CV_SEQ = "() => document.querySelector('#canvas .acv')._acv.state.seq"
+# the first frame drawn that acknowledges action ``seq`` (the page's sync after it comes later)
+CV_DRAWN_SINCE_UP = """seq => { const r = document.querySelector('#canvas .acv');
+  const d = r._acv.timings.find(([k, f, t, ack]) => k === 'drawn' && ack >= seq && t >= window.__t.up);
   return d[2] - window.__t.up; }"""
 # a view change in the canvas: from the input event to the repaint done (the next animation frame)
 CV_OPACITY = """v => new Promise(done => { const r = document.querySelector('#canvas .acv');
@@ -252,10 +254,10 @@ class Canvas:
 
     def click(self, x, y):
         self.page.evaluate(INSTALL)
-        f = self.page.evaluate(CV_FRAME)
+        f, seq = self.page.evaluate(CV_FRAME), self.page.evaluate(CV_SEQ)
         self.page.mouse.click(*self.page.evaluate(CV_TO_PAGE, [x, y]))
         self.page.wait_for_function(CV_MASK_AFTER, arg=f)
-        return self.page.evaluate(CV_DRAWN_SINCE_UP) / 1000
+        return self.page.evaluate(CV_DRAWN_SINCE_UP, seq + 1) / 1000
 
     def clear(self):
         f = self.page.evaluate(CV_FRAME)
@@ -263,14 +265,14 @@ class Canvas:
         self.page.wait_for_function(f"() => ({CV_FRAME})() > {f}")
 
     def box(self, x0, y0, x1, y1):
-        f = self.page.evaluate(CV_FRAME)
+        f, seq = self.page.evaluate(CV_FRAME), self.page.evaluate(CV_SEQ)
         self.page.mouse.move(*self.page.evaluate(CV_TO_PAGE, [x0, y0]))
         self.page.mouse.down()
         self.page.mouse.move(*self.page.evaluate(CV_TO_PAGE, [x1, y1]), steps=2)
         self.page.evaluate(INSTALL)
         self.page.mouse.up()
         self.page.wait_for_function(CV_MASK_AFTER, arg=f)
-        return self.page.evaluate(CV_DRAWN_SINCE_UP) / 1000
+        return self.page.evaluate(CV_DRAWN_SINCE_UP, seq + 1) / 1000
 
     def opacity(self, value):
         requests = []
@@ -297,7 +299,7 @@ class Canvas:
             timeout=60_000,
         )
         self.page.evaluate(f"() => {{ window.__t.up = {first_up}; }}")
-        return self.page.evaluate(CV_DRAWN_SINCE_UP) / 1000, len(s.prompt.points)
+        return self.page.evaluate(CV_DRAWN_SINCE_UP, want) / 1000, len(s.prompt.points)
 
 
 def spread_points(rng, w, h, n):

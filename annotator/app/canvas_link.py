@@ -1,9 +1,11 @@
 """A session's browser canvas: the frames (``canvas_frames``) that tell it what changed, and
 its actions applied as the app's own concern calls.
 
-A session keeps one ``BrowserCanvas``: what its browser canvas holds (``Sent``) and the
-unguessable key of the image shown (the browser fetches full-resolution crops with it).
-Plain Python, no Gradio; every function takes the session locked by the caller.
+A session keeps one ``BrowserCanvas``: what its browser canvas holds (``Sent``), the
+unguessable key of the image shown (the browser fetches full-resolution crops with it), and
+the unguessable channel its frames carry: the canvas's script sends its actions straight to
+the server with it (``Workbench.canvas_direct``), outside Gradio's queue. Plain Python, no
+Gradio; every function takes the session locked by the caller.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class BrowserCanvas:
     image: object = None  # the array the key was made for
     key: str | None = None
     scale: float | None = None  # device pixels per image pixel the canvas shows (it reports it)
+    channel: str = field(default_factory=lambda: secrets.token_urlsafe(16))  # see the module's doc
+    said: str = ""  # what the last actions said (a message with none, the page's sync, shows it)
 
 
 def _canvas(s: Session) -> BrowserCanvas:
@@ -74,7 +78,7 @@ def frame(s: Session, message: str = "") -> dict:
     with s.lock:
         c = _canvas(s)
         sent = c.sent
-        extra = {"mode": s.mode}
+        extra = {"mode": s.mode, "channel": c.channel}
         view = astuple(s.view)
         if view != sent.view:  # e.g. a project's own options: the browser shows them
             extra["view"] = dict(zip(cf.VIEW_KEYS, view, strict=True))
@@ -112,6 +116,16 @@ def frame(s: Session, message: str = "") -> dict:
         )
 
 
+def sid_for_channel(sessions, channel) -> str | None:
+    """The session id whose browser canvas has ``channel``, among (sid, session) pairs."""
+    if not isinstance(channel, str) or not channel:
+        return None
+    for sid, s in sessions:
+        if s is not None and s.canvas is not None and secrets.compare_digest(s.canvas.channel, channel):
+            return sid
+    return None
+
+
 def image_for_key(sessions, key: str):
     """The image a browser asks a crop of, found by its key among the live sessions."""
     for s in sessions:
@@ -142,6 +156,8 @@ def apply(ctx: Context, s: Session, message, label: str | None = None) -> str:
     if any(a["type"] in PROMPT_ACTIONS for a in actions):
         # the browser drew these at once: the answer shows the prompt as it is, even if refused
         c.sent.prompt_key = None
+    if not actions:  # (the page's sync after a direct call, a view report): as last said
+        return c.said
     said, errors = "", []
     for a in actions:
         c.sent.last_action = a["seq"]  # the frame that answers acknowledges it, refused or not
@@ -149,7 +165,8 @@ def apply(ctx: Context, s: Session, message, label: str | None = None) -> str:
             said = _one(ctx, s, a, label) or said
         except WorkbenchError as e:
             errors.append(str(e))
-    return " ".join([*errors, said] if errors else [said]).strip()
+    c.said = " ".join([*errors, said] if errors else [said]).strip()
+    return c.said
 
 
 def _one(ctx: Context, s: Session, a: dict, label: str | None) -> str | None:

@@ -205,6 +205,15 @@ def make_view(ctx: Context, s: Session, message: str) -> View:
     )
 
 
+def frame_after(s: Session, message: str):
+    """After the canvas's direct call (``Workbench.canvas_direct``): the change saved first, as
+    in ``make_view``, then only the canvas's frame (a callable taking the session lock). The
+    status, table and progress are left to the page's event after it: still unsent, so that
+    event's View carries them."""
+    projects.save(s)
+    return functools.partial(canvas_link.frame, s, message)
+
+
 def forget_sent(s: Session) -> None:
     """The next View is complete (nothing left out as unchanged), e.g. for a reloaded page."""
     s.sent_canvas_key = s.sent_table_key = None

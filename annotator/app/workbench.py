@@ -283,6 +283,29 @@ class Workbench:
         order, answered by one View whose frame acknowledges them."""
         return self._act(sid, lambda s: canvas_link.apply(self.ctx, s, message, label))
 
+    def canvas_direct(self, message) -> dict | None:
+        """``canvas_actions`` for the canvas's script calling the server directly (a server
+        function, outside Gradio's queue: no queue round trip, no page-wide status updates
+        before the mask is drawn). The session is the one whose frames carry the message's
+        ``channel``; the label comes in the message. Returns the next frame, or None when no
+        live session has that channel or the session cannot act (the page then sends the
+        actions as an event, which reports why)."""
+        if not isinstance(message, dict):
+            return None
+        sid = canvas_link.sid_for_channel(
+            ((k, self.sessions.peek(k)) for k in self.sessions.keys()), message.get("channel")
+        )
+        if sid is None:
+            return None
+        label = message.get("label")
+        label = label if isinstance(label, str) else None
+        try:
+            with self._session(sid) as s:
+                frame = views.frame_after(s, canvas_link.apply(self.ctx, s, message, label))
+        except WorkbenchError:
+            return None
+        return frame()
+
     def canvas_image(self, key: str) -> np.ndarray | None:
         """The image a browser canvas shows under ``key`` (for its full-resolution crops)."""
         return canvas_link.image_for_key((self.sessions.peek(k) for k in self.sessions.keys()), key)

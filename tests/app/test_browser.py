@@ -263,8 +263,16 @@ def test_newcomer_path(app, page, tmp_path):
     # a positive point: a mask appears on the image, with SAM's 3 candidates
     plain = canvas.pixel(*(900, 700))
     page.evaluate(SNAPSHOT)  # the whole canvas as drawn before the click
+    requests = []
+    listener = lambda r: requests.append(r.url)  # noqa: E731 (playwright tags the handler)
+    page.on("request", listener)
     canvas.click(900, 700)
     wait_message(page, "positive point added")
+    page.remove_listener("request", listener)
+    # the click went straight to the server (a component server call, outside Gradio's
+    # queue); the message and the candidates caught up through the page's event after it
+    calls = [u.split("/gradio_api/")[1] for u in requests if "/gradio_api/" in u]
+    assert calls and calls[0].startswith("component_server"), calls
     assert page.locator("#candidates input[type=radio]").count() == 3
     # the click arrives in image pixels (within a screen pixel: the page shows it at ~40%)
     assert np.allclose(sess.prompt.points[0], (900, 700), atol=3)

@@ -183,3 +183,36 @@ def test_the_crop_key_finds_only_a_live_sessions_image(wb, sid):
     assert wb.canvas_image("guess") is None
     wb.free(sid)
     assert wb.canvas_image(b.key) is None
+
+
+def test_the_canvas_script_reaches_its_own_session_by_the_channel_its_frames_carry(wb, sid):
+    """The direct path (``canvas_direct``, a server function outside Gradio's queue): the
+    channel of a session's frames finds that session and no other; an unknown one finds none."""
+    b = opened(wb, sid)
+    other = opened(wb, sid + "-other")
+    channel = b.show(wb.resend(sid))["channel"]
+    assert channel and channel != other.show(wb.resend(sid + "-other"))["channel"]
+    b.seq += 1
+    point = {"type": "point", "x": 300, "y": 300, "mode": "positive", "seq": b.seq}
+    message = {"kind": "actions", "have": {"image": b.key, "frame": b.frame}, "view": b.view, "actions": [point]}
+    f = wb.canvas_direct({**message, "channel": channel, "label": "dog"})
+    assert f["kind"] == "frame" and f["ack"] == b.seq and f["prompt"]["points"] == [[300.0, 300.0, 1]]
+    assert "positive point added" in f["message"]
+    assert wb.session(sid + "-other").prompt.empty  # the other session is untouched
+    for wrong in ("guess", "", None, 7):
+        assert wb.canvas_direct({**message, "channel": wrong}) is None
+    assert wb.canvas_direct("not a message") is None
+    # the page's sync afterwards: the same (acknowledged) actions change nothing and the page
+    # shows what they said
+    view = wb.canvas_actions(sid, message)
+    assert "positive point added" in view.message and len(wb.session(sid).prompt.points) == 1
+    # the label rides in the message: accepting through the direct path labels the mask
+    b.seq += 1
+    accept = {**message, "actions": [{"type": "accept", "class_id": None, "seq": b.seq}]}
+    f = wb.canvas_direct({**accept, "channel": channel, "label": "dog"})
+    assert "Added mask 1 (dog)" in f["message"] and f["table"][0]["label"] == "dog"
+    # the page's event after it brings the rest of the page: the mask list has the new mask
+    view = wb.canvas_actions(sid, accept)
+    assert "Added mask 1 (dog)" in view.message and len(view.table) == 1 and "dog" in view.table[0]
+    wb.free(sid)
+    assert wb.canvas_direct({**message, "channel": channel}) is None  # a freed session: none

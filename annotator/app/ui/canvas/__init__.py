@@ -3,8 +3,10 @@ browser) with the message, SAM's candidates, the label, accept / clear, undo / r
 the image navigation row shown in a project.
 
 The canvas's own toolbar holds the prompt modes, brush and eraser, view options and zoom;
-its actions (points, boxes, strokes, ...) reach ``Workbench.canvas_actions`` through one
-event, and each has an API twin (``/click``, ``/drag_box``, ``/remove_point``, ``/paint``,
+its actions (points, boxes, strokes, ...) reach the Workbench straight from its script
+(``Workbench.canvas_direct``, a server function), and then through one event that updates the
+rest of the page (``Workbench.canvas_actions``; also the path for what the direct call could
+not take); each action has an API twin (``/click``, ``/drag_box``, ``/remove_point``, ``/paint``,
 ``/set_mode``, ``/set_view``) taking the hidden inputs of ``api``. The rest of the page
 knows the canvas only as ``Outputs.canvas``, which shows ``View.frame``. The navigation
 row's events are project events, wired in ``project_tab``.
@@ -45,7 +47,9 @@ class LeftColumn:
 # -- layout ------------------------------------------------------------------------------
 def layout(wb: Workbench) -> LeftColumn:
     with gr.Column(scale=7, min_width=600):
-        canvas = AnnotationCanvas(elem_id="canvas", image_for_key=wb.canvas_image, height=CANVAS_HEIGHT)
+        canvas = AnnotationCanvas(
+            elem_id="canvas", image_for_key=wb.canvas_image, on_actions=wb.canvas_direct, height=CANVAS_HEIGHT
+        )
         with gr.Row(visible=False, equal_height=True, elem_id="image-nav") as nav_row:
             prev_image = gr.Button("◀ Previous image (,)", elem_id="image-prev", size="sm")
             done = gr.Button("✓ Done / pending (D)", elem_id="image-done", size="sm")

@@ -1,10 +1,15 @@
 // The annotation canvas: runs once per component (gr.HTML js_on_load) with `element`,
 // `trigger`, `props`, `server`, `watch` in scope. It draws the image, the mask layers and
 // the prompt itself, so zoom, pan, opacity, hide, outlines, coverage and hover need no server.
-// Browser -> server: `props.value = {kind: "actions", ...}; trigger("input")`, re-sending
-// every action the server has not acknowledged yet (numbered), so none is lost. Each message
-// also carries the view options, so the server keeps them without a request of their own.
-// Server -> browser: frames (annotator/app/canvas_frames.py) arrive through watch("value").
+// Browser -> server: messages `{kind: "actions", ...}` re-sending every action the server has
+// not acknowledged yet (numbered), so none is lost. Each message also carries the view
+// options, so the server keeps them without a request of their own. Once a frame has given
+// the session's channel, a message goes straight to the server (`server.canvas_actions`,
+// outside Gradio's queue) and its frame comes back at once; then `props.value = message;
+// trigger("input")` lets the page's other components catch up. Without a channel, or when
+// the direct call fails, that event carries the actions itself.
+// Server -> browser: frames (annotator/app/canvas_frames.py), from the direct call or
+// through watch("value").
 // Keys: the canvas's own (KEYS below, digits, Tab, Space); the page's actions (accept,
 // clear, undo, delete, review, images) are static/shortcuts.js's. The two sets never overlap.
 (function () {
@@ -46,11 +51,13 @@
     hover: 0, tool: "positive", mode: "positive", brush: 12,  // brush radius in screen pixels
     press: null, spaceDown: false, pointer: null, stroke: null,
     seq: 0, pending: [], frame: 0, queued: 0, chain: Promise.resolve(), cropTimer: null, cropSeq: 0, scaleTimer: null,
+    channel: null, direct: false, again: false,  // the direct path: its key, a call in flight, more to send
   };
 
-  // when actions left and frames came and were drawn (the last 200), for benchmarks/browser_latency.py
+  // when actions left and frames came and were drawn (the last 200: [kind, action seq or frame
+  // number, time, the frame's ack]), for benchmarks/browser_latency.py
   const timings = [];
-  function mark(kind, n) { timings.push([kind, n, performance.now()]); if (timings.length > 200) timings.shift(); }
+  function mark(kind, n, ack) { timings.push([kind, n, performance.now(), ack]); if (timings.length > 200) timings.shift(); }
 
   // -- coordinates ----------------------------------------------------------------------------
   function toImage(cx, cy) { return [(cx - st.ox) / st.k, (cy - st.oy) / st.k]; }
@@ -368,7 +375,7 @@
     }
     draw();
     await new Promise(r => requestAnimationFrame(() => r()));
-    mark("drawn", f.frame);
+    mark("drawn", f.frame, f.ack);
     root.dataset.frame = String(f.frame);
     root.dataset.ack = String(f.ack);
   }
@@ -406,9 +413,10 @@
   // them out of order, so later ones wait for the gap to fill (or ask for everything again).
   const held = new Map();
   let resyncTimer = null;
-  function onValue() {
-    const f = props.value;
+  function onValue() { onFrame(props.value); }
+  function onFrame(f) {
     if (!f || f.kind !== "frame") return;
+    if (f.channel) st.channel = f.channel;
     mark("frame", f.frame);
     if (f.full) { for (const n of [...held.keys()]) if (n <= f.frame) held.delete(n); enqueue(f); }
     else if (f.frame > st.queued + 1) {
@@ -430,13 +438,40 @@
   function currentView() {
     return {alpha: st.opacity, outlines: st.outlines, only_selected: st.onlySelected, coverage: st.coverage};
   }
+  function message() {
+    return {kind: "actions", have: {image: st.img ? st.img.key : null, frame: st.frame}, view: currentView(),
+            scale: screenScale(), actions: st.pending.slice()};
+  }
+  function viaEvent() { props.value = message(); trigger("input"); }
   function send(action) {
     action.seq = ++st.seq;
     mark("send", action.seq);
     st.pending.push(action);
-    props.value = {kind: "actions", have: {image: st.img ? st.img.key : null, frame: st.frame}, view: currentView(),
-                   scale: screenScale(), actions: st.pending.slice()};
-    trigger("input");
+    flush();
+  }
+  // one direct call at a time: actions made meanwhile ride in the next one
+  async function flush() {
+    if (!st.channel || !server || !server.canvas_actions) { viaEvent(); return; }
+    if (st.direct) { st.again = true; return; }
+    st.direct = true;
+    let f = null;
+    try {
+      f = await server.canvas_actions({...message(), channel: st.channel, label: currentLabel()});
+    } catch (err) {
+      console.error("canvas actions", err);
+    }
+    const ok = !!(f && f.kind === "frame");
+    if (ok) {
+      onFrame(f);
+      await st.chain;  // drawn first: the page catching up must not hold the mask back
+    }
+    st.direct = false;
+    if (!ok) {
+      st.again = false;
+      st.channel = null;  // not known there any more (the session was freed): events until a frame says
+      viaEvent();
+    } else if (st.again) { st.again = false; flush(); }
+    else viaEvent();  // the page catches up (message, candidates, table); acknowledged actions are skipped
   }
 
   // -- full-resolution crop when zoomed past the view scale ----------------------------------------

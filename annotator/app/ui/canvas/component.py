@@ -5,9 +5,11 @@ zoom, pan, opacity, hiding, outlines, coverage and hover cost no request. The co
 value is a *frame* going to the browser (``annotator.app.canvas_frames.frame``) and a batch
 of *actions* coming back from it (``{"kind": "actions", "have": ..., "view": ...,
 "actions": [...]}``); listen with ``canvas.input(fn, [canvas, ...], [canvas, ...])`` and
-answer with the next frame. ``crop_image`` is a server function the browser calls for
-full-resolution crops when zoomed past the view scale; ``image_for_key`` (key -> RGB array
-or None) finds the image, keys being unguessable tokens.
+answer with the next frame. Two server functions the browser calls outside Gradio's queue:
+``crop_image`` for full-resolution crops when zoomed past the view scale (``image_for_key``:
+key -> RGB array or None finds the image, keys being unguessable tokens), and
+``canvas_actions`` for its actions (``on_actions``: message -> the next frame, or None when
+the message's channel is unknown; the browser then triggers the ``input`` event instead).
 """
 
 from __future__ import annotations
@@ -36,14 +38,23 @@ class AnnotationCanvas(gr.HTML):
         value: dict | None = None,
         *,
         image_for_key: Callable[[str], np.ndarray | None] | None = None,
+        on_actions: Callable[[dict], dict | None] | None = None,
         height: int | str = "70vh",
         **kwargs: Any,
     ):
         self._image_for_key = image_for_key
+        self._on_actions = on_actions
 
         def crop_image(args):
             """Full-resolution JPEG crop: args = [key, x0, y0, x1, y1, scale] from the browser."""
             return self._crop(args)
+
+        def canvas_actions(message):
+            """The canvas's actions: the message from the browser (its one argument arrives as
+            it is); the next frame or None."""
+            if self._on_actions is None or not isinstance(message, dict):
+                return None
+            return self._on_actions(message)
 
         super().__init__(
             value=value,
@@ -51,7 +62,7 @@ class AnnotationCanvas(gr.HTML):
             css_template=_read("canvas.css"),
             js_on_load=_read("canvas.js"),
             apply_default_css=False,
-            server_functions=[crop_image],
+            server_functions=[crop_image, canvas_actions],
             height=height,
             **kwargs,
         )
