@@ -17,7 +17,8 @@ run (repeats interleave the two, alternating which goes first):
 The server runs as ``annotator serve`` runs it (OMP_WAIT_POLICY=PASSIVE). Times are taken
 in the page, on the browser's clock (``performance.now()``): from the pointer's release (a
 capture listener) to the picture shown: gr.Image's new image loaded, the canvas's frame drawn
-(its own send/frame/drawn marks, ``_acv.timings``); Playwright's round trips are not counted. Opening the next image is timed from Python (a file chooser).
+(its own send/frame/drawn marks, ``_acv.timings``); Playwright's round trips are not counted.
+Opening the next image is timed from Python (a file chooser).
 
 "today" is a Blocks built the way the app's canvas was before (gr.Image(format="jpeg"),
 ``.select`` -> ``Workbench.click``, the overlay rendered on the server); "canvas" is the
@@ -28,6 +29,7 @@ app itself (``build_app``). Prints p50/p95 per measure and app, and the goals of
 """
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -82,6 +84,11 @@ CV_SEQ = "() => document.querySelector('#canvas .acv')._acv.state.seq"
 CV_DRAWN_SINCE_UP = """seq => { const r = document.querySelector('#canvas .acv');
   const d = r._acv.timings.find(([k, f, t, ack]) => k === 'drawn' && ack >= seq && t >= window.__t.up);
   return d[2] - window.__t.up; }"""
+# the page caught up after a direct call: a frame after the one that answered action ``seq``
+# drawn (the page's event's), no direct call in flight
+CV_SETTLED = """seq => { const r = document.querySelector('#canvas .acv'); const t = r._acv.timings;
+  const first = t.find(([k, f, tt, ack]) => k === 'drawn' && ack >= seq && tt >= window.__t.up);
+  return !!first && !r._acv.state.direct && t.some(([k, f]) => k === 'drawn' && f > first[1]); }"""
 # a view change in the canvas: from the input event to the repaint done (the next animation frame)
 CV_OPACITY = """v => new Promise(done => { const r = document.querySelector('#canvas .acv');
   const e = r.querySelector('.acv-opacity'); const p0 = Number(r.dataset.paints || 0); const t0 = performance.now();
@@ -257,7 +264,18 @@ class Canvas:
         f, seq = self.page.evaluate(CV_FRAME), self.page.evaluate(CV_SEQ)
         self.page.mouse.click(*self.page.evaluate(CV_TO_PAGE, [x, y]))
         self.page.wait_for_function(CV_MASK_AFTER, arg=f)
-        return self.page.evaluate(CV_DRAWN_SINCE_UP, seq + 1) / 1000
+        dt = self.page.evaluate(CV_DRAWN_SINCE_UP, seq + 1) / 1000
+        self.settle(seq + 1)
+        return dt
+
+    def settle(self, seq):
+        """Wait (untimed) until the page has caught up after the direct call that answered
+        action ``seq``, so the next measure does not count that event's request or work."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        # (a timeout: no event after it, the actions went by the event itself)
+        with contextlib.suppress(PlaywrightTimeout):
+            self.page.wait_for_function(CV_SETTLED, arg=seq, timeout=5_000)
 
     def clear(self):
         f = self.page.evaluate(CV_FRAME)
@@ -272,7 +290,9 @@ class Canvas:
         self.page.evaluate(INSTALL)
         self.page.mouse.up()
         self.page.wait_for_function(CV_MASK_AFTER, arg=f)
-        return self.page.evaluate(CV_DRAWN_SINCE_UP, seq + 1) / 1000
+        dt = self.page.evaluate(CV_DRAWN_SINCE_UP, seq + 1) / 1000
+        self.settle(seq + 1)
+        return dt
 
     def opacity(self, value):
         requests = []
@@ -299,7 +319,9 @@ class Canvas:
             timeout=60_000,
         )
         self.page.evaluate(f"() => {{ window.__t.up = {first_up}; }}")
-        return self.page.evaluate(CV_DRAWN_SINCE_UP, want) / 1000, len(s.prompt.points)
+        dt = self.page.evaluate(CV_DRAWN_SINCE_UP, want) / 1000
+        self.settle(want)
+        return dt, len(s.prompt.points)
 
 
 def spread_points(rng, w, h, n):
