@@ -345,6 +345,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="vit_t")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--images", nargs="*", default=None, help="default: the shared photos")
+    p.add_argument("--raw", action="store_true", help="also print every sample, in the order taken")
     args = p.parse_args(argv)
 
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -436,6 +437,10 @@ def main(argv=None) -> int:
             f"{m:<30}{pct(a, 50):14.0f}{pct(a, 95):9.0f}{pct(b, 50):14.1f}{pct(b, 95):9.1f}"
             f"{pct(a, 50) / max(pct(b, 50), 1e-9):10.1f}x"
         )
+    if args.raw:
+        for m in MEASURES:
+            for kind in ("today", "new"):
+                print(f"{m} / {kind}: " + " ".join(f"{v * 1000:.0f}" for v in results[kind][m]))
     print(
         f"requests per opacity change: gr.Image {np.mean(requests['today']):.1f}, canvas {np.mean(requests['new']):.1f}"
     )
