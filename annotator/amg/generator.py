@@ -6,11 +6,10 @@
 
 - the image encoder runs through ``SamSegmenter.embed`` (fused attention, content-keyed
   embedding cache, the segmenter's runtime), so the app, the CLI and this generator share one
-  engine and one cache; the decoder batches stay on PyTorch's ``EmbeddingDecoder`` whatever the
-  runtime: it shares the per-image work across points, which the exported per-prompt decoder
-  cannot (measured: the exported decoder on ONNX Runtime was ~1.2x slower per 16-point batch);
-- the decoder shares per-image work across points and skips the upscaling head for points
-  whose masks all fail ``pred_iou_thresh`` (``annotator.amg.decoder``);
+  engine and one cache; the decoder is PyTorch's ``EmbeddingDecoder`` whatever the runtime
+  (``annotator.models.modeling.mask_decoder``, as for clicks): it shares the per-image work
+  across points, and here skips the upscaling head for points whose masks all fail
+  ``pred_iou_thresh``;
 - stability scores are computed exactly from the low-res logits, and only candidates that pass
   the predicted-IoU and stability filters are upsampled, a chunk at a time; binary masks,
   boxes and RLE come from that one upsampling (``annotator.amg.postprocess``); masks are kept as

@@ -309,9 +309,9 @@ class SamSegmenter:
 
     # -- batches of prompts --------------------------------------------------------------
     def decoder_inputs(self, spec: PromptSpec):
-        """One prompt as the decoder's inputs: coords (N, 2) in
-        the encoder frame, labels (N,), mask (1, 256, 256), has_mask; the points padded with
-        one "not a point" when there is no box, as ``PromptEncoder`` does."""
+        """One prompt as the decoder's inputs: coords (N, 2) in the encoder frame, labels (N,),
+        the mask fed back (1, 256, 256) or None; the points padded with one "not a point" when
+        there is no box, as ``PromptEncoder`` does."""
         emb = spec.embedding
         coords, labels, box = check_prompts(spec.point_coords, spec.point_labels, spec.box, emb.original_size)
         parts_c, parts_l = [], []
@@ -324,12 +324,8 @@ class SamSegmenter:
         else:
             parts_c.append(self.transform.apply_boxes(box, emb.original_size).reshape(2, 2))
             parts_l.append(np.array([2.0, 3.0]))
-        mh, mw = self.model.prompt_encoder.mask_input_size
-        if spec.mask_input is None:
-            mask, has = np.zeros((1, mh, mw), np.float32), 0.0
-        else:
-            mask, has = _mask_input(spec.mask_input), 1.0
-        return np.concatenate(parts_c).astype(np.float32), np.concatenate(parts_l).astype(np.float32), mask, has
+        mask = None if spec.mask_input is None else _mask_input(spec.mask_input)
+        return np.concatenate(parts_c).astype(np.float32), np.concatenate(parts_l).astype(np.float32), mask
 
     @torch.no_grad()
     def predict_many(self, specs: list[PromptSpec]) -> list[LazyPrediction]:
@@ -339,16 +335,17 @@ class SamSegmenter:
         Raises ``ValueError`` for a bad prompt before anything runs."""
         inputs = [self.decoder_inputs(s) for s in specs]
         groups: dict[tuple, list[int]] = {}
-        for i, (c, _, _, has) in enumerate(inputs):
-            groups.setdefault((specs[i].embedding.key, len(c), has, specs[i].multimask_output), []).append(i)
+        for i, (c, _, mask) in enumerate(inputs):
+            key = (specs[i].embedding.key, len(c), mask is not None, specs[i].multimask_output)
+            groups.setdefault(key, []).append(i)
         out: list[LazyPrediction | None] = [None] * len(specs)
-        for (_, _, has, multimask), idx in groups.items():
-            low_res, iou = self._decode_on_image(specs[idx[0]].embedding, [inputs[i] for i in idx], has, multimask)
+        for (_, _, has_mask, multimask), idx in groups.items():
+            low_res, iou = self._decode_on_image(specs[idx[0]].embedding, [inputs[i] for i in idx], has_mask, multimask)
             for row, i in enumerate(idx):
                 out[i] = self._lazy(low_res[row], iou[row], specs[i].embedding)
         return out
 
-    def _decode_on_image(self, emb: ImageEmbedding, inputs: list, has_mask: float, multimask: bool):
+    def _decode_on_image(self, emb: ImageEmbedding, inputs: list, has_mask: bool, multimask: bool):
         """Prompts on one image (``decoder_inputs`` each, with the same number of points)
         through that image's ``EmbeddingDecoder``: (low-res logits, IoU) of the candidates."""
 

@@ -21,7 +21,7 @@ prompts (points, a box, a mask fed back), with:
   upscaling).
 
 The app's clicks (``SamSegmenter``) and "segment everything" (``annotator.amg``) both decode
-through it; ``annotator.models.export.PromptDecoder`` keeps the official layout for export.
+through it, whatever runtime runs the image encoder.
 """
 
 from __future__ import annotations
@@ -126,6 +126,7 @@ class EmbeddingDecoder:
         self.embedding_hw = tuple(features.shape[-2:])
         self.pe = model.prompt_encoder.get_dense_pe().flatten(2).transpose(1, 2).to(features.dtype)  # (1, N, C)
         self._shared: tuple | None = None
+        self._hyper: dict[tuple[int, ...], list] = {}  # outputs -> their stacked hypernetwork MLPs
         self.output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
         up = dec.output_upscaling
         conv1, ln, conv2 = up[0], up[1], up[3]
@@ -140,15 +141,18 @@ class EmbeddingDecoder:
         self.c2 = conv2.out_channels
 
     def _hyper_layers(self, outputs: tuple[int, ...]) -> list:
-        """The hypernetwork MLPs of the mask tokens ``outputs`` as one batched MLP."""
-        mlps = [self.model.mask_decoder.output_hypernetworks_mlps[i] for i in outputs]
-        return [
-            (
-                torch.stack([m.layers[k].weight.t() for m in mlps]),  # (M, in, out)
-                torch.stack([m.layers[k].bias for m in mlps]).unsqueeze(1),  # (M, 1, out)
-            )
-            for k in range(mlps[0].num_layers)
-        ]
+        """The hypernetwork MLPs of the mask tokens ``outputs`` as one batched MLP (stacked
+        once per set of outputs, not per call)."""
+        if outputs not in self._hyper:
+            mlps = [self.model.mask_decoder.output_hypernetworks_mlps[i] for i in outputs]
+            self._hyper[outputs] = [
+                (
+                    torch.stack([m.layers[k].weight.t() for m in mlps]),  # (M, in, out)
+                    torch.stack([m.layers[k].bias for m in mlps]).unsqueeze(1),  # (M, 1, out)
+                )
+                for k in range(mlps[0].num_layers)
+            ]
+        return self._hyper[outputs]
 
     def shared(self) -> tuple:
         """The first block's image side with no mask fed back, the same for every prompt:
