@@ -88,7 +88,7 @@ def frame(s: Session, message: str = "") -> dict:
         p = s.prompt
         size = s.image.shape[:2]
         shown_hw = cf.prompt_size(size, c.scale)
-        key = (image_key(s), tuple(p.points), tuple(p.labels), p.box, p.corner, id(p.prediction), p.choice, shown_hw)
+        key = (image_key(s), tuple(p.points), tuple(p.labels), p.box, p.corner, id(p.prediction), p.pick, shown_hw)
         if key == sent.prompt_key and sent.image_key == key[0]:
             prompt = cf.UNCHANGED  # (a select, a paint, a view change: no candidate to encode again)
         else:

@@ -62,7 +62,7 @@ def click(ctx: Context, s: Session, x: float, y: float, mode: str | None = None)
     if not (0 <= x <= w and 0 <= y <= h):
         raise WorkbenchError(f"The point ({x:g}, {y:g}) is outside the image ({w}x{h} pixels); click on the image.")
     need_embedding(s)
-    before = _copy_prompt(s.prompt)
+    before = s.prompt.copy()
     try:
         with ctx.prompt_lock():
             msg = prompt_click(s.prompt, ctx.prompt_segmenter, s.embedding, s.mode, x, y)
@@ -150,15 +150,3 @@ def drag_box(ctx: Context, s: Session, x0: float, y0: float, x1: float, y1: floa
     finally:
         s.mode = mode
         s.prompt.corner = None
-
-
-def _copy_prompt(p: Prompt) -> Prompt:
-    return Prompt(
-        points=list(p.points),
-        labels=list(p.labels),
-        box=p.box,
-        corner=p.corner,
-        prediction=p.prediction,
-        order=list(p.order),
-        choice=p.choice,
-    )

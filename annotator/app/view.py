@@ -94,7 +94,7 @@ def _layer_key(s: Session) -> tuple:
 
 def _prompt_key(s: Session) -> tuple:
     p = s.prompt
-    return (tuple(p.points), tuple(p.labels), p.box, p.corner, p.choice, id(p.prediction))
+    return (tuple(p.points), tuple(p.labels), p.box, p.corner, p.pick, id(p.prediction))
 
 
 def layer(ctx: Context, s: Session) -> np.ndarray:

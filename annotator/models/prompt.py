@@ -12,7 +12,7 @@ prompt and re-runs the segmenter on the cached embedding:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -22,9 +22,8 @@ from annotator.models.predictor import Prediction
 
 def _areas(pred: Prediction) -> np.ndarray:
     """Pixel counts of the candidates (a lazy prediction counts them without upscaling)."""
-    if hasattr(pred, "areas"):
-        return pred.areas
-    return pred.masks.reshape(len(pred.masks), -1).sum(1)
+    areas = getattr(pred, "areas", None)
+    return areas if areas is not None else pred.masks.reshape(len(pred.masks), -1).sum(1)
 
 
 SAME_PIXEL = 3.0  # clicks closer than this (image pixels) count as "the same pixel again"
@@ -37,8 +36,38 @@ class Prompt:
     box: tuple[float, float, float, float] | None = None
     corner: tuple[float, float] | None = None  # first corner of a box being drawn
     prediction: Prediction | None = None
-    order: list[int] = field(default_factory=list)  # candidate indices, largest mask first
-    choice: int = 0  # position in ``order``
+    pick: int = 0  # the candidate shown: an index into ``prediction``
+    # ``order``, once counted
+    _order: list[int] | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def order(self) -> list[int]:
+        """Candidate indices, largest mask first. Counted on first use, not at the click: a
+        click shows SAM's best candidate, and only cycling or listing the candidates needs
+        their sizes (counting them can cost as much as a third of the decoding)."""
+        if self._order is None:
+            areas = _areas(self.prediction) if self.prediction is not None else np.zeros(0)
+            self._order = [int(i) for i in np.argsort(-areas, kind="stable")]
+        return self._order
+
+    @property
+    def choice(self) -> int:
+        """The shown candidate's position in ``order``."""
+        return self.order.index(self.pick) if self.prediction is not None else 0
+
+    @choice.setter
+    def choice(self, position: int) -> None:
+        self.pick = self.order[position]
+
+    def copy(self) -> Prompt:
+        """A copy to go back to (the prediction is shared: it is never changed in place)."""
+        out = replace(self, points=list(self.points), labels=list(self.labels))
+        out._order = self._order
+        return out
+
+    def forget(self) -> None:
+        """Drop the prediction (the prompt changed; it is predicted again from scratch)."""
+        self.prediction, self.pick, self._order = None, 0, None
 
     @property
     def empty(self) -> bool:
@@ -54,7 +83,7 @@ class Prompt:
         lazy prediction upscales just this candidate, straight to that size."""
         if self.prediction is None:
             return None
-        i = self.order[self.choice]
+        i = self.pick
         if hasattr(self.prediction, "mask"):
             return self.prediction.mask(i, size_hw)
         full = self.prediction.masks[i]
@@ -67,7 +96,7 @@ class Prompt:
     def score(self) -> float | None:
         if self.prediction is None:
             return None
-        s = float(self.prediction.scores[self.order[self.choice]])
+        s = float(self.prediction.scores[self.pick])
         return s if np.isfinite(s) else None
 
     def candidates(self) -> list[tuple[int, float | None, int]]:
@@ -117,7 +146,7 @@ def click(prompt: Prompt, segmenter, embedding, mode: str, x: float, y: float) -
         and len(prompt.points) == 1
         and prompt.box is None
         and label == prompt.labels[0]
-        and len(prompt.order) > 1
+        and len(prompt.prediction.scores) > 1
         and np.hypot(x - prompt.points[0][0], y - prompt.points[0][1]) < SAME_PIXEL
     ):
         prompt.choice = (prompt.choice + 1) % len(prompt.order)
@@ -138,7 +167,7 @@ def undo_last(prompt: Prompt, segmenter, embedding) -> None:
         prompt.labels.pop()
     elif prompt.box is not None:
         prompt.box = None
-    prompt.prediction, prompt.order, prompt.choice = None, [], 0
+    prompt.forget()
     if not prompt.empty:
         _predict(prompt, segmenter, embedding, refine=False)
 
@@ -148,7 +177,7 @@ def remove_point(prompt: Prompt, segmenter, embedding, index: int) -> None:
     if not 0 <= index < len(prompt.points):
         raise ValueError(f"the prompt has {len(prompt.points)} points; there is no point {index + 1}")
     del prompt.points[index], prompt.labels[index]
-    prompt.prediction, prompt.order, prompt.choice = None, [], 0
+    prompt.forget()
     if not prompt.empty:
         _predict(prompt, segmenter, embedding, refine=False)
 
@@ -157,7 +186,7 @@ def _predict(prompt: Prompt, segmenter, embedding, refine: bool) -> None:
     single_point = len(prompt.points) == 1 and prompt.box is None
     mask_input = None
     if refine and prompt.prediction is not None and prompt.prediction.low_res_logits is not None:
-        mask_input = prompt.prediction.low_res_logits[prompt.order[prompt.choice]][None]
+        mask_input = prompt.prediction.low_res_logits[prompt.pick][None]
     # candidates upscaled only when shown or accepted, where the segmenter offers it
     predict = getattr(segmenter, "predict_candidates", segmenter.predict)
     pred = predict(
@@ -168,8 +197,6 @@ def _predict(prompt: Prompt, segmenter, embedding, refine: bool) -> None:
         multimask_output=single_point,
         embedding=embedding,
     )
-    areas = _areas(pred)
-    prompt.prediction = pred
-    prompt.order = [int(i) for i in np.argsort(-areas, kind="stable")]
     # start on the candidate SAM rates best; repeated clicks then cycle by size
-    prompt.choice = prompt.order.index(pred.best())
+    prompt.forget()
+    prompt.prediction, prompt.pick = pred, int(pred.best())

@@ -26,6 +26,26 @@ def test_first_point_offers_three_candidates_largest_first(seg_and_emb):
     assert p.mask.shape == (1200, 1800)
 
 
+def test_a_click_counts_the_candidates_sizes_only_when_asked(seg_and_emb, monkeypatch):
+    """Showing SAM's best candidate needs no sizes; cycling and listing rank them by size."""
+    seg, emb = seg_and_emb
+    p = Prompt()
+    click(p, seg, emb, "positive", 900, 600)
+    counted = []
+    real = type(p.prediction).areas
+    monkeypatch.setattr(type(p.prediction), "areas", property(lambda self: counted.append(1) or real.fget(self)))
+    best = int(np.argmax(p.prediction.scores))
+    assert p.pick == best and p.mask is not None and p.score == pytest.approx(float(p.prediction.scores[best]))
+    assert counted == []
+    areas = p.prediction.areas
+    counted.clear()
+    assert p.order == [int(i) for i in np.argsort(-areas, kind="stable")]
+    assert p.order[p.choice] == best and len(counted) == 1
+    p.choose(2)
+    assert p.pick == p.order[2] and np.array_equal(p.mask, p.prediction.mask(p.order[2]))
+    assert len(counted) == 1  # counted once
+
+
 def test_same_pixel_again_cycles_candidates(seg_and_emb):
     seg, emb = seg_and_emb
     p = Prompt()
