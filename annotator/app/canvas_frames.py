@@ -21,14 +21,14 @@ serves full-resolution crops of it when the browser zooms past that scale.
 from __future__ import annotations
 
 import base64
-import io
+import struct
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from annotator.annotations import render
 from annotator.annotations import rle as rle_utils
@@ -69,15 +69,30 @@ def _data_url(kind: str, encoded: np.ndarray) -> str:
 
 
 def tinted_png_url(mask: np.ndarray, color: str) -> str:
-    """A PNG data URL of a 0/1 (H, W) uint8 mask: ``color`` where set, transparent elsewhere.
-    Paletted (one byte a pixel, a transparent index 0), so the browser draws it as it comes,
-    with no pixel loop of its own."""
+    """A PNG data URL of a 0/1 (H, W) mask: ``color`` where set, transparent elsewhere.
+    Paletted with one bit a pixel (index 0 transparent), so the browser draws it as it comes,
+    with no pixel loop of its own. Written here rather than by Pillow, which took 3-4x as
+    long for the same bytes (its per-row packing and filtering): it is on every click's path."""
     h, w = mask.shape
-    img = Image.frombytes("P", (w, h), np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
-    img.putpalette([0, 0, 0, *rgb(color)])
-    buf = io.BytesIO()
-    img.save(buf, "PNG", compress_level=1, transparency=0)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    rows = np.empty((h, (w + 7) // 8 + 1), np.uint8)
+    rows[:, 0] = 0  # each row's filter: none
+    rows[:, 1:] = np.packbits(mask != 0, axis=1)
+    r, g, b = rgb(color)
+    png = b"".join(
+        (
+            b"\x89PNG\r\n\x1a\n",
+            _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 1, 3, 0, 0, 0)),  # 1 bit, palette
+            _png_chunk(b"PLTE", bytes((0, 0, 0, r, g, b))),
+            _png_chunk(b"tRNS", b"\x00"),  # index 0 transparent
+            _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)),
+            _png_chunk(b"IEND", b""),
+        )
+    )
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def jpeg_url(rgb: np.ndarray, quality: int = JPEG_QUALITY) -> str:

@@ -253,6 +253,18 @@ def test_candidate_mask_message_is_its_bounding_box():
     assert cd.mask_message(thin)["h"] >= 1
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (2, 8), (5, 9), (7, 17)])
+def test_tinted_png_is_exact_at_any_width(shape):
+    """One bit a pixel, rows padded to whole bytes: every width decodes to the mask."""
+    mask = np.random.default_rng(sum(shape)).random(shape) > 0.5
+    mask.flat[0] = True
+    rgba = np.asarray(
+        Image.open(io.BytesIO(base64.b64decode(cd.tinted_png_url(mask, "#102030").split(",", 1)[1]))).convert("RGBA")
+    )
+    assert np.array_equal(rgba[..., 3] == 255, mask) and (rgba[..., 3][~mask] == 0).all()
+    assert (rgba[mask][:, :3] == (0x10, 0x20, 0x30)).all()
+
+
 def test_new_actions_skips_applied_ones_and_checks_input():
     sent = cd.Sent(image_key="img", last_action=2)
     msg = {
