@@ -129,7 +129,7 @@
       ctx.drawImage(st.crop.bitmap, st.crop.x, st.crop.y, st.crop.w, st.crop.h);
     }
     ctx.imageSmoothingEnabled = false;
-    if (st.fill && !st.hideAll) {
+    if (st.fill && !st.hideAll && !overlayEmpty()) {
       ctx.globalAlpha = st.opacity;
       ctx.drawImage(st.fill, 0, 0, W, H);
       ctx.globalAlpha = 1;
@@ -205,6 +205,8 @@
     return [Math.max(0, Math.floor(x * vw / W) - 2), Math.max(0, Math.floor(y * vh / H) - 2),
             Math.min(vw, Math.ceil((x + w) * vw / W) + 2), Math.min(vh, Math.ceil((y + h) * vh / H) + 2)];
   }
+  // nothing to overlay (no mask yet, no preview, no coverage): no pixel loop, no layer drawing
+  function overlayEmpty() { return !st.layers.length && !st.preview && !st.coverage; }
   function recolor(rect) {
     if (!st.img || !st.fill) return;
     const {vw, vh} = st.img;
@@ -212,6 +214,11 @@
     // the edge test reads one pixel around, so the top ids are refreshed one pixel wider
     const ax0 = Math.max(0, x0 - 1), ay0 = Math.max(0, y0 - 1), ax1 = Math.min(vw, x1 + 1), ay1 = Math.min(vh, y1 + 1);
     const top = st.top, layers = st.layers, n = layers.length, preview = st.preview;
+    if (overlayEmpty()) {
+      for (let y = ay0; y < ay1; y++) top.fill(0, y * vw + ax0, y * vw + ax1);
+      if (x1 > x0 && y1 > y0) { st.fillCtx.clearRect(x0, y0, x1 - x0, y1 - y0); st.edgeCtx.clearRect(x0, y0, x1 - x0, y1 - y0); }
+      return;
+    }
     const visible = new Map(), accepted = new Set();
     for (const [id, row] of st.rows) { visible.set(id, shown(row)); if (row.review === "accepted") accepted.add(id); }
     for (let y = ay0; y < ay1; y++) {
