@@ -98,6 +98,9 @@ def encode(ctx: Context, s: Session, sid: str) -> str:
         ctx.prefetcher.cancel(sid)  # its prefetch was for where it no longer is
     with ctx.model_lock:
         s.embedding = embed(ctx.segmenter, s.image)
+        prepare = getattr(ctx.segmenter, "prepare", None)  # (SAM: the first click's per-image decoder work)
+        if prepare is not None:
+            prepare(s.embedding)
     what = "from the cache" if cached else "computed"
     note, s.note = (s.note + " " if s.note else ""), ""
     return f"{note}Embedding {what}. Click on the image to segment an object."

@@ -67,6 +67,14 @@ def test_reopening_an_image_reuses_the_cached_embedding(wb, sid):
     assert "from the cache" in v.message
 
 
+def test_opening_an_image_prepares_the_decoder_for_the_first_click(wb, sid, monkeypatch):
+    prepared = []
+    real = wb.ctx.segmenter.prepare
+    monkeypatch.setattr(wb.ctx.segmenter, "prepare", lambda emb: prepared.append(emb) or real(emb))
+    wb.open_image(sid, DOG)
+    assert prepared == [wb.session(sid).embedding]
+
+
 def test_reopening_an_image_brings_its_masks_back(wb, sid):
     (a,) = with_rects(wb, sid, (0, 0, 50, 50))
     wb.open_image(sid, IMAGES / "truck.jpg")

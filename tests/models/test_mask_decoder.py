@@ -112,3 +112,17 @@ def test_the_segmenter_keeps_a_decoder_for_the_last_few_images_only():
     kept = seg._decoders[embeddings[-1].key]
     seg.predict_candidates(np.array([[20.0, 15.0]]), np.array([1]), embedding=embeddings[-1])
     assert seg._decoders[embeddings[-1].key] is kept  # a second click on the image reuses its decoder
+
+
+def test_prepare_does_the_images_decoder_work_before_the_first_click():
+    seg = SamSegmenter(random_sam("tiny", seed=0), device="cpu")
+    image = np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    emb = seg.embed(image)
+    cold = seg.predict_candidates(np.array([[10.0, 12.0]]), np.array([1]), embedding=emb)
+    seg._decoders.clear()
+    seg.prepare(emb)
+    decoder = seg._decoders[emb.key]
+    assert decoder._shared is not None  # done ahead
+    warm = seg.predict_candidates(np.array([[10.0, 12.0]]), np.array([1]), embedding=emb)
+    assert seg._decoders[emb.key] is decoder  # the click used it
+    np.testing.assert_allclose(warm.low_res_logits, cold.low_res_logits, atol=1e-4)
