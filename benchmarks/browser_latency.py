@@ -5,7 +5,12 @@ shared photos, each in headless Debian chromium at 1366x768, measured side by si
 run (repeats interleave the two, alternating which goes first):
 
 - click -> mask visible: from the click to the page showing the candidate mask
-  (gr.Image: the new JPEG loaded; canvas: the first frame acknowledging it drawn);
+  (gr.Image: the new JPEG loaded; canvas: the first frame acknowledging it drawn), on a page
+  that has finished opening the image (its event done, the page idle once), as a person
+  clicks after looking at it;
+- click at once after open: the same, with the click as soon as the image and its
+  embedding are there, while the page is still finishing the upload's event (its last
+  updates, the garbage collection after them);
 - box -> mask visible: from the end of the box (gr.Image: its second click; canvas: the
   drag's release) to the mask shown;
 - opacity -> repaint: from changing the opacity to the new picture (gr.Image: a server
@@ -50,6 +55,7 @@ DATA = ROOT.parent / "shared" / "data" / "images"
 LAUNCH_ARGS = list(CHROMIUM_ARGS)
 MEASURES = (
     "click -> mask visible",
+    "click at once after open",
     "box -> mask visible",
     "opacity -> repaint",
     "6 rapid clicks -> final mask",
@@ -89,6 +95,10 @@ CV_DRAWN_SINCE_UP = """seq => { const r = document.querySelector('#canvas .acv')
 CV_SETTLED = """seq => { const r = document.querySelector('#canvas .acv'); const t = r._acv.timings;
   const first = t.find(([k, f, tt, ack]) => k === 'drawn' && ack >= seq && tt >= window.__t.up);
   return !!first && !r._acv.state.direct && t.some(([k, f]) => k === 'drawn' && f > first[1]); }"""
+# the page done with what it was doing: no Gradio event running, then the main thread idle once
+PAGE_IDLE = """() => new Promise(done => { const check = () => {
+  if (document.querySelector('.wrap.generating, .wrap.pending')) { setTimeout(check, 20); return; }
+  requestIdleCallback(() => done(true), {timeout: 2000}); }; check(); })"""
 # a view change in the canvas: from the input event to the repaint done (the next animation frame)
 CV_OPACITY = """v => new Promise(done => { const r = document.querySelector('#canvas .acv');
   const e = r.querySelector('.acv-opacity'); const p0 = Number(r.dataset.paints || 0); const t0 = performance.now();
@@ -407,6 +417,9 @@ def main(argv=None) -> int:
                             return out
 
                         timed("next image -> shown", app.open, path, (w, h))
+                        timed("click at once after open", app.click, *pts[1])
+                        app.clear()
+                        app.page.evaluate(PAGE_IDLE)  # (untimed) a person looks before clicking
                         timed("click -> mask visible", app.click, *pts[0])
                         app.clear()
                         x0, y0 = 0.3 * w, 0.3 * h
