@@ -299,8 +299,12 @@ class Workbench:
             return None
         label = message.get("label")
         label = label if isinstance(label, str) else None
+        # the session found, never a new one: freed since the lookup, it stays freed
+        s = self.sessions.peek(sid)
+        if s is None or not self.sessions.touch(sid):
+            return None
         try:
-            with self._session(sid) as s:
+            with s.lock:
                 frame = views.frame_after(s, canvas_link.apply(self.ctx, s, message, label))
         except WorkbenchError:
             return None

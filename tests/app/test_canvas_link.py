@@ -10,6 +10,7 @@ from conftest import IMAGES
 from PIL import Image
 
 from annotator.app import canvas_frames as cf
+from annotator.app import canvas_link
 from annotator.app.workbench import Workbench, WorkbenchError
 from annotator.models.loading import load_segmenter
 
@@ -216,3 +217,23 @@ def test_the_canvas_script_reaches_its_own_session_by_the_channel_its_frames_car
     assert "Added mask 1 (dog)" in view.message and len(view.table) == 1 and "dog" in view.table[0]
     wb.free(sid)
     assert wb.canvas_direct({**message, "channel": channel}) is None  # a freed session: none
+
+
+def test_a_session_freed_while_its_direct_call_starts_is_not_made_again(wb, sid, monkeypatch):
+    """Freed between the channel's lookup and the call's work (the tab closed meanwhile):
+    the call answers None and leaves no empty session behind under that id."""
+    b = opened(wb, sid)
+    channel = b.show(wb.resend(sid))["channel"]
+    found = canvas_link.sid_for_channel
+
+    def found_then_freed(sessions, ch):
+        key = found(sessions, ch)
+        wb.free(key)
+        return key
+
+    monkeypatch.setattr(canvas_link, "sid_for_channel", found_then_freed)
+    b.seq += 1
+    point = {"type": "point", "x": 300, "y": 300, "mode": "positive", "seq": b.seq}
+    message = {"kind": "actions", "have": {"image": b.key, "frame": b.frame}, "view": b.view, "actions": [point]}
+    assert wb.canvas_direct({**message, "channel": channel}) is None
+    assert sid not in wb.sessions.keys()
