@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 EXPORT_VERSION = 1
 OPSET = 17
 PARTS = ("encoder", "encoder-int8")
+# parts earlier versions wrote and nothing reads now, removed on the next use of their folder:
+# the prompt decoder (exported until 2026-12-02; clicks decode in PyTorch since)
+RETIRED_PARTS = ("decoder",)
 
 
 def weights_key(model: Sam) -> str:
@@ -118,6 +121,10 @@ class ExportCache:
 
     def ensure(self, parts, progress: bool = True) -> dict[str, Path]:
         """Paths of ``parts``, exporting those not on disk yet (with a progress bar)."""
+        for part in RETIRED_PARTS:
+            if (self.dir / part).is_dir():
+                log.info("removing %s: no longer used", self.dir / part)
+                shutil.rmtree(self.dir / part, ignore_errors=True)
         todo = self.missing(parts)
         if "encoder-int8" in todo and "encoder" not in todo and not self.path("encoder").exists():
             todo.insert(0, "encoder")

@@ -104,6 +104,17 @@ def test_export_is_cached_per_weights(runtime_cache, onnx_seg):
     assert weights_key(random_sam("tiny", seed=1)) != cache.key
 
 
+def test_parts_no_longer_used_are_removed_from_the_cache(tmp_path):
+    cache = ExportCache(random_sam("tiny", seed=0), tmp_path)
+    (cache.dir / "decoder").mkdir(parents=True)
+    (cache.dir / "decoder" / "model.onnx").write_bytes(b"an exported decoder of before")
+    (cache.dir / "encoder").mkdir()
+    (cache.dir / "encoder" / "model.onnx").write_bytes(b"kept")  # present: nothing to build
+    cache.ensure(["encoder"], progress=False)
+    assert not (cache.dir / "decoder").exists()
+    assert (cache.dir / "encoder" / "model.onnx").read_bytes() == b"kept"
+
+
 def test_the_cache_key_covers_zero_dimensional_buffers():
     """vit_t (MobileSAM's TinyViT) has BatchNorm's 0-d ``num_batches_tracked``: the key is
     computed (it raised "cannot view Long as Byte", so vit_t could not use ONNX) and sees it."""
