@@ -269,6 +269,31 @@ def _accepted_disc(page, state, x=800, y=500):
     return s, ann
 
 
+def test_with_no_mask_left_the_image_shows_bare_and_coverage_still_paints(page, demo):
+    """With nothing to overlay the canvas skips its layers: once the only mask is undone its
+    colour is gone; the coverage map (all of an image without masks) still paints."""
+    state, _ = demo
+    page.mouse.move(10, 10)
+    bare = page.evaluate(SEEN, [800, 500])
+    _accepted_disc(page, state)
+    page.wait_for_function("() => document.querySelector('#canvas .acv')._acv.state.layers.length > 0")
+    page.wait_for_timeout(100)
+    assert page.evaluate(SEEN, [800, 500]) != bare
+
+    def painted_after(change):
+        paints = int(page.eval_on_selector("#canvas .acv", "e => e.dataset.paints"))
+        change()
+        page.wait_for_function(f"() => Number(document.querySelector('#canvas .acv').dataset.paints) > {paints}")
+
+    painted_after(lambda: press(page, "#undo"))
+    page.wait_for_function("() => document.querySelector('#canvas .acv')._acv.state.layers.length === 0")
+    page.wait_for_timeout(100)
+    assert page.evaluate(SEEN, [800, 500]) == bare
+    painted_after(lambda: page.click("#canvas .acv-coverage"))
+    covered = page.evaluate(SEEN, [800, 500])
+    assert covered != bare and covered[0] >= bare[0] and covered[2] >= bare[2]  # magenta laid over
+
+
 def test_brush_and_eraser_change_the_area_by_the_stroke_and_undo_restores_it(page, demo):
     state, _ = demo
     s, ann = _accepted_disc(page, state)
