@@ -20,8 +20,14 @@ run (repeats interleave the two, alternating which goes first):
 - next image -> shown: from choosing a file to the page showing the new image.
 
 Each measure but "click at once after open" starts on a page done with the one before (no
-event running, the main thread idle once; untimed). The server runs as ``annotator serve`` runs it (OMP_WAIT_POLICY=PASSIVE). Times are taken
-in the page, on the browser's clock (``performance.now()``): from the pointer's release (a
+event running, the main thread idle once; untimed). The two apps' pages share the browser; the
+one not being measured is frozen (CDP ``Page.setWebLifecycleState``), as a background tab is
+throttled: a Gradio 6.31 page runs two animation-frame loops even when idle (its status
+tracker's timer and a store's tick), a frame drawn 60 times a second on the cores the server
+and the measured page use.
+
+The server runs as ``annotator serve`` runs it (OMP_WAIT_POLICY=PASSIVE). Times are taken in
+the page, on the browser's clock (``performance.now()``): from the pointer's release (a
 capture listener) to the picture shown: gr.Image's new image loaded, the canvas's frame drawn
 (its own send/frame/drawn marks, ``_acv.timings``); Playwright's round trips are not counted.
 Opening the next image is timed from Python (a file chooser).
@@ -388,13 +394,14 @@ def main(argv=None) -> int:
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-            pages = {}
+            pages, lifecycle = {}, {}
             for kind, cls, wb in (("today", Today, wb_today), ("new", Canvas, wb_new)):
                 page = browser.new_page(viewport={"width": 1366, "height": 768})
                 page.set_default_timeout(20_000)
                 page.goto(urls[kind], wait_until="load")
                 page.wait_for_selector("#canvas")
                 pages[kind] = cls(page, wb)
+                lifecycle[kind] = page.context.new_cdp_session(page)
             print(
                 f"SAM {args.model} (random weights) on CPU, {len(images)} photos x {args.repeats} repeats, "
                 "chromium 1366x768",
@@ -408,6 +415,12 @@ def main(argv=None) -> int:
                     for kind in order:
                         app = pages[kind]
                         res = results[kind]
+                        # one app in front, the other's page frozen as a background tab is
+                        # throttled: Gradio's pages draw a frame 60 times a second even idle
+                        for other, session in lifecycle.items():
+                            session.send(
+                                "Page.setWebLifecycleState", {"state": "active" if other == kind else "frozen"}
+                            )
 
                         def timed(measure, fn, *a, app=app, res=res, kind=kind, idle=True):
                             if idle:  # (untimed) what the last measure set going is done
